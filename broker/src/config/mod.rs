@@ -1,0 +1,433 @@
+//! The broker's configuration: one serde tree read from TOML, with every default a named constant
+//! and validation at load time. `headwater.example.toml` at the repository root is the annotated
+//! reference and is parsed by a test.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const DEFAULT_DATA_DIR: &str = "headwater-data";
+pub const DEFAULT_MQTT: &str = "127.0.0.1:1883";
+pub const DEFAULT_KAFKA: &str = "127.0.0.1:9092";
+pub const DEFAULT_QUIC: &str = "127.0.0.1:14567";
+pub const DEFAULT_HTTP: &str = "127.0.0.1:8480";
+/// 4 GiB on 64-bit targets; 1 GiB on 32-bit ones, where the map must fit the address space.
+pub const DEFAULT_MAX_DISK_BYTES: u64 = if usize::BITS >= 64 { 4 << 30 } else { 1 << 30 };
+pub const DEFAULT_PARTITIONS: u32 = 1;
+/// Seven days, as Kafka's `log.retention.hours=168`.
+pub const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
+pub const DEFAULT_RETENTION_CHECK_MS: u64 = 60_000;
+pub const DEFAULT_KAFKA_MAX_FRAME: usize = 16 * 1024 * 1024;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+pub const DEFAULT_MQTT_MAX_PACKET: usize = 1024 * 1024;
+pub const DEFAULT_MQTT_MAX_INFLIGHT: usize = 64;
+pub const DEFAULT_DEAD_LETTER_TOPIC: &str = "dead-letters";
+pub const DEFAULT_PLUGIN_MEMORY_BYTES: u64 = 16 * 1024 * 1024;
+pub const DEFAULT_PLUGIN_TIMEOUT_MS: u64 = 100;
+pub const DEFAULT_PLUGIN_MAX_FAILURES: u32 = 10;
+pub const DEFAULT_UPSTREAM_RETRY_MS: u64 = 1_000;
+pub const DEFAULT_UPSTREAM_BATCH_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        path: String,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory of the LMDB environment. Default `headwater-data` (relative to the working dir).
+    pub data_dir: PathBuf,
+    /// Names this gateway in upstream record headers. Default: the host name, else "headwater".
+    pub gateway_id: Option<String>,
+    pub listeners: Listeners,
+    pub log: LogSection,
+    pub kafka: KafkaSection,
+    pub mqtt: MqttSection,
+    pub plugins: Vec<PluginSection>,
+    pub upstream: Option<UpstreamSection>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            gateway_id: None,
+            listeners: Listeners::default(),
+            log: LogSection::default(),
+            kafka: KafkaSection::default(),
+            mqtt: MqttSection::default(),
+            plugins: Vec::new(),
+            upstream: None,
+        }
+    }
+}
+
+/// A listener address, or `off`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Off,
+    At(SocketAddr),
+}
+
+impl Listen {
+    pub fn parse(s: &str) -> Result<Listen, ConfigError> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Listen::Off);
+        }
+        s.parse()
+            .map(Listen::At)
+            .map_err(|e| ConfigError::Invalid(format!("listener address {s:?}: {e}")))
+    }
+
+    pub fn addr(&self) -> Option<SocketAddr> {
+        match self {
+            Listen::Off => None,
+            Listen::At(a) => Some(*a),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Listen::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where each protocol listens; `"off"` disables one. Loopback by default: exposing a listener
+/// to the network is a deliberate choice.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listeners {
+    /// MQTT over TCP. Default 127.0.0.1:1883.
+    pub mqtt: Listen,
+    /// Kafka wire protocol. Default 127.0.0.1:9092.
+    pub kafka: Listen,
+    /// MQTT over QUIC (UDP). Default 127.0.0.1:14567.
+    pub quic: Listen,
+    /// HTTP health, metrics and admin. Default 127.0.0.1:8480.
+    pub http: Listen,
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        let at = |s: &str| Listen::parse(s).unwrap_or(Listen::Off);
+        Listeners {
+            mqtt: at(DEFAULT_MQTT),
+            kafka: at(DEFAULT_KAFKA),
+            quic: at(DEFAULT_QUIC),
+            http: at(DEFAULT_HTTP),
+        }
+    }
+}
+
+/// Storage settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// Hard limit of the data directory (the LMDB map size). Writes past it are refused with the
+    /// protocol's error, never a crash. Default 4 GiB (1 GiB on 32-bit). Costs address space
+    /// only, not memory.
+    pub max_disk_bytes: u64,
+    /// `"fsync"` (default): every acked write is on disk. `"relaxed"`: no fsync per commit, like
+    /// Kafka's default; a power cut can lose the last seconds of acked writes.
+    pub durability: Durability,
+    /// Create a topic when something first writes to it. Default true.
+    pub auto_create_topics: bool,
+    /// Partitions of auto-created topics. Default 1.
+    pub default_partitions: u32,
+    /// Keep data this long (ms); -1 forever. Default 7 days.
+    pub retention_ms: i64,
+    /// Keep at most about this many bytes per partition; -1 no limit (default).
+    pub retention_bytes: i64,
+    /// How often retention runs (ms). Default 60 000.
+    pub retention_check_interval_ms: u64,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            max_disk_bytes: DEFAULT_MAX_DISK_BYTES,
+            durability: Durability::Fsync,
+            auto_create_topics: true,
+            default_partitions: DEFAULT_PARTITIONS,
+            retention_ms: DEFAULT_RETENTION_MS,
+            retention_bytes: -1,
+            retention_check_interval_ms: DEFAULT_RETENTION_CHECK_MS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    Fsync,
+    Relaxed,
+}
+
+/// Kafka listener settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSection {
+    /// Largest request frame accepted; bigger ones close the connection. Default 16 MiB, which is
+    /// also the most memory one request can take.
+    pub max_frame_bytes: usize,
+    /// Most simultaneous Kafka connections. Default 4096.
+    pub max_connections: usize,
+    /// Host name given to clients in Metadata. Default: the listener's IP address.
+    pub advertised_host: Option<String>,
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        KafkaSection {
+            max_frame_bytes: DEFAULT_KAFKA_MAX_FRAME,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            advertised_host: None,
+        }
+    }
+}
+
+/// MQTT listener settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttSection {
+    /// Most simultaneous MQTT connections (TCP and QUIC together). Default 4096.
+    pub max_connections: usize,
+    /// Largest packet accepted. Default 1 MiB.
+    pub max_packet_bytes: usize,
+    /// Most unacknowledged QoS 1 messages sent to one client. Default 64.
+    pub max_inflight: usize,
+    /// MQTT topic filters mapped to log topics; the first match wins. Unmatched topics go to the
+    /// log topic named after their first level.
+    pub routes: Vec<Route>,
+}
+
+impl Default for MqttSection {
+    fn default() -> Self {
+        MqttSection {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_packet_bytes: DEFAULT_MQTT_MAX_PACKET,
+            max_inflight: DEFAULT_MQTT_MAX_INFLIGHT,
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// One MQTT → log route.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// MQTT topic filter (`+` and `#` allowed).
+    pub filter: String,
+    /// Log topic the matching publishes are written to.
+    pub topic: String,
+}
+
+/// Where a plugin runs.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Attach {
+    Ingest,
+    Upstream,
+}
+
+/// One `[[plugins]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSection {
+    /// Used in metrics, logs and dead-letter headers.
+    pub name: String,
+    /// Path of the compiled WebAssembly module.
+    pub module: PathBuf,
+    pub attach: Attach,
+    /// Topics whose records pass through this plugin.
+    pub topics: Vec<String>,
+    /// Where records the plugin fails on go. Default "dead-letters".
+    #[serde(default = "default_dead_letter")]
+    pub dead_letter_topic: String,
+    /// Handed to the plugin's init as CBOR.
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Value>,
+    /// Memory cap of one instance. Default 16 MiB.
+    #[serde(default = "default_plugin_memory")]
+    pub max_memory_bytes: u64,
+    /// CPU bound of one call (wall-clock, by epoch interruption). Default 100 ms.
+    #[serde(default = "default_plugin_timeout")]
+    pub timeout_ms: u64,
+    /// Consecutive failed batches before the plugin is disabled. Default 10.
+    #[serde(default = "default_plugin_failures")]
+    pub max_consecutive_failures: u32,
+}
+
+fn default_dead_letter() -> String {
+    DEFAULT_DEAD_LETTER_TOPIC.to_string()
+}
+fn default_plugin_memory() -> u64 {
+    DEFAULT_PLUGIN_MEMORY_BYTES
+}
+fn default_plugin_timeout() -> u64 {
+    DEFAULT_PLUGIN_TIMEOUT_MS
+}
+fn default_plugin_failures() -> u32 {
+    DEFAULT_PLUGIN_MAX_FAILURES
+}
+
+/// `[upstream]`: forward local topics to a central Kafka-protocol cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    /// `host:port` of any broker of the central cluster.
+    pub bootstrap: String,
+    /// Local topics to forward, under the same name upstream.
+    pub topics: Vec<String>,
+    /// Wait between reconnect attempts (ms). Default 1000.
+    #[serde(default = "default_upstream_retry")]
+    pub retry_backoff_ms: u64,
+    /// Most bytes sent in one produce request per partition. Default 1 MiB.
+    #[serde(default = "default_upstream_batch")]
+    pub max_batch_bytes: usize,
+    /// A request unanswered this long means the link hangs (ms). Default 10 000.
+    #[serde(default = "default_upstream_timeout")]
+    pub request_timeout_ms: u64,
+}
+
+fn default_upstream_retry() -> u64 {
+    DEFAULT_UPSTREAM_RETRY_MS
+}
+fn default_upstream_batch() -> usize {
+    DEFAULT_UPSTREAM_BATCH_BYTES
+}
+fn default_upstream_timeout() -> u64 {
+    DEFAULT_UPSTREAM_TIMEOUT_MS
+}
+
+impl Config {
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            source: Box::new(e),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            source: e,
+        })?;
+        Config::from_toml(&text, &path.display().to_string())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.log.default_partitions == 0 {
+            return bad("log.default_partitions must be at least 1".into());
+        }
+        if self.log.max_disk_bytes < 1024 * 1024 {
+            return bad("log.max_disk_bytes must be at least 1 MiB".into());
+        }
+        for route in &self.mqtt.routes {
+            crate::log::validate_topic_name(&route.topic)
+                .map_err(|e| ConfigError::Invalid(format!("mqtt route {:?}: {e}", route.filter)))?;
+        }
+        let mut names = std::collections::HashSet::new();
+        for p in &self.plugins {
+            if !names.insert(&p.name) {
+                return bad(format!("plugin name {:?} is used twice", p.name));
+            }
+            if p.topics.is_empty() {
+                return bad(format!("plugin {:?} lists no topics", p.name));
+            }
+            if p.timeout_ms == 0 {
+                return bad(format!("plugin {:?}: timeout_ms must be > 0", p.name));
+            }
+        }
+        if let Some(up) = &self.upstream {
+            if up.bootstrap.trim().is_empty() {
+                return bad("upstream.bootstrap is empty".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The gateway id used in upstream headers.
+    pub fn gateway_id(&self) -> String {
+        if let Some(id) = &self.gateway_id {
+            return id.clone();
+        }
+        std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "headwater".to_string())
+    }
+
+    pub fn log_options(&self) -> crate::log::LogOptions {
+        crate::log::LogOptions {
+            data_dir: self.data_dir.clone(),
+            max_disk_bytes: self.log.max_disk_bytes,
+            fsync: self.log.durability == Durability::Fsync,
+            defaults: crate::log::TopicDefaults {
+                auto_create: self.log.auto_create_topics,
+                partitions: self.log.default_partitions,
+                retention_ms: self.log.retention_ms,
+                retention_bytes: self.log.retention_bytes,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_embedded_default() {
+        let c = Config::from_toml("", "empty").unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("headwater-data"));
+        assert_eq!(c.listeners.mqtt, Listen::parse("127.0.0.1:1883").unwrap());
+        assert_eq!(c.listeners.kafka.addr().unwrap().port(), 9092);
+        assert_eq!(c.listeners.quic.addr().unwrap().port(), 14567);
+        assert_eq!(c.listeners.http.addr().unwrap().port(), 8480);
+        assert_eq!(c.log.durability, Durability::Fsync);
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../../../headwater.example.toml");
+        let c = Config::from_toml(text, "headwater.example.toml").unwrap();
+        assert_eq!(c.plugins.len(), 1);
+        assert_eq!(c.plugins[0].attach, Attach::Ingest);
+        assert_eq!(
+            c.upstream.as_ref().unwrap().topics,
+            vec!["sensors".to_string()]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(Config::from_toml("colour = 1", "x").is_err());
+        assert!(Config::from_toml("[listeners]\nmqtt = \"nope\"", "x").is_err());
+        assert!(Config::from_toml("[log]\ndefault_partitions = 0", "x").is_err());
+        let off = Config::from_toml("[listeners]\nquic = \"off\"", "x").unwrap();
+        assert_eq!(off.listeners.quic, Listen::Off);
+    }
+}

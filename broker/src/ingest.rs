@@ -1,0 +1,203 @@
+//! The one door into the log for every protocol.
+//!
+//! Kafka produce, MQTT publish and QUIC all call [`Ingest`]: it picks the partition, runs the
+//! topic's ingest plugins (if any) and appends durably. Keeping this in one place is what makes
+//! "one log, many doors" true: a record looks the same whichever protocol brought it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::log::{self, Appended, BatchHeader, Log, LogError, NewRecord, PartitionHandle};
+use crate::plugin::IngestPlugins;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Batch(#[from] log::BatchError),
+    #[error("unknown partition {partition} of topic {topic}")]
+    UnknownPartition { topic: String, partition: i32 },
+    #[error("ingest plugin failed: {0}")]
+    Plugin(String),
+}
+
+/// Appends records to the log on behalf of every protocol.
+#[derive(Clone)]
+pub struct Ingest {
+    log: Log,
+    plugins: Arc<IngestPlugins>,
+}
+
+impl Ingest {
+    pub fn new(log: Log, plugins: Arc<IngestPlugins>) -> Ingest {
+        Ingest { log, plugins }
+    }
+
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// Kafka produce: already-validated batches for one partition. Stored as received unless an
+    /// ingest plugin is attached to the topic.
+    pub async fn produce_batches(
+        &self,
+        topic: &str,
+        partition: i32,
+        batches: Vec<(BatchHeader, Bytes)>,
+    ) -> Result<Appended, IngestError> {
+        let handle = self.partition(topic, partition).await?;
+        if !self.plugins.has_plugins(topic) {
+            return Ok(self.log.append_batches(&handle, batches).await?);
+        }
+        let mut records = Vec::new();
+        for (_, bytes) in &batches {
+            records.extend(log::batch::decode(bytes)?.into_iter().map(|r| NewRecord {
+                timestamp: r.timestamp,
+                key: r.key,
+                value: r.value,
+                headers: r.headers,
+            }));
+        }
+        self.append_via_plugins(topic, Some(handle), records).await
+    }
+
+    /// Records for a topic; the partition is chosen from each record's key (Kafka's murmur2
+    /// partitioner, so Kafka producers and MQTT agree on where a device's records go).
+    pub async fn publish(
+        &self,
+        topic: &str,
+        records: Vec<NewRecord>,
+    ) -> Result<Appended, IngestError> {
+        if self.plugins.has_plugins(topic) {
+            return self.append_via_plugins(topic, None, records).await;
+        }
+        let handle = self.partition_for_key(topic, records.first()).await?;
+        Ok(self.log.append_records(&handle, &records).await?)
+    }
+
+    async fn append_via_plugins(
+        &self,
+        topic: &str,
+        partition: Option<Arc<PartitionHandle>>,
+        records: Vec<NewRecord>,
+    ) -> Result<Appended, IngestError> {
+        let output = self
+            .plugins
+            .run(topic, records)
+            .await
+            .map_err(|e| IngestError::Plugin(e.to_string()))?;
+        let mut last = None;
+        // Records the chain keeps for their own topic go where the producer asked; rerouted ones
+        // and dead letters are partitioned by key in their topic.
+        for (target, records) in output.by_topic() {
+            if records.is_empty() {
+                continue;
+            }
+            let handle = match (&partition, target == topic) {
+                (Some(p), true) => p.clone(),
+                _ => self.partition_for_key(&target, records.first()).await?,
+            };
+            let appended = self.log.append_records(&handle, &records).await?;
+            if target == topic {
+                last = Some(appended);
+            }
+        }
+        // Everything dropped by the plugin: ack with the partition's current end, as Kafka does
+        // for an empty append.
+        match last {
+            Some(a) => Ok(a),
+            None => {
+                let handle = match partition {
+                    Some(p) => p,
+                    None => self.partition_for_key(topic, None).await?,
+                };
+                let end = handle.high_watermark();
+                Ok(Appended {
+                    base_offset: end,
+                    last_offset: end - 1,
+                    log_start: handle.log_start(),
+                })
+            }
+        }
+    }
+
+    async fn partition(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Arc<PartitionHandle>, IngestError> {
+        let t = self.log.topic_for_write(topic).await?;
+        t.partition(partition)
+            .cloned()
+            .ok_or_else(|| IngestError::UnknownPartition {
+                topic: topic.to_string(),
+                partition,
+            })
+    }
+
+    async fn partition_for_key(
+        &self,
+        topic: &str,
+        first: Option<&NewRecord>,
+    ) -> Result<Arc<PartitionHandle>, IngestError> {
+        let t = self.log.topic_for_write(topic).await?;
+        let n = t.partitions.len() as u32;
+        let index = match first.and_then(|r| r.key.as_ref()) {
+            Some(key) => (murmur2(key) & 0x7fff_ffff) % n,
+            None => 0,
+        };
+        Ok(t.partitions[index as usize].clone())
+    }
+}
+
+/// Kafka's default partitioner hash (murmur2, seed 0x9747b28c), as in the Java client.
+pub fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= (rest[2] as u32) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= (rest[1] as u32) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= rest[0] as u32;
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::murmur2;
+
+    #[test]
+    fn murmur2_matches_kafka_java_client() {
+        // Values from Kafka's UtilsTest.testMurmur2.
+        assert_eq!(murmur2(b"21") as i32, -973932308);
+        assert_eq!(murmur2(b"foobar") as i32, -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32,
+            -58897971
+        );
+        assert_eq!(murmur2(b"abc") as i32, 479470107);
+    }
+}

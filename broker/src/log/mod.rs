@@ -1,0 +1,446 @@
+//! Kafka-style partition logs in LMDB.
+//!
+//! Every protocol writes through [`Log`]: topics with N partitions, dense per-partition offsets,
+//! batches stored as Kafka v2 record batches (see [`batch`]). Writes go to one writer thread that
+//! commits them in groups ([`writer`]); reads open short read transactions ([`store`]). Readers
+//! learn of new data from [`AppendEvent`]s, sent after each commit.
+
+pub mod batch;
+pub mod retention;
+pub mod store;
+mod writer;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+pub use batch::{BatchError, BatchHeader, NewRecord, StoredRecord};
+pub use store::{PartitionState, StoredBatch, TopicConfig, TopicMeta};
+pub use writer::Appended;
+
+use store::Store;
+use writer::Command;
+
+/// Depth of the writer's command queue: producers wait (backpressure) once it is full.
+const WRITER_QUEUE: usize = 8192;
+/// How many append events a slow reader may fall behind before it must re-scan.
+const EVENT_BUFFER: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("LMDB error: {0}")]
+    Lmdb(#[from] heed::Error),
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the log is full: the data directory reached its size limit (max_disk_bytes)")]
+    Full,
+    #[error("unknown topic or partition: {topic}/{partition}")]
+    UnknownPartition { topic: String, partition: i32 },
+    #[error("unknown topic: {0}")]
+    UnknownTopic(String),
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopic { name: String, reason: &'static str },
+    #[error("bad record batch: {0}")]
+    Batch(#[from] BatchError),
+    #[error("the log writer has stopped")]
+    Stopped,
+    #[error("{0}")]
+    Reply(String),
+}
+
+impl LogError {
+    /// True when the write was refused because the data directory is full.
+    pub fn is_full(&self) -> bool {
+        matches!(
+            self,
+            LogError::Full | LogError::Lmdb(heed::Error::Mdb(heed::MdbError::MapFull))
+        )
+    }
+
+    /// The same error for another waiter of a failed group (heed errors are not `Clone`).
+    fn clone_for_reply(&self) -> LogError {
+        match self {
+            e if e.is_full() => LogError::Full,
+            other => LogError::Reply(other.to_string()),
+        }
+    }
+}
+
+/// Broker-wide log settings (see `config::LogSection` for their documentation).
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    pub data_dir: PathBuf,
+    pub max_disk_bytes: u64,
+    pub fsync: bool,
+    pub defaults: TopicDefaults,
+}
+
+/// Defaults for topics that do not override them.
+#[derive(Debug, Clone)]
+pub struct TopicDefaults {
+    pub auto_create: bool,
+    pub partitions: u32,
+    /// -1 keeps data forever.
+    pub retention_ms: i64,
+    /// -1 means no size limit.
+    pub retention_bytes: i64,
+}
+
+/// A committed append, announced to readers.
+#[derive(Debug, Clone)]
+pub struct AppendEvent {
+    pub topic: Arc<str>,
+    pub partition: u32,
+    pub next_offset: i64,
+}
+
+/// One partition: its id in the store and its committed state, readable without a transaction.
+#[derive(Debug)]
+pub struct PartitionHandle {
+    pub id: u32,
+    pub topic: Arc<str>,
+    pub index: u32,
+    next_offset: AtomicI64,
+    log_start: AtomicI64,
+    bytes: AtomicU64,
+}
+
+impl PartitionHandle {
+    pub fn state(&self) -> PartitionState {
+        PartitionState {
+            log_start: self.log_start.load(Ordering::Acquire),
+            next_offset: self.next_offset.load(Ordering::Acquire),
+            bytes: self.bytes.load(Ordering::Acquire),
+        }
+    }
+
+    fn set_state(&self, state: PartitionState) {
+        self.bytes.store(state.bytes, Ordering::Release);
+        self.log_start.store(state.log_start, Ordering::Release);
+        self.next_offset.store(state.next_offset, Ordering::Release);
+    }
+
+    /// Offset the next record will get; everything below it is committed.
+    pub fn high_watermark(&self) -> i64 {
+        self.next_offset.load(Ordering::Acquire)
+    }
+
+    pub fn log_start(&self) -> i64 {
+        self.log_start.load(Ordering::Acquire)
+    }
+}
+
+/// A topic and its partitions.
+#[derive(Debug)]
+pub struct TopicHandle {
+    pub name: Arc<str>,
+    pub partitions: Vec<Arc<PartitionHandle>>,
+    pub config: TopicConfig,
+}
+
+impl TopicHandle {
+    fn new(name: &str, meta: &TopicMeta, states: &[PartitionState]) -> Arc<TopicHandle> {
+        let name: Arc<str> = Arc::from(name);
+        let partitions = meta
+            .partition_ids
+            .iter()
+            .zip(states)
+            .enumerate()
+            .map(|(index, (id, state))| {
+                Arc::new(PartitionHandle {
+                    id: *id,
+                    topic: name.clone(),
+                    index: index as u32,
+                    next_offset: AtomicI64::new(state.next_offset),
+                    log_start: AtomicI64::new(state.log_start),
+                    bytes: AtomicU64::new(state.bytes),
+                })
+            })
+            .collect();
+        Arc::new(TopicHandle {
+            name,
+            partitions,
+            config: meta.config.clone(),
+        })
+    }
+
+    pub fn partition(&self, index: i32) -> Option<&Arc<PartitionHandle>> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
+    }
+}
+
+struct LogInner {
+    store: Store,
+    topics: RwLock<HashMap<String, Arc<TopicHandle>>>,
+    next_partition_id: Mutex<u32>,
+    defaults: TopicDefaults,
+    events: broadcast::Sender<AppendEvent>,
+}
+
+impl LogInner {
+    fn topic(&self, name: &str) -> Option<Arc<TopicHandle>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+}
+
+/// Handle to the log; cheap to clone.
+#[derive(Clone)]
+pub struct Log {
+    inner: Arc<LogInner>,
+    commands: mpsc::Sender<Command>,
+    /// The writer thread, joined by [`Log::close`].
+    writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl Log {
+    /// Opens (or creates) the log under `options.data_dir` and starts its writer thread.
+    pub fn open(options: &LogOptions) -> Result<Log, LogError> {
+        let map_size = usize::try_from(options.max_disk_bytes).unwrap_or(usize::MAX);
+        let store = Store::open(&options.data_dir, map_size, options.fsync)?;
+        let mut topics = HashMap::new();
+        for (name, meta, states) in store.load_topics()? {
+            topics.insert(name.clone(), TopicHandle::new(&name, &meta, &states));
+        }
+        let next_id = store.max_partition_id()?.map(|m| m + 1).unwrap_or(0);
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let inner = Arc::new(LogInner {
+            store,
+            topics: RwLock::new(topics),
+            next_partition_id: Mutex::new(next_id),
+            defaults: options.defaults.clone(),
+            events,
+        });
+        let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+        let writer = writer::spawn(inner.clone(), rx);
+        Ok(Log {
+            inner,
+            commands: tx,
+            writer: Arc::new(Mutex::new(Some(writer))),
+        })
+    }
+
+    pub fn defaults(&self) -> &TopicDefaults {
+        &self.inner.defaults
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<TopicHandle>> {
+        self.inner.topic(name)
+    }
+
+    /// All topics, sorted by name.
+    pub fn topics(&self) -> Vec<Arc<TopicHandle>> {
+        let mut all: Vec<_> = self
+            .inner
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// The topic, created with the default partition count if it is missing and auto-creation
+    /// is on.
+    pub async fn topic_for_write(&self, name: &str) -> Result<Arc<TopicHandle>, LogError> {
+        if let Some(topic) = self.topic(name) {
+            return Ok(topic);
+        }
+        if !self.inner.defaults.auto_create {
+            return Err(LogError::UnknownTopic(name.to_string()));
+        }
+        self.create_topic(name, self.inner.defaults.partitions, TopicConfig::default())
+            .await
+    }
+
+    /// Creates a topic (or returns the existing one of that name).
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        config: TopicConfig,
+    ) -> Result<Arc<TopicHandle>, LogError> {
+        validate_topic_name(name)?;
+        if partitions == 0 {
+            return Err(LogError::InvalidTopic {
+                name: name.to_string(),
+                reason: "a topic needs at least one partition",
+            });
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::CreateTopic {
+            name: name.to_string(),
+            partitions,
+            config,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| LogError::Stopped)?
+    }
+
+    /// Appends already-validated Kafka batches to one partition; resolves once they are durable.
+    pub async fn append_batches(
+        &self,
+        partition: &Arc<PartitionHandle>,
+        batches: Vec<(BatchHeader, Bytes)>,
+    ) -> Result<Appended, LogError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Append {
+            partition: partition.clone(),
+            batches,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| LogError::Stopped)?
+    }
+
+    /// Encodes records into one batch and appends it; resolves once durable.
+    pub async fn append_records(
+        &self,
+        partition: &Arc<PartitionHandle>,
+        records: &[NewRecord],
+    ) -> Result<Appended, LogError> {
+        let bytes = batch::encode(records)?;
+        let header = BatchHeader::parse(&bytes)?;
+        self.append_batches(partition, vec![(header, bytes)]).await
+    }
+
+    /// Batches from `offset` on, about `max_bytes` of them. Blocking but short: an LMDB read.
+    pub fn read(
+        &self,
+        partition: &PartitionHandle,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredBatch>, LogError> {
+        if offset >= partition.high_watermark() {
+            return Ok(Vec::new());
+        }
+        self.inner.store.read(partition.id, offset, max_bytes)
+    }
+
+    /// Decoded records from `offset` on (at most about `max_bytes` of batches), skipping records
+    /// before `offset` in the first batch.
+    pub fn read_records(
+        &self,
+        partition: &PartitionHandle,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredRecord>, LogError> {
+        let mut out = Vec::new();
+        for stored in self.read(partition, offset, max_bytes)? {
+            out.extend(
+                batch::decode(&stored.bytes)?
+                    .into_iter()
+                    .filter(|r| r.offset >= offset),
+            );
+        }
+        Ok(out)
+    }
+
+    pub fn offset_for_timestamp(
+        &self,
+        partition: &PartitionHandle,
+        timestamp: i64,
+    ) -> Result<Option<i64>, LogError> {
+        self.inner
+            .store
+            .offset_for_timestamp(partition.id, timestamp)
+    }
+
+    /// Announcements of committed appends.
+    pub fn subscribe(&self) -> broadcast::Receiver<AppendEvent> {
+        self.inner.events.subscribe()
+    }
+
+    pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, LogError> {
+        self.inner.store.get_meta(key)
+    }
+
+    pub fn scan_meta(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, LogError> {
+        self.inner.store.scan_meta(prefix)
+    }
+
+    /// Writes (or with `None`, deletes) small metadata entries durably, all in one commit.
+    pub async fn put_meta(&self, entries: Vec<(String, Option<Vec<u8>>)>) -> Result<(), LogError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::PutMeta { entries, reply }).await?;
+        rx.await.map_err(|_| LogError::Stopped)?
+    }
+
+    /// Applies retention at time `now_ms`; returns how many batches were deleted.
+    pub async fn apply_retention(&self, now_ms: i64) -> Result<u64, LogError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Retention { now_ms, reply }).await?;
+        rx.await.map_err(|_| LogError::Stopped)?
+    }
+
+    /// Bytes the environment occupies on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.inner.store.env.real_disk_size().unwrap_or(0)
+    }
+
+    /// Commits what is queued, stops the writer and, when this is the last handle, closes the
+    /// environment so the same directory can be opened again in this process.
+    pub async fn close(self) {
+        let (reply, rx) = oneshot::channel();
+        if self.send(Command::Stop { reply }).await.is_ok() {
+            let _ = rx.await;
+        }
+        let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+        let env = self.inner.store.env.clone();
+        let last = Arc::strong_count(&self.inner) == 1;
+        drop(self);
+        if last {
+            let _ = tokio::task::spawn_blocking(move || env.prepare_for_closing().wait()).await;
+        } else {
+            tracing::warn!("log closed while other handles remain; the environment stays open");
+        }
+    }
+
+    async fn send(&self, cmd: Command) -> Result<(), LogError> {
+        self.commands.send(cmd).await.map_err(|_| LogError::Stopped)
+    }
+}
+
+/// Kafka's rules for topic names: 1–249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), LogError> {
+    let bad = |reason| LogError::InvalidTopic {
+        name: name.to_string(),
+        reason,
+    };
+    if name.is_empty() || name.len() > 249 {
+        return Err(bad("length must be 1 to 249 characters"));
+    }
+    if name == "." || name == ".." {
+        return Err(bad("'.' and '..' are not allowed"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return Err(bad(
+            "only ASCII letters, digits, '.', '_' and '-' are allowed",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
