@@ -1,0 +1,447 @@
+//! Delivery from the log to one subscriber: cursors over log partitions, woken by append events.
+//!
+//! The log is the subscriber's buffer. A connection keeps a cursor per log partition its filters
+//! can match ([`Router::may_hold`]), reads forward from it with short LMDB reads and turns
+//! matching records into PUBLISH packets. It reads only while its outgoing window
+//! ([`Outgoing`]) and its socket buffer have room, so a subscriber that stops acknowledging stops
+//! the reading, not the broker: no per-subscriber queue grows in memory. At most one partially
+//! delivered read is held (one batch read), and the next pump resumes exactly there.
+//!
+//! Cursors start at a partition's high watermark when a filter selecting it is subscribed, so a
+//! subscriber sees what was appended after it subscribed. A partition that appears later (a new
+//! topic, first seen in an append event or a rescan) starts at its log start: everything in it
+//! was appended after the subscription.
+//!
+//! A record's MQTT topic is its `mqtt.topic` header; records without it were written over Kafka
+//! and are published under their log topic's name at QoS 1. Each record is delivered once per
+//! connection at the highest QoS among the matching filters, capped by the QoS it was published
+//! with.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use rumqttc::mqttbytes::v4::{Packet, Publish};
+use rumqttc::mqttbytes::QoS;
+use tokio::sync::broadcast;
+
+use crate::log::{self, AppendEvent, Log, PartitionHandle, StoredRecord};
+
+use super::codec::Codec;
+use super::inbound::{HEADER_QOS, HEADER_TOPIC};
+use super::inflight::Outgoing;
+use super::routing::Router;
+use super::subscriptions::Subscriptions;
+use super::topic;
+
+/// Bytes of batches read from a partition at a time: what one partially delivered read can hold
+/// (at least one batch is always read).
+const READ_BYTES: usize = 64 * 1024;
+/// Bytes of batches one pump may read before letting the connection serve its socket.
+const PUMP_BUDGET: usize = 1024 * 1024;
+/// Largest body a PUBLISH can carry (MQTT's remaining-length limit minus the topic and id).
+const MAX_REMAINING: usize = 268_435_455;
+
+struct Cursor {
+    partition: Arc<PartitionHandle>,
+    /// Next offset to look at.
+    next: i64,
+}
+
+/// Records read but not yet delivered, because the window or the socket buffer filled.
+struct Buffered {
+    partition_id: u32,
+    records: VecDeque<StoredRecord>,
+    /// Offset after the last batch read: the cursor moves here once `records` is empty.
+    end: i64,
+}
+
+/// What became of one cursor in a pump.
+enum Served {
+    /// Nothing to read.
+    Idle,
+    /// Read and delivered; `bytes` of batches read.
+    Progress { bytes: usize },
+    /// Stopped for lack of window or buffer space.
+    Blocked,
+}
+
+/// Why the connection woke up on the log side.
+pub enum Wake {
+    Append(AppendEvent),
+    /// Append events were missed: every partition must be re-checked.
+    Lagged,
+    /// The log is gone (broker shutting down).
+    Closed,
+}
+
+pub struct Delivery {
+    log: Log,
+    /// Append announcements; only held while subscribed, so publish-only connections are not
+    /// woken by every commit.
+    events: Option<broadcast::Receiver<AppendEvent>>,
+    /// By partition store id.
+    cursors: BTreeMap<u32, Cursor>,
+    buffered: Option<Buffered>,
+    /// Cursor the next pump starts at: where the last one stopped, for fairness and so the
+    /// buffered read is finished first.
+    resume: u32,
+    /// Whether the current filters select a log topic; cleared when the filters change.
+    selected: HashMap<Arc<str>, bool>,
+}
+
+impl Delivery {
+    pub fn new(log: Log) -> Delivery {
+        Delivery {
+            log,
+            events: None,
+            cursors: BTreeMap::new(),
+            buffered: None,
+            resume: 0,
+            selected: HashMap::new(),
+        }
+    }
+
+    /// Waits for the next append event (forever while not subscribed). Cancel-safe.
+    pub async fn wake(&mut self) -> Wake {
+        let Some(rx) = self.events.as_mut() else {
+            return std::future::pending().await;
+        };
+        let wake = match rx.recv().await {
+            Ok(ev) => Wake::Append(ev),
+            Err(broadcast::error::RecvError::Lagged(_)) => Wake::Lagged,
+            Err(broadcast::error::RecvError::Closed) => Wake::Closed,
+        };
+        if matches!(wake, Wake::Closed) {
+            self.events = None;
+        }
+        wake
+    }
+
+    /// Further append events already queued, without waiting (at most `max`).
+    pub fn ready_events(&mut self, max: usize) -> Vec<Wake> {
+        let mut out = Vec::new();
+        while let Some(rx) = self.events.as_mut() {
+            if out.len() >= max {
+                break;
+            }
+            match rx.try_recv() {
+                Ok(ev) => out.push(Wake::Append(ev)),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => out.push(Wake::Lagged),
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// Prepares cursors for a new filter (call before adding it to `subs`) and returns the
+    /// high watermarks it starts from.
+    pub fn start(
+        &mut self,
+        filter: &str,
+        subs: &Subscriptions,
+        router: &Router,
+    ) -> HashMap<u32, i64> {
+        // Subscribe to events before looking at the partitions, so no append is missed between.
+        if self.events.is_none() {
+            self.events = Some(self.log.subscribe());
+        }
+        self.selected.clear();
+        let mut since = HashMap::new();
+        for t in self.log.topics() {
+            if !router.may_hold(filter, &t.name) {
+                continue;
+            }
+            // A topic the existing filters select but that has no cursor yet appeared after they
+            // were made: they want all of it.
+            let late_for_others = subs.selects(router, &t.name);
+            for p in &t.partitions {
+                let hw = p.high_watermark();
+                since.insert(p.id, hw);
+                self.cursors.entry(p.id).or_insert_with(|| Cursor {
+                    partition: p.clone(),
+                    next: if late_for_others { p.log_start() } else { hw },
+                });
+            }
+        }
+        since
+    }
+
+    /// Drops cursors no remaining filter needs (after UNSUBSCRIBE).
+    pub fn forget_unselected(&mut self, subs: &Subscriptions, router: &Router) {
+        self.selected.clear();
+        if subs.is_empty() {
+            self.events = None;
+            self.cursors.clear();
+        } else {
+            self.cursors
+                .retain(|_, c| subs.selects(router, &c.partition.topic));
+        }
+        if let Some(b) = &self.buffered {
+            if !self.cursors.contains_key(&b.partition_id) {
+                self.buffered = None;
+            }
+        }
+    }
+
+    /// Takes note of an append; starts a cursor on partitions of topics created since.
+    pub fn on_wake(&mut self, wake: Wake, subs: &Subscriptions, router: &Router) {
+        if subs.is_empty() {
+            return;
+        }
+        match wake {
+            Wake::Append(ev) => {
+                let Some(t) = self.log.topic(&ev.topic) else {
+                    return;
+                };
+                let Some(p) = t.partition(ev.partition as i32) else {
+                    return;
+                };
+                if !self.cursors.contains_key(&p.id) && self.is_selected(&t.name, subs, router) {
+                    self.cursors.insert(
+                        p.id,
+                        Cursor {
+                            partition: p.clone(),
+                            next: p.log_start(),
+                        },
+                    );
+                }
+            }
+            Wake::Lagged => self.rescan(subs, router),
+            Wake::Closed => {}
+        }
+    }
+
+    /// Re-checks every topic: new partitions get cursors, deleted ones lose theirs.
+    fn rescan(&mut self, subs: &Subscriptions, router: &Router) {
+        let mut live = HashSet::new();
+        for t in self.log.topics() {
+            let selected = self.is_selected(&t.name, subs, router);
+            for p in &t.partitions {
+                live.insert(p.id);
+                if selected && !self.cursors.contains_key(&p.id) {
+                    self.cursors.insert(
+                        p.id,
+                        Cursor {
+                            partition: p.clone(),
+                            next: p.log_start(),
+                        },
+                    );
+                }
+            }
+        }
+        self.cursors.retain(|id, _| live.contains(id));
+    }
+
+    fn is_selected(&mut self, name: &Arc<str>, subs: &Subscriptions, router: &Router) -> bool {
+        *self
+            .selected
+            .entry(name.clone())
+            .or_insert_with(|| subs.selects(router, name))
+    }
+
+    /// Delivers what the window and `out` (up to `out_limit` bytes) allow. Returns true when it
+    /// stopped only because of its read budget, so the caller should call again soon.
+    pub fn pump(
+        &mut self,
+        subs: &Subscriptions,
+        outgoing: &mut Outgoing,
+        codec: &Codec,
+        out: &mut BytesMut,
+        out_limit: usize,
+    ) -> bool {
+        if subs.is_empty() || self.cursors.is_empty() {
+            return false;
+        }
+        let mut budget = PUMP_BUDGET;
+        loop {
+            let ids: Vec<u32> = self
+                .cursors
+                .range(self.resume..)
+                .chain(self.cursors.range(..self.resume))
+                .map(|(id, _)| *id)
+                .collect();
+            let mut progressed = false;
+            for id in ids {
+                match self.serve(id, subs, outgoing, codec, out, out_limit) {
+                    Served::Idle => {}
+                    Served::Blocked => {
+                        self.resume = id;
+                        return false;
+                    }
+                    Served::Progress { bytes } => {
+                        progressed = true;
+                        budget = budget.saturating_sub(bytes);
+                        if budget == 0 {
+                            self.resume = id.wrapping_add(1);
+                            return true;
+                        }
+                    }
+                }
+            }
+            if !progressed {
+                return false;
+            }
+        }
+    }
+
+    /// One read (or the buffered one) of one cursor, delivered as far as possible.
+    fn serve(
+        &mut self,
+        id: u32,
+        subs: &Subscriptions,
+        outgoing: &mut Outgoing,
+        codec: &Codec,
+        out: &mut BytesMut,
+        out_limit: usize,
+    ) -> Served {
+        let Some(cursor) = self.cursors.get_mut(&id) else {
+            return Served::Idle;
+        };
+        let mut read_bytes = 0;
+        let mut buf = match self.buffered.take() {
+            Some(b) if b.partition_id == id => b,
+            Some(other) => {
+                // Only one partial read at a time; it is served first (see `resume`).
+                self.buffered = Some(other);
+                return Served::Idle;
+            }
+            None => {
+                if cursor.next >= cursor.partition.high_watermark() {
+                    return Served::Idle;
+                }
+                match read(&self.log, cursor) {
+                    Some((b, bytes)) => {
+                        read_bytes = bytes;
+                        b
+                    }
+                    None => return Served::Idle,
+                }
+            }
+        };
+        let log_topic = cursor.partition.topic.clone();
+        while let Some(rec) = buf.records.front() {
+            if let Some((mqtt_topic, qos)) = target(rec, &log_topic, subs, id) {
+                let room = out.len() < out_limit;
+                if !room || (qos != QoS::AtMostOnce && outgoing.is_full()) {
+                    self.buffered = Some(buf);
+                    return Served::Blocked;
+                }
+                publish(rec, mqtt_topic, qos, outgoing, codec, out);
+            }
+            cursor.next = rec.offset + 1;
+            buf.records.pop_front();
+        }
+        cursor.next = cursor.next.max(buf.end);
+        Served::Progress {
+            bytes: read_bytes.max(1),
+        }
+    }
+}
+
+/// Reads the next batches at `cursor`; `None` if there is nothing (or the read failed).
+fn read(log: &Log, cursor: &Cursor) -> Option<(Buffered, usize)> {
+    let p = &cursor.partition;
+    let batches = match log.read(p, cursor.next, READ_BYTES) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(topic = %p.topic, partition = p.index, offset = cursor.next, error = %e, "mqtt delivery: log read failed");
+            return None;
+        }
+    };
+    let end = batches.last()?.last_offset + 1;
+    let mut bytes = 0;
+    let mut records = VecDeque::new();
+    for b in batches {
+        bytes += b.bytes.len();
+        match log::batch::decode(&b.bytes) {
+            Ok(rs) => records.extend(rs.into_iter().filter(|r| r.offset >= cursor.next)),
+            Err(e) => {
+                tracing::warn!(topic = %p.topic, partition = p.index, offset = b.base_offset, error = %e, "mqtt delivery: skipping undecodable batch")
+            }
+        }
+    }
+    Some((
+        Buffered {
+            partition_id: p.id,
+            records,
+            end,
+        },
+        bytes,
+    ))
+}
+
+/// The MQTT topic and QoS a record goes out with to this connection, if any filter wants it.
+fn target(
+    rec: &StoredRecord,
+    log_topic: &str,
+    subs: &Subscriptions,
+    partition_id: u32,
+) -> Option<(String, QoS)> {
+    let header = |name: &str| rec.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    let (mqtt_topic, published) = match header(HEADER_TOPIC) {
+        // Written over Kafka: the log topic's name, at least once.
+        None => (log_topic.to_string(), QoS::AtLeastOnce),
+        Some(value) => {
+            let name = std::str::from_utf8(value.as_deref()?).ok()?;
+            topic::validate_topic_name(name).ok()?;
+            let qos = match header(HEADER_QOS).and_then(|v| v.as_deref()) {
+                Some(b"0") => QoS::AtMostOnce,
+                Some(b"2") => QoS::ExactlyOnce,
+                _ => QoS::AtLeastOnce,
+            };
+            (name.to_string(), qos)
+        }
+    };
+    let granted = subs.granted(&mqtt_topic, partition_id, rec.offset)?;
+    let qos = if (granted as u8) < (published as u8) {
+        granted
+    } else {
+        published
+    };
+    Some((mqtt_topic, qos))
+}
+
+/// Appends the PUBLISH of `rec` to `out` (the caller checked the window).
+fn publish(
+    rec: &StoredRecord,
+    topic: String,
+    qos: QoS,
+    outgoing: &mut Outgoing,
+    codec: &Codec,
+    out: &mut BytesMut,
+) {
+    let payload = rec.value.clone().unwrap_or_default();
+    if 4 + topic.len() + payload.len() > MAX_REMAINING {
+        tracing::warn!(
+            topic,
+            offset = rec.offset,
+            "mqtt delivery: record too large for MQTT, skipped"
+        );
+        return;
+    }
+    let pkid = if qos == QoS::AtMostOnce {
+        0
+    } else {
+        match outgoing.allocate(qos) {
+            Some(id) => id,
+            None => return, // not reached: the caller checked the window
+        }
+    };
+    let packet = Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic,
+        pkid,
+        payload,
+    });
+    let before = out.len();
+    if let Err(e) = codec.encode(&packet, out) {
+        out.truncate(before); // never leave half a packet on the wire
+        tracing::warn!(offset = rec.offset, error = %e, "mqtt delivery: cannot encode PUBLISH");
+        if pkid != 0 {
+            outgoing.cancel(pkid);
+        }
+    }
+}
