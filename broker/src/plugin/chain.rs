@@ -1,0 +1,250 @@
+//! Chains: the plugins of one topic, run in config order.
+//!
+//! Each plugin gets the records the previous one kept in the source topic. Records a plugin
+//! routes to another topic leave the chain there (they are not run through that topic's chain,
+//! which keeps routing free of loops); dead letters of every plugin are collected under that
+//! plugin's dead-letter topic. [`IngestPlugins`] holds the chains of `attach = "ingest"` plugins,
+//! [`UpstreamPlugins`] those of `attach = "upstream"` plugins; both share [`Chains`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::convert::SourceRecord;
+use super::engine::PluginEngine;
+use super::runner::Plugin;
+use super::PluginError;
+use crate::config::{Attach, PluginSection};
+use crate::log::{NewRecord, StoredRecord};
+
+/// What a chain made of a batch.
+#[derive(Debug, Default)]
+pub struct ChainOutput {
+    /// Kept records per target topic, the source topic first, then rerouted topics in the order
+    /// they first appeared.
+    kept: Vec<(String, Vec<NewRecord>)>,
+    /// Dead letters per dead-letter topic.
+    dead_letters: Vec<(String, Vec<NewRecord>)>,
+}
+
+impl ChainOutput {
+    fn new(source: &str) -> ChainOutput {
+        ChainOutput {
+            kept: vec![(source.to_string(), Vec::new())],
+            dead_letters: Vec::new(),
+        }
+    }
+
+    /// Kept records, then dead letters, each under the topic they go to.
+    pub fn by_topic(self) -> Vec<(String, Vec<NewRecord>)> {
+        let mut all = self.kept;
+        all.extend(self.dead_letters);
+        all
+    }
+
+    /// Kept records per target topic, the source topic first (possibly empty).
+    pub fn kept(&self) -> &[(String, Vec<NewRecord>)] {
+        &self.kept
+    }
+
+    /// Dead letters per dead-letter topic.
+    pub fn dead_letters(&self) -> &[(String, Vec<NewRecord>)] {
+        &self.dead_letters
+    }
+
+    fn push_kept(&mut self, topic: String, record: NewRecord) {
+        match self.kept.iter_mut().find(|(t, _)| *t == topic) {
+            Some((_, existing)) => existing.push(record),
+            None => self.kept.push((topic, vec![record])),
+        }
+    }
+
+    fn push(list: &mut Vec<(String, Vec<NewRecord>)>, topic: &str, records: Vec<NewRecord>) {
+        if records.is_empty() {
+            return;
+        }
+        match list.iter_mut().find(|(t, _)| t == topic) {
+            Some((_, existing)) => existing.extend(records),
+            None => list.push((topic.to_string(), records)),
+        }
+    }
+}
+
+/// The chains of one attach point, by topic.
+#[derive(Default)]
+pub(crate) struct Chains {
+    by_topic: HashMap<String, Vec<Arc<Plugin>>>,
+    plugins: Vec<Arc<Plugin>>,
+}
+
+impl Chains {
+    /// Loads the plugins of `sections` that attach at `attach`.
+    fn load(
+        engine: &PluginEngine,
+        sections: &[PluginSection],
+        attach: Attach,
+    ) -> Result<Chains, PluginError> {
+        let mut chains = Chains::default();
+        for section in sections.iter().filter(|s| s.attach == attach) {
+            let plugin = Arc::new(Plugin::load(engine, section)?);
+            for topic in &section.topics {
+                chains
+                    .by_topic
+                    .entry(topic.clone())
+                    .or_default()
+                    .push(plugin.clone());
+            }
+            chains.plugins.push(plugin);
+        }
+        Ok(chains)
+    }
+
+    fn has_plugins(&self, topic: &str) -> bool {
+        self.by_topic.contains_key(topic)
+    }
+
+    async fn run(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        records: Vec<SourceRecord>,
+    ) -> Result<ChainOutput, PluginError> {
+        let mut out = ChainOutput::new(topic);
+        let mut current = records;
+        for plugin in self.by_topic.get(topic).into_iter().flatten() {
+            if current.is_empty() {
+                break;
+            }
+            let result = plugin.process(topic, std::mem::take(&mut current)).await?;
+            for (target, record) in result.kept {
+                match target {
+                    Some(t) if t != topic => out.push_kept(t, record),
+                    // Still in the source topic: input of the next plugin. The partition is
+                    // still known; the offset no longer is (outputs do not map 1:1 to inputs).
+                    _ => current.push(SourceRecord {
+                        partition,
+                        offset: None,
+                        record,
+                    }),
+                }
+            }
+            ChainOutput::push(
+                &mut out.dead_letters,
+                plugin.dead_letter_topic(),
+                result.dead,
+            );
+        }
+        if let Some((_, source)) = out.kept.first_mut() {
+            *source = current.into_iter().map(|s| s.record).collect();
+        }
+        Ok(out)
+    }
+}
+
+/// Loads every plugin of the config with one engine: the ingest chains and the upstream chains.
+/// Blocking (compiles modules and runs their `hw_init`): call at startup.
+pub fn load(sections: &[PluginSection]) -> Result<(IngestPlugins, UpstreamPlugins), PluginError> {
+    if sections.is_empty() {
+        return Ok((IngestPlugins::default(), UpstreamPlugins::default()));
+    }
+    let engine = PluginEngine::new()?;
+    Ok((
+        IngestPlugins {
+            chains: Chains::load(&engine, sections, Attach::Ingest)?,
+        },
+        UpstreamPlugins {
+            chains: Chains::load(&engine, sections, Attach::Upstream)?,
+        },
+    ))
+}
+
+/// The ingest plugin chains of every topic: run before records are appended.
+#[derive(Default)]
+pub struct IngestPlugins {
+    chains: Chains,
+}
+
+impl IngestPlugins {
+    /// Loads the `attach = "ingest"` plugins of `sections`. Blocking; prefer [`load`] when the
+    /// upstream plugins are needed too (one engine for both).
+    pub fn from_config(sections: &[PluginSection]) -> Result<IngestPlugins, PluginError> {
+        if !sections.iter().any(|s| s.attach == Attach::Ingest) {
+            return Ok(IngestPlugins::default());
+        }
+        let engine = PluginEngine::new()?;
+        Ok(IngestPlugins {
+            chains: Chains::load(&engine, sections, Attach::Ingest)?,
+        })
+    }
+
+    pub fn has_plugins(&self, topic: &str) -> bool {
+        self.chains.has_plugins(topic)
+    }
+
+    /// Runs `topic`'s chain. Plugin failures come back as dead letters in the output; an error
+    /// means the records were not processed at all (nothing was kept or dead-lettered).
+    pub async fn run(
+        &self,
+        topic: &str,
+        records: Vec<NewRecord>,
+    ) -> Result<ChainOutput, PluginError> {
+        let records = records.into_iter().map(SourceRecord::from).collect();
+        self.chains.run(topic, None, records).await
+    }
+
+    /// Every loaded plugin, for metrics.
+    pub fn plugins(&self) -> &[Arc<Plugin>] {
+        &self.chains.plugins
+    }
+}
+
+/// The upstream plugin chains: run by the replicator on records read from the local log, so
+/// partition and offset are known (and land in dead-letter headers).
+#[derive(Default)]
+pub struct UpstreamPlugins {
+    chains: Chains,
+}
+
+impl UpstreamPlugins {
+    /// Loads the `attach = "upstream"` plugins of `sections`. Blocking.
+    pub fn from_config(sections: &[PluginSection]) -> Result<UpstreamPlugins, PluginError> {
+        if !sections.iter().any(|s| s.attach == Attach::Upstream) {
+            return Ok(UpstreamPlugins::default());
+        }
+        let engine = PluginEngine::new()?;
+        Ok(UpstreamPlugins {
+            chains: Chains::load(&engine, sections, Attach::Upstream)?,
+        })
+    }
+
+    pub fn has_plugins(&self, topic: &str) -> bool {
+        self.chains.has_plugins(topic)
+    }
+
+    /// Runs `topic`'s chain on records read from one partition. Kept records of the source
+    /// topic are what to forward; dead letters belong in the local log.
+    pub async fn run(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: Vec<StoredRecord>,
+    ) -> Result<ChainOutput, PluginError> {
+        let records = records
+            .into_iter()
+            .map(|r| SourceRecord {
+                partition: Some(partition),
+                offset: Some(r.offset),
+                record: NewRecord {
+                    timestamp: r.timestamp,
+                    key: r.key,
+                    value: r.value,
+                    headers: r.headers,
+                },
+            })
+            .collect();
+        self.chains.run(topic, Some(partition), records).await
+    }
+
+    pub fn plugins(&self) -> &[Arc<Plugin>] {
+        &self.chains.plugins
+    }
+}

@@ -1,0 +1,263 @@
+//! Between the broker's types and the ABI's: the TOML config to CBOR, log records to an input
+//! batch, and a plugin's output back to log records, checking it on the way.
+//!
+//! The input batch borrows every key, value and header from the records (the only copy is the
+//! one into guest memory). The output is decoded in place from the buffer read out of the guest,
+//! and kept values are slices of that buffer ([`Bytes::slice_ref`]), so the way back copies
+//! nothing either.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use headwater_sdk::{wire, Batch, Config, Header, Record, Value};
+
+use super::instance::CallError;
+use crate::log::NewRecord;
+
+/// A record on its way into a plugin, with where it came from when that is known.
+#[derive(Debug, Clone)]
+pub struct SourceRecord {
+    /// Known for upstream plugins; ingest plugins run before the log picks a partition.
+    pub partition: Option<i32>,
+    /// Known once the record is in the log (upstream plugins).
+    pub offset: Option<i64>,
+    pub record: NewRecord,
+}
+
+impl From<NewRecord> for SourceRecord {
+    fn from(record: NewRecord) -> SourceRecord {
+        SourceRecord {
+            partition: None,
+            offset: None,
+            record,
+        }
+    }
+}
+
+/// A plugin's checked output.
+pub(crate) struct Decoded {
+    /// Kept records with the topic they go to (`None`: the source topic).
+    pub kept: Vec<(Option<String>, NewRecord)>,
+    /// Input records the plugin reported as failed: index into the input, message.
+    pub errors: Vec<(usize, String)>,
+}
+
+/// The `config` table as the CBOR map `hw_init` receives.
+pub(crate) fn config_to_cbor(config: &BTreeMap<String, toml::Value>) -> Vec<u8> {
+    let mut out = Config::new();
+    for (k, v) in config {
+        out.insert(k.clone(), toml_to_value(v));
+    }
+    out.to_cbor()
+}
+
+fn toml_to_value(v: &toml::Value) -> Value {
+    match v {
+        toml::Value::String(s) => Value::Text(s.clone()),
+        toml::Value::Integer(i) => Value::Int(*i),
+        toml::Value::Float(f) => Value::Float(*f),
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        toml::Value::Datetime(d) => Value::Text(d.to_string()),
+        toml::Value::Array(items) => Value::Array(items.iter().map(toml_to_value).collect()),
+        toml::Value::Table(t) => Value::Map(
+            t.iter()
+                .map(|(k, v)| (k.clone(), toml_to_value(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// Encodes records of `topic` as an ABI batch.
+pub(crate) fn encode_input(topic: &str, records: &[SourceRecord]) -> Vec<u8> {
+    let batch = Batch::new(
+        records
+            .iter()
+            .map(|s| Record {
+                topic: Cow::Borrowed(topic),
+                partition: s.partition,
+                offset: s.offset,
+                timestamp: s.record.timestamp,
+                key: borrowed(&s.record.key),
+                value: borrowed(&s.record.value),
+                headers: s
+                    .record
+                    .headers
+                    .iter()
+                    .map(|(name, value)| Header {
+                        name: Cow::Borrowed(name),
+                        value: borrowed(value),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    );
+    let mut buf = Vec::with_capacity(estimate(records) + 16);
+    wire::encode_batch(&batch, &mut buf);
+    buf
+}
+
+fn borrowed(b: &Option<Bytes>) -> Option<Cow<'_, [u8]>> {
+    b.as_deref().map(Cow::Borrowed)
+}
+
+/// About how many bytes `record` takes in a batch; used to split large inputs.
+pub(crate) fn estimated_size(record: &NewRecord) -> usize {
+    let len = |b: &Option<Bytes>| b.as_ref().map_or(1, |b| b.len() + 9);
+    32 + len(&record.key)
+        + len(&record.value)
+        + record
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + 9 + len(v))
+            .sum::<usize>()
+}
+
+fn estimate(records: &[SourceRecord]) -> usize {
+    records.iter().map(|r| estimated_size(&r.record)).sum()
+}
+
+/// Decodes and checks the output of a batch of `inputs` records.
+pub(crate) fn decode_output(buf: Vec<u8>, inputs: usize) -> Result<Decoded, CallError> {
+    let buf = Bytes::from(buf);
+    let output = wire::decode_output(&buf)
+        .map_err(|e| CallError::BadOutput(format!("cannot decode it: {e}")))?;
+    if let Some(failure) = output.failure {
+        return Err(CallError::Failed(failure.into_owned()));
+    }
+    let mut errors = Vec::with_capacity(output.errors.len());
+    for e in output.errors {
+        let index = e.index as usize;
+        if index >= inputs {
+            return Err(CallError::BadOutput(format!(
+                "an error names record {index}, but the batch had {inputs}"
+            )));
+        }
+        errors.push((index, e.message.into_owned()));
+    }
+    let bytes = |c: Cow<'_, [u8]>| match c {
+        // Borrowed slices point into `buf`: share them instead of copying.
+        Cow::Borrowed(s) => buf.slice_ref(s),
+        Cow::Owned(v) => Bytes::from(v),
+    };
+    let mut kept = Vec::with_capacity(output.records.len());
+    for r in output.records {
+        let topic = match r.topic {
+            None => None,
+            Some(t) => {
+                crate::log::validate_topic_name(&t).map_err(|e| {
+                    CallError::BadOutput(format!("a record is routed to topic {t:?}: {e}"))
+                })?;
+                Some(t.into_owned())
+            }
+        };
+        let record = NewRecord {
+            timestamp: r.timestamp,
+            key: r.key.map(bytes),
+            value: r.value.map(bytes),
+            headers: r
+                .headers
+                .into_iter()
+                .map(|h| (h.name.into_owned(), h.value.map(bytes)))
+                .collect(),
+        };
+        kept.push((topic, record));
+    }
+    Ok(Decoded { kept, errors })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use headwater_sdk::{OutRecord, Output, RecordError};
+
+    fn record(v: &'static [u8]) -> SourceRecord {
+        SourceRecord::from(NewRecord {
+            timestamp: 5,
+            key: Some(Bytes::from_static(b"k")),
+            value: Some(Bytes::from_static(v)),
+            headers: vec![("h".into(), None)],
+        })
+    }
+
+    fn encode(output: &Output<'_>) -> Vec<u8> {
+        let mut buf = Vec::new();
+        wire::encode_output(output, &mut buf);
+        buf
+    }
+
+    #[test]
+    fn input_batches_carry_every_field() {
+        let buf = encode_input("sensors", &[record(b"v")]);
+        let batch = wire::decode_batch(&buf).unwrap();
+        let r = &batch.records[0];
+        assert_eq!(r.topic, "sensors");
+        assert_eq!((r.partition, r.offset, r.timestamp), (None, None, 5));
+        assert_eq!(r.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(r.value.as_deref(), Some(&b"v"[..]));
+        assert_eq!(r.headers[0].name, "h");
+        assert!(r.headers[0].value.is_none());
+    }
+
+    #[test]
+    fn outputs_are_checked() {
+        let mut out = Output::new();
+        out.keep(OutRecord {
+            topic: Some("other".into()),
+            timestamp: 1,
+            key: None,
+            value: Some(b"x".as_slice().into()),
+            headers: vec![],
+        });
+        out.error(0, "bad");
+        let decoded = decode_output(encode(&out), 1).unwrap();
+        assert_eq!(decoded.kept[0].0.as_deref(), Some("other"));
+        assert_eq!(decoded.kept[0].1.value.as_deref(), Some(&b"x"[..]));
+        assert_eq!(decoded.errors, vec![(0, "bad".to_string())]);
+
+        let bad_index = Output {
+            errors: vec![RecordError {
+                index: 3,
+                message: "x".into(),
+            }],
+            ..Output::new()
+        };
+        let e = decode_output(encode(&bad_index), 3).err().unwrap();
+        assert!(e.to_string().contains("names record 3"), "{e}");
+
+        let mut bad_topic = Output::new();
+        bad_topic.keep(OutRecord {
+            topic: Some("no/slashes here".into()),
+            timestamp: 1,
+            key: None,
+            value: None,
+            headers: vec![],
+        });
+        assert!(decode_output(encode(&bad_topic), 1).is_err());
+
+        let failed = decode_output(encode(&Output::failed("boom")), 1)
+            .err()
+            .unwrap();
+        assert_eq!(failed.to_string(), "failed the batch: boom");
+
+        assert!(decode_output(vec![0xff], 1).is_err());
+    }
+
+    #[test]
+    fn toml_config_becomes_a_cbor_map() {
+        let table: BTreeMap<String, toml::Value> =
+            toml::from_str("field = \"temp\"\nmin = -40\nmax = 125.0\nnested = { a = [1, 2] }")
+                .unwrap();
+        let config = Config::from_cbor(&config_to_cbor(&table)).unwrap();
+        assert_eq!(config.require_string("field").unwrap(), "temp");
+        assert_eq!(config.require_number("min").unwrap(), -40.0);
+        assert_eq!(config.require_number("max").unwrap(), 125.0);
+        assert_eq!(
+            config.get("nested"),
+            Some(&Value::Map(vec![(
+                "a".into(),
+                Value::Array(vec![Value::Int(1), Value::Int(2)])
+            )]))
+        );
+    }
+}
