@@ -1,0 +1,272 @@
+//! One connected replication session: upstream metadata, leader connections, and the loop that
+//! moves each partition's pending records upstream.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, ProduceRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::client::Connection;
+use super::cursor::{load_cursor, store_cursor};
+use super::{UpstreamContext, UpstreamError};
+use crate::log::{batch, NewRecord, PartitionHandle};
+
+/// Where one upstream topic's partitions live.
+struct UpstreamTopic {
+    /// Leader node of each upstream partition, by partition index.
+    leaders: Vec<BrokerId>,
+}
+
+pub struct Session {
+    bootstrap: Connection,
+    /// Broker addresses from metadata.
+    brokers: HashMap<BrokerId, String>,
+    /// Open connections to leaders, by node.
+    leaders: HashMap<BrokerId, Connection>,
+    topics: HashMap<String, UpstreamTopic>,
+    /// Next offset to forward, per (topic, local partition), loaded from LMDB on first use.
+    cursors: HashMap<(String, u32), i64>,
+    timeout: Duration,
+}
+
+impl Session {
+    pub async fn open(ctx: &UpstreamContext) -> Result<Session, UpstreamError> {
+        let timeout = Duration::from_millis(ctx.config.request_timeout_ms.max(1));
+        let bootstrap = Connection::connect(&ctx.config.bootstrap, timeout).await?;
+        let mut session = Session {
+            bootstrap,
+            brokers: HashMap::new(),
+            leaders: HashMap::new(),
+            topics: HashMap::new(),
+            cursors: HashMap::new(),
+            timeout,
+        };
+        session.refresh_metadata(ctx).await?;
+        Ok(session)
+    }
+
+    /// Asks the upstream where the configured topics' partitions live (creating the topics when
+    /// the upstream allows auto-creation).
+    async fn refresh_metadata(&mut self, ctx: &UpstreamContext) -> Result<(), UpstreamError> {
+        let request = MetadataRequest::default()
+            .with_topics(Some(
+                ctx.config
+                    .topics
+                    .iter()
+                    .map(|t| {
+                        MetadataRequestTopic::default()
+                            .with_name(Some(TopicName(StrBytes::from_string(t.clone()))))
+                    })
+                    .collect(),
+            ))
+            .with_allow_auto_topic_creation(true);
+        let response = self.bootstrap.request(&request).await?;
+        self.brokers = response
+            .brokers
+            .iter()
+            .map(|b| (b.node_id, format!("{}:{}", b.host, b.port)))
+            .collect();
+        self.topics.clear();
+        for topic in response.topics {
+            let Some(name) = topic.name else { continue };
+            let name = name.0.to_string();
+            if topic.error_code != 0 || topic.partitions.is_empty() {
+                // Auto-creation can answer LEADER_NOT_AVAILABLE once; the next refresh succeeds.
+                tracing::warn!(topic = %name, code = topic.error_code, "upstream topic not ready");
+                continue;
+            }
+            let mut partitions = topic.partitions;
+            partitions.sort_by_key(|p| p.partition_index);
+            self.topics.insert(
+                name,
+                UpstreamTopic {
+                    leaders: partitions.iter().map(|p| p.leader_id).collect(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Forwards one chunk of every partition that has pending records; true if anything moved.
+    pub async fn forward_pending(&mut self, ctx: &UpstreamContext) -> Result<bool, UpstreamError> {
+        let mut progressed = false;
+        for name in &ctx.config.topics {
+            let Some(topic) = ctx.log.topic(name) else {
+                continue;
+            };
+            if !self.topics.contains_key(name) {
+                self.refresh_metadata(ctx).await?;
+                if !self.topics.contains_key(name) {
+                    continue;
+                }
+            }
+            for partition in &topic.partitions {
+                progressed |= self.forward_partition(ctx, partition).await?;
+            }
+        }
+        Ok(progressed)
+    }
+
+    async fn forward_partition(
+        &mut self,
+        ctx: &UpstreamContext,
+        partition: &PartitionHandle,
+    ) -> Result<bool, UpstreamError> {
+        let key = (partition.topic.to_string(), partition.index);
+        let mut cursor = match self.cursors.get(&key) {
+            Some(c) => *c,
+            None => load_cursor(&ctx.log, &partition.topic, partition.index)?,
+        };
+        if cursor < partition.log_start() {
+            tracing::warn!(
+                topic = %partition.topic, partition = partition.index,
+                lost = partition.log_start() - cursor,
+                "records expired by retention before they were forwarded upstream"
+            );
+            cursor = partition.log_start();
+        }
+        let high_watermark = partition.high_watermark();
+        record_lag(ctx, &key, high_watermark - cursor);
+        if cursor >= high_watermark {
+            self.cursors.insert(key, cursor);
+            return Ok(false);
+        }
+        let records = ctx
+            .log
+            .read_records(partition, cursor, ctx.config.max_batch_bytes)?;
+        let Some(last) = records.last().map(|r| r.offset) else {
+            self.cursors.insert(key, cursor);
+            return Ok(false);
+        };
+        let outgoing: Vec<NewRecord> = records
+            .into_iter()
+            .map(|r| with_origin(ctx, partition, r))
+            .collect();
+        let bytes = batch::encode(&outgoing)?;
+        self.produce(&partition.topic, partition.index, bytes)
+            .await?;
+        store_cursor(&ctx.log, &partition.topic, partition.index, last + 1).await?;
+        self.cursors.insert(key.clone(), last + 1);
+        record_lag(ctx, &key, high_watermark - (last + 1));
+        Ok(true)
+    }
+
+    /// Produces one batch with acks=all to the leader of the mapped upstream partition.
+    async fn produce(
+        &mut self,
+        topic: &str,
+        local: u32,
+        records: Bytes,
+    ) -> Result<(), UpstreamError> {
+        let upstream = self
+            .topics
+            .get(topic)
+            .ok_or_else(|| UpstreamError::NoLeader {
+                topic: topic.to_string(),
+                partition: local as i32,
+            })?;
+        let index = (local as usize % upstream.leaders.len()) as i32;
+        let leader = upstream.leaders[index as usize];
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(self.timeout.as_millis().min(i32::MAX as u128) as i32)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(index)
+                    .with_records(Some(records))])]);
+        let conn = self.leader(leader, topic, index).await?;
+        let response = conn.request(&request).await?;
+        let code = response
+            .responses
+            .iter()
+            .flat_map(|t| t.partition_responses.iter())
+            .find(|p| p.index == index)
+            .map(|p| p.error_code)
+            .ok_or_else(|| UpstreamError::Produce {
+                topic: topic.to_string(),
+                partition: index,
+                code: -1,
+            })?;
+        if code != 0 {
+            // Leadership moved or the partition is unavailable: drop the session so the next one
+            // starts from fresh metadata. The cursor did not move, so nothing is skipped.
+            return Err(UpstreamError::Produce {
+                topic: topic.to_string(),
+                partition: index,
+                code,
+            });
+        }
+        Ok(())
+    }
+
+    /// The connection to a leader, opened on first use. The bootstrap connection serves when the
+    /// leader is the bootstrap broker itself.
+    async fn leader(
+        &mut self,
+        node: BrokerId,
+        topic: &str,
+        partition: i32,
+    ) -> Result<&mut Connection, UpstreamError> {
+        let addr = self
+            .brokers
+            .get(&node)
+            .cloned()
+            .ok_or_else(|| UpstreamError::NoLeader {
+                topic: topic.to_string(),
+                partition,
+            })?;
+        if addr == self.bootstrap.addr() || self.brokers.len() == 1 {
+            return Ok(&mut self.bootstrap);
+        }
+        if !self.leaders.contains_key(&node) {
+            let conn = Connection::connect(&addr, self.timeout).await?;
+            self.leaders.insert(node, conn);
+        }
+        self.leaders
+            .get_mut(&node)
+            .ok_or_else(|| UpstreamError::NoLeader {
+                topic: topic.to_string(),
+                partition,
+            })
+    }
+}
+
+/// The record as forwarded: same key, value, timestamp and headers, plus its origin.
+fn with_origin(
+    ctx: &UpstreamContext,
+    partition: &PartitionHandle,
+    record: crate::log::StoredRecord,
+) -> NewRecord {
+    let mut headers = record.headers;
+    let origin = |v: String| Some(Bytes::from(v));
+    headers.push((
+        "hw.origin.gateway".into(),
+        origin(ctx.gateway_id.to_string()),
+    ));
+    headers.push((
+        "hw.origin.topic".into(),
+        origin(partition.topic.to_string()),
+    ));
+    headers.push((
+        "hw.origin.partition".into(),
+        origin(partition.index.to_string()),
+    ));
+    headers.push(("hw.origin.offset".into(), origin(record.offset.to_string())));
+    NewRecord {
+        timestamp: record.timestamp,
+        key: record.key,
+        value: record.value,
+        headers,
+    }
+}
+
+fn record_lag(ctx: &UpstreamContext, key: &(String, u32), lag: i64) {
+    if let Ok(mut map) = ctx.lag.lock() {
+        map.insert(key.clone(), lag.max(0));
+    }
+}
