@@ -212,7 +212,7 @@ pub struct MqttSection {
     pub max_connections: usize,
     /// Largest packet accepted. Default 1 MiB.
     pub max_packet_bytes: usize,
-    /// Most unacknowledged QoS 1 messages sent to one client. Default 64.
+    /// Most unacknowledged QoS 1/2 deliveries to one client. Default 64.
     pub max_inflight: usize,
     /// MQTT topic filters mapped to log topics; the first match wins. Unmatched topics go to the
     /// log topic named after their first level.
@@ -345,6 +345,9 @@ impl Config {
             return bad("log.max_disk_bytes must be at least 1 MiB".into());
         }
         for route in &self.mqtt.routes {
+            crate::mqtt::topic::validate_filter(&route.filter).map_err(|e| {
+                ConfigError::Invalid(format!("mqtt route filter {:?}: {e}", route.filter))
+            })?;
             crate::log::validate_topic_name(&route.topic)
                 .map_err(|e| ConfigError::Invalid(format!("mqtt route {:?}: {e}", route.filter)))?;
         }

@@ -1,0 +1,150 @@
+//! The `headwater` command line: parsing, logging, signals. `main.rs` only calls [`main`], so the
+//! tests crate can build the same binary for its child-process tests.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config::{Config, Listen};
+use crate::server::Broker;
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Headwater: an edge broker for IoT gateways. MQTT, Kafka and QUIC into durable partition
+/// logs in LMDB, WebAssembly plugins on the records, store-and-forward to a central Kafka cluster.
+#[derive(Parser)]
+#[command(name = "headwater", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker (with no --config: the embedded default, loopback listeners, data in ./headwater-data).
+    Serve(ServeArgs),
+}
+
+#[derive(Parser)]
+struct ServeArgs {
+    /// TOML config file (see headwater.example.toml); flags below override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Directory of the data (LMDB environment).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// MQTT listener address, or "off" (default 127.0.0.1:1883).
+    #[arg(long)]
+    mqtt: Option<String>,
+    /// Kafka listener address, or "off" (default 127.0.0.1:9092).
+    #[arg(long)]
+    kafka: Option<String>,
+    /// MQTT-over-QUIC listener address (UDP), or "off" (default 127.0.0.1:14567).
+    #[arg(long)]
+    quic: Option<String>,
+    /// HTTP health/metrics listener address, or "off" (default 127.0.0.1:8480).
+    #[arg(long)]
+    http: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Runs the command line; the binary's `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            init_logging(args.log_format);
+            match serve(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("headwater: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
+    }
+    let listen = |flag: &Option<String>, slot: &mut Listen| -> anyhow::Result<()> {
+        if let Some(value) = flag {
+            *slot = Listen::parse(value)?;
+        }
+        Ok(())
+    };
+    listen(&args.mqtt, &mut config.listeners.mqtt)?;
+    listen(&args.kafka, &mut config.listeners.kafka)?;
+    listen(&args.quic, &mut config.listeners.quic)?;
+    listen(&args.http, &mut config.listeners.http)?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let broker = Broker::start(config).await?;
+        // One parseable line per listener on stdout, for scripts and tests using port 0.
+        let a = broker.addrs;
+        let mut out = std::io::stdout().lock();
+        for (name, addr) in [
+            ("mqtt", a.mqtt),
+            ("kafka", a.kafka),
+            ("quic", a.quic),
+            ("http", a.http),
+        ] {
+            if let Some(addr) = addr {
+                let _ = writeln!(out, "listening {name} {addr}");
+            }
+        }
+        let _ = writeln!(out, "ready");
+        let _ = out.flush();
+        drop(out);
+        wait_for_signal().await?;
+        tracing::info!("shutting down");
+        broker.stop().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! The `headwater` binary; see `headwater::cli`.
+
+fn main() -> std::process::ExitCode {
+    headwater::cli::main()
+}

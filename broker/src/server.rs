@@ -1,0 +1,193 @@
+//! Wires the stages together: opens the log, loads plugins, binds every listener, starts the
+//! retention sweep and the upstream replicator, and stops them all in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin;
+use crate::config::{Attach, Config};
+use crate::ingest::Ingest;
+use crate::kafka::{self, KafkaContext};
+use crate::log::{self, Log, LogError};
+use crate::metrics::MetricSources;
+use crate::mqtt::{self, MqttContext};
+use crate::plugin::{self, PluginError};
+use crate::quic;
+use crate::upstream::{self, UpstreamContext};
+
+/// How long shutdown waits for connections to finish their in-flight work.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("opening the log in {dir}: {source}")]
+    Log { dir: String, source: LogError },
+    #[error("loading plugins: {0}")]
+    Plugins(#[from] PluginError),
+    #[error("binding the {what} listener on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Unsupported(String),
+    #[error("starting the QUIC listener: {0}")]
+    Quic(#[from] quic::QuicError),
+}
+
+/// The addresses the listeners actually bound (port 0 resolved), `None` where disabled.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BoundAddrs {
+    pub mqtt: Option<SocketAddr>,
+    pub kafka: Option<SocketAddr>,
+    pub quic: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
+}
+
+/// A running broker.
+pub struct Broker {
+    pub addrs: BoundAddrs,
+    log: Log,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+async fn bind_tcp(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+fn local(
+    what: &'static str,
+    l: &TcpListener,
+    requested: SocketAddr,
+) -> Result<SocketAddr, StartError> {
+    l.local_addr().map_err(|source| StartError::Bind {
+        what,
+        addr: requested,
+        source,
+    })
+}
+
+impl Broker {
+    /// Starts everything the config asks for; returns once all listeners are bound.
+    pub async fn start(config: Config) -> Result<Broker, StartError> {
+        let log = Log::open(&config.log_options()).map_err(|source| StartError::Log {
+            dir: config.data_dir.display().to_string(),
+            source,
+        })?;
+        if let Some(p) = config.plugins.iter().find(|p| p.attach == Attach::Upstream) {
+            return Err(StartError::Unsupported(format!(
+                "plugin {:?}: attach = \"upstream\" is not supported yet (ingest only)",
+                p.name
+            )));
+        }
+        // Compiling modules and running their init blocks: keep it off the async workers.
+        let sections = config.plugins.clone();
+        let (plugins, _upstream_plugins) =
+            tokio::task::spawn_blocking(move || plugin::load(&sections))
+                .await
+                .map_err(|e| StartError::Unsupported(format!("plugin loader panicked: {e}")))??;
+        let ingest = Ingest::new(log.clone(), Arc::new(plugins));
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let mut addrs = BoundAddrs::default();
+
+        tasks.spawn(log::retention::run(
+            log.clone(),
+            Duration::from_millis(config.log.retention_check_interval_ms.max(100)),
+            shutdown.clone(),
+        ));
+
+        if let Some(addr) = config.listeners.kafka.addr() {
+            let listener = bind_tcp("Kafka", addr).await?;
+            let bound = local("Kafka", &listener, addr)?;
+            addrs.kafka = Some(bound);
+            let ctx = KafkaContext::new(ingest.clone(), &config.kafka);
+            tasks.spawn(kafka::run(listener, ctx, shutdown.clone()));
+            tracing::info!(addr = %bound, "Kafka listening");
+        }
+        let mqtt_ctx = MqttContext::new(ingest.clone(), &config.mqtt)
+            .map_err(|e| StartError::Unsupported(format!("mqtt routes: {e}")))?;
+        if let Some(addr) = config.listeners.mqtt.addr() {
+            let listener = bind_tcp("MQTT", addr).await?;
+            let bound = local("MQTT", &listener, addr)?;
+            addrs.mqtt = Some(bound);
+            tasks.spawn(mqtt::run(listener, mqtt_ctx.clone(), shutdown.clone()));
+            tracing::info!(addr = %bound, "MQTT listening");
+        }
+        if let Some(addr) = config.listeners.quic.addr() {
+            let endpoint = quic::bind(addr, quic::Identity::self_signed(addr)?)?;
+            let bound = endpoint.local_addr().map_err(|source| StartError::Bind {
+                what: "QUIC",
+                addr,
+                source,
+            })?;
+            addrs.quic = Some(bound);
+            tasks.spawn(quic::run(endpoint, mqtt_ctx.clone(), shutdown.clone()));
+            tracing::info!(addr = %bound, "MQTT over QUIC listening (self-signed certificate)");
+        }
+        let upstream_lag = match &config.upstream {
+            Some(up) => {
+                let ctx = UpstreamContext {
+                    log: log.clone(),
+                    config: up.clone(),
+                    gateway_id: Arc::from(config.gateway_id()),
+                    lag: Default::default(),
+                };
+                let lag = ctx.lag.clone();
+                tasks.spawn(upstream::run(ctx, shutdown.clone()));
+                Some(lag)
+            }
+            None => None,
+        };
+        if let Some(addr) = config.listeners.http.addr() {
+            let listener = bind_tcp("HTTP", addr).await?;
+            let bound = local("HTTP", &listener, addr)?;
+            addrs.http = Some(bound);
+            let sources = MetricSources {
+                log: log.clone(),
+                upstream_lag,
+            };
+            tasks.spawn(admin::run(listener, sources, shutdown.clone()));
+            tracing::info!(addr = %bound, "HTTP listening (/healthz, /metrics, /topics)");
+        }
+        tasks.close();
+        Ok(Broker {
+            addrs,
+            log,
+            shutdown,
+            tasks,
+        })
+    }
+
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// A token that stops the broker when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to a deadline), commits what is queued
+    /// and closes the log.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        if tokio::time::timeout(DRAIN_DEADLINE, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not finish within {DRAIN_DEADLINE:?}");
+        }
+        self.log.close().await;
+        tracing::info!("stopped");
+    }
+}
