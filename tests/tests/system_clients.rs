@@ -1,0 +1,130 @@
+//! Debian's command-line clients against Headwater: kcat (librdkafka 2.0.2, which trips on
+//! ApiVersions responses with default-valued tagged fields) and mosquitto_pub/mosquitto_sub.
+//! `.ci/run` installs them and sets HEADWATER_REQUIRE_CLIENTS, so there they must run.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use headwater_tests::{system_client, InProcess};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcat_produces_and_consumes() {
+    let Some(kcat) = system_client("kcat") else {
+        return;
+    };
+    let hw = InProcess::start().await;
+    let kafka = hw.kafka();
+    let output = tokio::task::spawn_blocking(move || {
+        let mut producer = Command::new(&kcat)
+            .args(["-b", &kafka, "-t", "kcat-topic", "-P", "-K:"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("kcat -P");
+        producer
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"k1:hello\nk2:world\n")
+            .unwrap();
+        assert!(producer.wait().unwrap().success(), "kcat -P exits 0");
+        Command::new(&kcat)
+            .args([
+                "-b",
+                &kafka,
+                "-t",
+                "kcat-topic",
+                "-C",
+                "-o",
+                "beginning",
+                "-c",
+                "2",
+                "-e",
+                "-f",
+                "%k=%s@%o\n",
+            ])
+            .output()
+            .expect("kcat -C")
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "kcat -C: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "k1=hello@0\nk2=world@1\n"
+    );
+    hw.broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_pub_reaches_mosquitto_sub_and_kafka() {
+    let Some(sub_bin) = system_client("mosquitto_sub") else {
+        return;
+    };
+    let Some(pub_bin) = system_client("mosquitto_pub") else {
+        return;
+    };
+    let hw = InProcess::start().await;
+    let port = hw.mqtt().port().to_string();
+    let sub = Command::new(&sub_bin)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            "plant/#",
+            "-q",
+            "1",
+            "-C",
+            "1",
+            "-v",
+            "-W",
+            "20",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub");
+    // Give the subscriber time to connect and subscribe before the publish.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = Command::new(&pub_bin)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            "plant/boiler/temp",
+            "-q",
+            "1",
+            "-m",
+            "88.2",
+        ])
+        .status()
+        .expect("mosquitto_pub");
+    assert!(status.success());
+    let out = tokio::task::spawn_blocking(move || sub.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "plant/boiler/temp 88.2"
+    );
+
+    let kafka = hw.kafka();
+    let records = tokio::task::spawn_blocking(move || {
+        consume(&kafka, "plant", 1, 1, Duration::from_secs(20))
+    })
+    .await
+    .unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].value_str(), "88.2");
+    hw.broker.stop().await;
+}
