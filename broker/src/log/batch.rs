@@ -143,6 +143,14 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
             have: buf.len(),
         });
     }
+    // Producers number records 0..count-1; a batch claiming more offsets than records would
+    // burn offsets (and, on decode, memory). Compaction, the one legitimate source of gaps, does
+    // not exist here.
+    if header.records_count == 0 || header.last_offset_delta != header.records_count - 1 {
+        return Err(BatchError::Invalid(
+            "lastOffsetDelta must be recordsCount - 1 (and the batch not empty)",
+        ));
+    }
     let stated = be_i32(buf, 17) as u32;
     let actual = crc32c::crc32c(&buf[CRC_START..total]);
     if stated != actual {
@@ -233,13 +241,40 @@ pub fn encode_with(records: &[NewRecord], compression: Compression) -> Result<By
     Ok(buf.freeze())
 }
 
+/// The smallest encoding of one v2 record: seven one-byte fields (length, attributes, timestamp
+/// delta, offset delta, key length, value length, header count).
+const MIN_RECORD_BYTES: usize = 7;
+
 /// Decodes every record of the batches in `buf`, skipping control records.
+///
+/// `kafka-protocol` 0.18 reserves memory for a batch's stated record count before reading any
+/// record, so a small batch claiming billions of records would abort the process. Each batch's
+/// count is therefore checked against its (decompressed) size first.
 pub fn decode(buf: &Bytes) -> Result<Vec<StoredRecord>, BatchError> {
-    let mut buf = buf.clone();
-    let sets =
-        RecordBatchDecoder::decode_all(&mut buf).map_err(|e| BatchError::Decode(e.to_string()))?;
+    let mut rest = buf.clone();
     let mut out = Vec::new();
-    for set in sets {
+    while !rest.is_empty() {
+        let header = BatchHeader::parse(&rest)?;
+        if rest.len() < header.total_len() {
+            return Err(BatchError::Truncated {
+                need: header.total_len(),
+                have: rest.len(),
+            });
+        }
+        let mut one = rest.split_to(header.total_len());
+        let count = header.records_count as usize;
+        let checked = |payload: &mut Bytes, codec: Compression| -> anyhow::Result<Bytes> {
+            let plain = decompress(payload, codec)?;
+            if count.saturating_mul(MIN_RECORD_BYTES) > plain.len() {
+                anyhow::bail!(
+                    "batch claims {count} records in {} bytes of records",
+                    plain.len()
+                );
+            }
+            Ok(plain)
+        };
+        let set = RecordBatchDecoder::decode_with_custom_compression(&mut one, Some(checked))
+            .map_err(|e| BatchError::Decode(e.to_string()))?;
         for r in set.records {
             if r.control {
                 continue;
@@ -258,6 +293,19 @@ pub fn decode(buf: &Bytes) -> Result<Vec<StoredRecord>, BatchError> {
         }
     }
     Ok(out)
+}
+
+/// The records section of a batch, decompressed with `kafka-protocol`'s codecs.
+fn decompress(payload: &mut Bytes, codec: Compression) -> anyhow::Result<Bytes> {
+    use kafka_protocol::compression::{self as c, Decompressor};
+    let take = |b: &mut Bytes| Ok(b.split_to(b.len()));
+    match codec {
+        Compression::None => take(payload),
+        Compression::Gzip => c::Gzip::decompress(payload, take),
+        Compression::Snappy => c::Snappy::decompress(payload, take),
+        Compression::Lz4 => c::Lz4::decompress(payload, take),
+        Compression::Zstd => c::Zstd::decompress(payload, take),
+    }
 }
 
 /// True when a batch's timestamps mean log-append time.
@@ -308,6 +356,38 @@ mod tests {
             validate(&bytes[..30]),
             Err(BatchError::Truncated { .. })
         ));
+    }
+
+    #[test]
+    fn compressed_batches_decode() {
+        let records: Vec<_> = (0..50).map(record).collect();
+        for codec in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let bytes = encode_with(&records, codec).unwrap();
+            let header = validate(&bytes).unwrap();
+            assert_eq!(header.compression(), codec as i16);
+            let decoded = decode(&bytes).unwrap();
+            assert_eq!(decoded.len(), 50, "{codec:?}");
+            assert_eq!(decoded[49].value, records[49].value, "{codec:?}");
+        }
+    }
+
+    #[test]
+    fn absurd_record_count_is_refused_before_allocating() {
+        let mut bytes = encode(&[record(1)]).unwrap().to_vec();
+        // Claim a billion records, then fix the CRC so only the count is wrong.
+        bytes[57..61].copy_from_slice(&1_000_000_000i32.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[CRC_START..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        let err = decode(&Bytes::from(bytes)).unwrap_err();
+        assert!(
+            matches!(err, BatchError::Decode(ref m) if m.contains("claims")),
+            "{err}"
+        );
     }
 
     #[test]
