@@ -109,14 +109,11 @@ async fn every_compression_codec_round_trips() {
     let codecs = ["none", "gzip", "snappy", "lz4", "zstd"];
     for codec in codecs {
         let producer = producer(&hw.kafka(), &[("compression.type", codec)]);
+        // Compressible values: librdkafka sends a batch uncompressed when compressing would
+        // not shrink it.
+        let topic = format!("codec-{codec}");
         for i in 0..20 {
-            send(
-                &producer,
-                &format!("codec-{codec}"),
-                "k",
-                &format!("{codec}-{i}"),
-            )
-            .await;
+            send(&producer, &topic, "k", &value(codec, i)).await;
         }
     }
     for codec in codecs {
@@ -128,8 +125,33 @@ async fn every_compression_codec_round_trips() {
         .await
         .unwrap();
         let values: Vec<String> = records.iter().map(Consumed::value_str).collect();
-        let expected: Vec<String> = (0..20).map(|i| format!("{codec}-{i}")).collect();
+        let expected: Vec<String> = (0..20).map(|i| value(codec, i)).collect();
         assert_eq!(values, expected, "codec {codec}");
+        // The batches are stored as produced, still compressed. librdkafka only uses LZ4 once
+        // the broker advertises FindCoordinator (consumer groups, issue 3), so LZ4 is not
+        // checked here; its storage and decoding are covered by the broker's unit tests.
+        let expected_codec = match codec {
+            "gzip" => 1,
+            "snappy" => 2,
+            "zstd" => 4,
+            _ => continue,
+        };
+        let log = hw.broker.log();
+        let topic = log.topic(&format!("codec-{codec}")).expect("topic exists");
+        let stored = log.read(&topic.partitions[0], 0, 1 << 20).unwrap();
+        assert!(!stored.is_empty());
+        for batch in stored {
+            let header = headwater::log::BatchHeader::parse(&batch.bytes).unwrap();
+            assert_eq!(
+                header.compression(),
+                expected_codec,
+                "codec {codec} stored as produced"
+            );
+        }
     }
     hw.broker.stop().await;
+}
+
+fn value(codec: &str, i: usize) -> String {
+    format!("{codec}-{i}-{}", "sensor reading ".repeat(20))
 }

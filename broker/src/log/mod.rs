@@ -82,6 +82,24 @@ pub struct LogOptions {
     pub defaults: TopicDefaults,
 }
 
+impl LogOptions {
+    /// Options for unit tests: no fsync, 2 partitions per auto-created topic, no retention.
+    #[cfg(test)]
+    pub(crate) fn for_tests(dir: &std::path::Path, max_disk_bytes: u64) -> LogOptions {
+        LogOptions {
+            data_dir: dir.to_path_buf(),
+            max_disk_bytes,
+            fsync: false,
+            defaults: TopicDefaults {
+                auto_create: true,
+                partitions: 2,
+                retention_ms: -1,
+                retention_bytes: -1,
+            },
+        }
+    }
+}
+
 /// Defaults for topics that do not override them.
 #[derive(Debug, Clone)]
 pub struct TopicDefaults {

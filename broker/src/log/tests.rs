@@ -2,17 +2,7 @@ use super::*;
 use bytes::Bytes;
 
 fn options(dir: &std::path::Path) -> LogOptions {
-    LogOptions {
-        data_dir: dir.to_path_buf(),
-        max_disk_bytes: 64 * 1024 * 1024,
-        fsync: false,
-        defaults: TopicDefaults {
-            auto_create: true,
-            partitions: 2,
-            retention_ms: -1,
-            retention_bytes: -1,
-        },
-    }
+    LogOptions::for_tests(dir, 64 * 1024 * 1024)
 }
 
 fn record(value: &str, timestamp: i64) -> NewRecord {

@@ -21,7 +21,7 @@ use super::codec::{Codec, Frame};
 use super::{run, MqttContext};
 use crate::config::{MqttSection, Route};
 use crate::ingest::Ingest;
-use crate::log::{Log, LogOptions, NewRecord, StoredRecord, TopicDefaults};
+use crate::log::{Log, LogOptions, NewRecord, StoredRecord};
 use crate::plugin::IngestPlugins;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -40,18 +40,7 @@ async fn start(section: MqttSection) -> Broker {
 
 async fn start_with(section: MqttSection, max_disk_bytes: u64) -> Broker {
     let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(&LogOptions {
-        data_dir: dir.path().to_path_buf(),
-        max_disk_bytes,
-        fsync: false,
-        defaults: TopicDefaults {
-            auto_create: true,
-            partitions: 2,
-            retention_ms: -1,
-            retention_bytes: -1,
-        },
-    })
-    .unwrap();
+    let log = Log::open(&LogOptions::for_tests(dir.path(), max_disk_bytes)).unwrap();
     let ingest = Ingest::new(log.clone(), Arc::new(IngestPlugins::default()));
     let ctx = MqttContext::new(ingest, &section).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

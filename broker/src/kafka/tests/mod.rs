@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use super::{run, KafkaContext};
 use crate::config::KafkaSection;
 use crate::ingest::Ingest;
-use crate::log::{batch, Log, LogOptions, NewRecord, TopicDefaults};
+use crate::log::{batch, Log, LogOptions, NewRecord};
 use crate::plugin::IngestPlugins;
 
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -45,18 +45,7 @@ struct Broker {
 
 async fn start(section: KafkaSection) -> Broker {
     let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(&LogOptions {
-        data_dir: dir.path().to_path_buf(),
-        max_disk_bytes: 64 * 1024 * 1024,
-        fsync: false,
-        defaults: TopicDefaults {
-            auto_create: true,
-            partitions: 2,
-            retention_ms: -1,
-            retention_bytes: -1,
-        },
-    })
-    .unwrap();
+    let log = Log::open(&LogOptions::for_tests(dir.path(), 64 * 1024 * 1024)).unwrap();
     let ingest = Ingest::new(log.clone(), Arc::new(IngestPlugins::default()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
