@@ -127,12 +127,12 @@ async fn every_compression_codec_round_trips() {
         let values: Vec<String> = records.iter().map(Consumed::value_str).collect();
         let expected: Vec<String> = (0..20).map(|i| value(codec, i)).collect();
         assert_eq!(values, expected, "codec {codec}");
-        // The batches are stored as produced, still compressed. librdkafka only uses LZ4 once
-        // the broker advertises FindCoordinator (consumer groups, issue 3), so LZ4 is not
-        // checked here; its storage and decoding are covered by the broker's unit tests.
+        // The batches are stored as produced, still compressed. (librdkafka uses LZ4 only
+        // when the broker advertises FindCoordinator, which it now does.)
         let expected_codec = match codec {
             "gzip" => 1,
             "snappy" => 2,
+            "lz4" => 3,
             "zstd" => 4,
             _ => continue,
         };

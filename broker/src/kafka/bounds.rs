@@ -50,6 +50,8 @@ pub enum Ty {
     Bytes,
     /// ARRAY of INT32.
     Int32s,
+    /// ARRAY of STRING (group names, coordinator keys, state filters).
+    Strs,
     /// ARRAY of structs with these fields.
     Structs(&'static [Field]),
 }
@@ -213,6 +215,12 @@ impl Walker<'_> {
             Ty::Int32s => {
                 let n = self.count()?;
                 self.skip(n.checked_mul(4).ok_or(BoundsError::Truncated)?)
+            }
+            Ty::Strs => {
+                for _ in 0..self.count()? {
+                    self.field(Ty::Str)?;
+                }
+                Ok(())
             }
             Ty::Structs(fields) => {
                 for _ in 0..self.count()? {
@@ -430,7 +438,7 @@ mod tests {
                         );
                         r.encode(&mut buf, version).unwrap();
                     }
-                    _ => {
+                    ApiKey::ApiVersions => {
                         let mut r = ApiVersionsRequest::default();
                         if version >= 3 {
                             r.client_software_name = StrBytes::from_static_str("test-client");
@@ -438,6 +446,13 @@ mod tests {
                         }
                         r.encode(&mut buf, version).unwrap();
                     }
+                    other => match crate::kafka::group::schema_tests::encode(other, version, shape)
+                        .or_else(|| {
+                            crate::kafka::admin::schema_tests::encode(other, version, shape)
+                        }) {
+                        Some(body) => buf.extend_from_slice(&body),
+                        None => panic!("no test request for {other:?} v{version}"),
+                    },
                 }
                 out.push((api.key, version, buf.to_vec()));
             }

@@ -3,7 +3,9 @@
 use bytes::BytesMut;
 use tokio_util::sync::CancellationToken;
 
+use super::admin;
 use super::connection::ConnInfo;
+use super::group;
 use super::request::{Body, Request};
 use super::response::{self, EncodeError};
 use super::{api_versions, fetch, list_offsets, metadata, produce, KafkaContext};
@@ -49,6 +51,86 @@ pub async fn dispatch(
         }
         Body::ListOffsets(body) => {
             let answer = list_offsets::handle(ctx, body, version);
+            response::encode(out, api, version, correlation_id, &answer)?
+        }
+        Body::FindCoordinator(body) => {
+            let answer = group::find_coordinator::handle(body, version, ctx.advertised(conn.local));
+            response::encode(out, api, version, correlation_id, &answer)?
+        }
+        Body::JoinGroup(body) => {
+            let client_id = request.header.client_id.as_deref().unwrap_or_default();
+            let host = conn.peer.ip().to_canonical().to_string();
+            let answer =
+                group::join_group::handle(&ctx.groups, body, version, client_id, &host, shutdown)
+                    .await;
+            response::encode(out, api, version, correlation_id, &answer)?
+        }
+        Body::SyncGroup(body) => {
+            let answer = group::sync_group::handle(&ctx.groups, body, shutdown).await;
+            response::encode(out, api, version, correlation_id, &answer)?
+        }
+        Body::Heartbeat(body) => {
+            let answer = group::heartbeat::handle(&ctx.groups, body);
+            response::encode(out, api, version, correlation_id, &answer)?
+        }
+        Body::LeaveGroup(body) => {
+            let answer = group::leave_group::handle(&ctx.groups, body, version);
+            response::encode(out, api, version, correlation_id, &answer)?
+        }
+        Body::OffsetCommit(body) => {
+            let answer = group::offset_commit::handle(&ctx.groups, ctx.log(), body).await;
+            response::encode(out, api, version, correlation_id, &answer)?
+        }
+        Body::OffsetFetch(body) => {
+            let answer = group::offset_fetch::handle(&ctx.groups, body, version);
+            response::encode(out, api, version, correlation_id, &answer)?
+        }
+        Body::ListGroups(body) => {
+            let answer = group::list_groups::handle(&ctx.groups, body);
+            response::encode(out, api, version, correlation_id, &answer)?
+        }
+        Body::DescribeGroups(body) => {
+            let answer = group::describe_groups::handle(&ctx.groups, body);
+            response::encode(out, api, version, correlation_id, &answer)?
+        }
+        Body::CreateTopics(body) => {
+            let answer = admin::create_topics::handle(ctx, body).await;
+            response::encode(out, api, version, correlation_id, &answer)?
+        }
+        Body::DeleteTopics(body) => {
+            let answer = admin::delete_topics::handle(ctx, body).await;
+            response::encode(out, api, version, correlation_id, &answer)?
+        }
+        Body::DeleteRecords(body) => {
+            let answer = admin::delete_records::handle(ctx, body).await;
+            response::encode(out, api, version, correlation_id, &answer)?
+        }
+        Body::DescribeConfigs(body) => {
+            let answer = admin::describe_configs::handle(ctx, body, version);
+            response::encode(out, api, version, correlation_id, &answer)?
+        }
+        Body::AlterConfigs(body) => {
+            let answer = admin::alter_configs::handle(ctx, body).await;
+            response::encode(out, api, version, correlation_id, &answer)?
+        }
+        Body::CreatePartitions(body) => {
+            let answer = admin::create_partitions::handle(ctx, body).await;
+            response::encode(out, api, version, correlation_id, &answer)?
+        }
+        Body::IncrementalAlterConfigs(body) => {
+            let answer = admin::incremental_alter_configs::handle(ctx, body).await;
+            response::encode(out, api, version, correlation_id, &answer)?
+        }
+        Body::DescribeCluster(body) => {
+            let answer = admin::describe_cluster::handle(body, version, ctx.advertised(conn.local));
+            response::encode(out, api, version, correlation_id, &answer)?
+        }
+        Body::DeleteGroups(body) => {
+            let answer = group::delete_groups::handle(&ctx.groups, body).await;
+            response::encode(out, api, version, correlation_id, &answer)?
+        }
+        Body::OffsetForLeaderEpoch(body) => {
+            let answer = group::offset_for_leader_epoch::handle(ctx.log(), body);
             response::encode(out, api, version, correlation_id, &answer)?
         }
     }

@@ -25,6 +25,9 @@ pub fn log_error(e: &LogError) -> ResponseError {
         }
         LogError::InvalidTopic { .. } => ResponseError::InvalidTopicException,
         LogError::Batch(_) => ResponseError::CorruptMessage,
+        LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        LogError::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
+        LogError::InvalidConfig(_) => ResponseError::InvalidConfig,
         LogError::Full
         | LogError::Lmdb(_)
         | LogError::Io { .. }

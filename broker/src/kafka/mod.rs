@@ -15,6 +15,10 @@
 //!   no I/O; [`fuzz_decode_request`] drives them on arbitrary bytes.
 //! - One file per API: [`api_versions`], [`metadata`], [`produce`], [`fetch`],
 //!   [`list_offsets`]. [`errors`] maps log errors to Kafka error codes.
+//! - [`admin`]: the admin API (CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs,
+//!   AlterConfigs, IncrementalAlterConfigs, DescribeCluster, DeleteRecords), one file per API.
+//! - [`group`]: consumer groups (this node coordinates every group), committed offsets that
+//!   survive restarts, and OffsetForLeaderEpoch.
 //!
 //! Headwater is a single-node cluster and says so: Metadata lists one broker (node 0), which is
 //! the controller and the leader of every partition, with leader epoch 0 and itself as the only
@@ -26,6 +30,7 @@
 //! A malformed or oversized frame closes only the connection that sent it, with a warning
 //! naming the peer and the reason.
 
+pub mod admin;
 pub mod api_versions;
 pub mod bounds;
 pub mod connection;
@@ -34,6 +39,7 @@ pub mod errors;
 pub mod fetch;
 pub mod frame;
 mod fuzz;
+pub mod group;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -69,16 +75,19 @@ pub struct KafkaContext {
     advertised_host: Option<String>,
     /// Port given to clients in Metadata; `None` means the port the client connected to.
     advertised_port: Option<u16>,
+    /// The consumer group coordinator (every group's, on a single node) and committed offsets.
+    groups: group::Coordinator,
 }
 
 impl KafkaContext {
     pub fn new(ingest: Ingest, section: &KafkaSection) -> KafkaContext {
         KafkaContext {
-            ingest,
             max_frame_bytes: section.max_frame_bytes,
             max_connections: section.max_connections,
             advertised_host: section.advertised_host.clone(),
             advertised_port: None,
+            groups: group::Coordinator::new(ingest.log().clone()),
+            ingest,
         }
     }
 

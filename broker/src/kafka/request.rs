@@ -9,13 +9,21 @@
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
-    RequestHeader,
+    AlterConfigsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest,
+    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+    IncrementalAlterConfigsRequest,
+};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, DeleteGroupsRequest, DescribeGroupsRequest, FetchRequest,
+    FindCoordinatorRequest, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
+    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader,
+    SyncGroupRequest,
 };
 use kafka_protocol::protocol::Decodable;
 
 use super::bounds::{self, BoundsError, Schema};
-use super::{api_versions, fetch, list_offsets, metadata, produce};
+use super::{admin, api_versions, fetch, group, list_offsets, metadata, produce};
 
 /// One API Headwater implements.
 #[derive(Debug)]
@@ -31,7 +39,7 @@ pub struct Api {
 }
 
 /// Every API Headwater implements, in ApiVersions order.
-pub const APIS: [Api; 5] = [
+pub const APIS: &[Api] = &[
     Api {
         key: ApiKey::Produce,
         min: 3,
@@ -57,10 +65,124 @@ pub const APIS: [Api; 5] = [
         schema: &metadata::SCHEMA,
     },
     Api {
+        key: ApiKey::OffsetCommit,
+        min: 2,
+        max: 8,
+        schema: &group::offset_commit::SCHEMA,
+    },
+    Api {
+        key: ApiKey::OffsetFetch,
+        min: 1,
+        max: 8,
+        schema: &group::offset_fetch::SCHEMA,
+    },
+    Api {
+        key: ApiKey::FindCoordinator,
+        min: 0,
+        max: 4,
+        schema: &group::find_coordinator::SCHEMA,
+    },
+    Api {
+        key: ApiKey::JoinGroup,
+        min: 0,
+        max: 9,
+        schema: &group::join_group::SCHEMA,
+    },
+    Api {
+        key: ApiKey::Heartbeat,
+        min: 0,
+        max: 4,
+        schema: &group::heartbeat::SCHEMA,
+    },
+    Api {
+        key: ApiKey::LeaveGroup,
+        min: 0,
+        max: 5,
+        schema: &group::leave_group::SCHEMA,
+    },
+    Api {
+        key: ApiKey::SyncGroup,
+        min: 0,
+        max: 5,
+        schema: &group::sync_group::SCHEMA,
+    },
+    Api {
+        key: ApiKey::DescribeGroups,
+        min: 0,
+        max: 5,
+        schema: &group::describe_groups::SCHEMA,
+    },
+    Api {
+        key: ApiKey::ListGroups,
+        min: 0,
+        max: 4,
+        schema: &group::list_groups::SCHEMA,
+    },
+    Api {
         key: ApiKey::ApiVersions,
         min: 0,
         max: 4,
         schema: &api_versions::SCHEMA,
+    },
+    Api {
+        key: ApiKey::OffsetForLeaderEpoch,
+        min: 2,
+        max: 4,
+        schema: &group::offset_for_leader_epoch::SCHEMA,
+    },
+    Api {
+        key: ApiKey::DeleteGroups,
+        min: 0,
+        max: 2,
+        schema: &group::delete_groups::SCHEMA,
+    },
+    Api {
+        key: ApiKey::CreateTopics,
+        min: 2,
+        max: 5,
+        schema: &admin::create_topics::SCHEMA,
+    },
+    Api {
+        key: ApiKey::DeleteTopics,
+        min: 1,
+        max: 5,
+        schema: &admin::delete_topics::SCHEMA,
+    },
+    Api {
+        key: ApiKey::DeleteRecords,
+        min: 0,
+        max: 2,
+        schema: &admin::delete_records::SCHEMA,
+    },
+    Api {
+        key: ApiKey::DescribeConfigs,
+        min: 1,
+        max: 4,
+        schema: &admin::describe_configs::SCHEMA,
+    },
+    Api {
+        key: ApiKey::AlterConfigs,
+        min: 0,
+        max: 2,
+        schema: &admin::alter_configs::SCHEMA,
+    },
+    Api {
+        key: ApiKey::CreatePartitions,
+        min: 0,
+        max: 3,
+        schema: &admin::create_partitions::SCHEMA,
+    },
+    Api {
+        key: ApiKey::IncrementalAlterConfigs,
+        min: 0,
+        max: 1,
+        schema: &admin::incremental_alter_configs::SCHEMA,
+    },
+    Api {
+        key: ApiKey::DescribeCluster,
+        min: 0,
+        max: 2,
+        schema: &admin::describe_cluster::SCHEMA,
     },
 ];
 
@@ -76,6 +198,25 @@ pub enum Body {
     ListOffsets(ListOffsetsRequest),
     Metadata(MetadataRequest),
     ApiVersions(ApiVersionsRequest),
+    FindCoordinator(FindCoordinatorRequest),
+    JoinGroup(JoinGroupRequest),
+    SyncGroup(SyncGroupRequest),
+    Heartbeat(HeartbeatRequest),
+    LeaveGroup(LeaveGroupRequest),
+    OffsetCommit(OffsetCommitRequest),
+    OffsetFetch(OffsetFetchRequest),
+    ListGroups(ListGroupsRequest),
+    DescribeGroups(DescribeGroupsRequest),
+    DeleteGroups(DeleteGroupsRequest),
+    OffsetForLeaderEpoch(OffsetForLeaderEpochRequest),
+    CreateTopics(CreateTopicsRequest),
+    DeleteTopics(DeleteTopicsRequest),
+    DeleteRecords(DeleteRecordsRequest),
+    DescribeConfigs(DescribeConfigsRequest),
+    AlterConfigs(AlterConfigsRequest),
+    CreatePartitions(CreatePartitionsRequest),
+    IncrementalAlterConfigs(IncrementalAlterConfigsRequest),
+    DescribeCluster(DescribeClusterRequest),
 }
 
 /// A decoded request.
@@ -181,6 +322,39 @@ fn decode_body(api: ApiKey, version: i16, buf: &mut Bytes) -> anyhow::Result<Bod
         ApiKey::ListOffsets => Body::ListOffsets(ListOffsetsRequest::decode(buf, version)?),
         ApiKey::Metadata => Body::Metadata(MetadataRequest::decode(buf, version)?),
         ApiKey::ApiVersions => Body::ApiVersions(ApiVersionsRequest::decode(buf, version)?),
+        ApiKey::FindCoordinator => {
+            Body::FindCoordinator(FindCoordinatorRequest::decode(buf, version)?)
+        }
+        ApiKey::JoinGroup => Body::JoinGroup(JoinGroupRequest::decode(buf, version)?),
+        ApiKey::SyncGroup => Body::SyncGroup(SyncGroupRequest::decode(buf, version)?),
+        ApiKey::Heartbeat => Body::Heartbeat(HeartbeatRequest::decode(buf, version)?),
+        ApiKey::LeaveGroup => Body::LeaveGroup(LeaveGroupRequest::decode(buf, version)?),
+        ApiKey::OffsetCommit => Body::OffsetCommit(OffsetCommitRequest::decode(buf, version)?),
+        ApiKey::OffsetFetch => Body::OffsetFetch(OffsetFetchRequest::decode(buf, version)?),
+        ApiKey::ListGroups => Body::ListGroups(ListGroupsRequest::decode(buf, version)?),
+        ApiKey::DescribeGroups => {
+            Body::DescribeGroups(DescribeGroupsRequest::decode(buf, version)?)
+        }
+        ApiKey::DeleteGroups => Body::DeleteGroups(DeleteGroupsRequest::decode(buf, version)?),
+        ApiKey::OffsetForLeaderEpoch => {
+            Body::OffsetForLeaderEpoch(OffsetForLeaderEpochRequest::decode(buf, version)?)
+        }
+        ApiKey::CreateTopics => Body::CreateTopics(CreateTopicsRequest::decode(buf, version)?),
+        ApiKey::DeleteTopics => Body::DeleteTopics(DeleteTopicsRequest::decode(buf, version)?),
+        ApiKey::DeleteRecords => Body::DeleteRecords(DeleteRecordsRequest::decode(buf, version)?),
+        ApiKey::DescribeConfigs => {
+            Body::DescribeConfigs(DescribeConfigsRequest::decode(buf, version)?)
+        }
+        ApiKey::AlterConfigs => Body::AlterConfigs(AlterConfigsRequest::decode(buf, version)?),
+        ApiKey::CreatePartitions => {
+            Body::CreatePartitions(CreatePartitionsRequest::decode(buf, version)?)
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            Body::IncrementalAlterConfigs(IncrementalAlterConfigsRequest::decode(buf, version)?)
+        }
+        ApiKey::DescribeCluster => {
+            Body::DescribeCluster(DescribeClusterRequest::decode(buf, version)?)
+        }
         // `api()` only lets the keys above through.
         other => anyhow::bail!("{other:?} has no decoder in Headwater"),
     })
@@ -216,7 +390,17 @@ mod tests {
                     ApiKey::Fetch => frame(api.key, version, &FetchRequest::default()),
                     ApiKey::ListOffsets => frame(api.key, version, &ListOffsetsRequest::default()),
                     ApiKey::Metadata => frame(api.key, version, &MetadataRequest::default()),
-                    _ => frame(api.key, version, &ApiVersionsRequest::default()),
+                    ApiKey::ApiVersions => frame(api.key, version, &ApiVersionsRequest::default()),
+                    other => match group::schema_tests::default_frame(other, version, |k, v, b| {
+                        frame(k, v, b)
+                    })
+                    .or_else(|| {
+                        admin::schema_tests::encode(other, version, &Vec::new())
+                            .map(|body| frame(other, version, &group::schema_tests::Raw(body)))
+                    }) {
+                        Some(bytes) => bytes,
+                        None => panic!("no test request for {other:?}"),
+                    },
                 };
                 let request = decode(bytes).unwrap_or_else(|e| panic!("{e}"));
                 assert_eq!(request.header.correlation_id, 7);
@@ -240,7 +424,7 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         let mut out = BytesMut::new();
-        out.put_i16(ApiKey::FindCoordinator as i16);
+        out.put_i16(ApiKey::AlterPartitionReassignments as i16);
         out.put_i16(0);
         out.put_i32(5);
         assert!(matches!(

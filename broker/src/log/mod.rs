@@ -2,9 +2,12 @@
 //!
 //! Every protocol writes through [`Log`]: topics with N partitions, dense per-partition offsets,
 //! batches stored as Kafka v2 record batches (see [`batch`]). Writes go to one writer thread that
-//! commits them in groups ([`writer`]); reads open short read transactions ([`store`]). Readers
-//! learn of new data from [`AppendEvent`]s, sent after each commit.
+//! commits them in groups (`writer`); reads open short read transactions ([`store`]). Readers
+//! learn of new data from [`AppendEvent`]s, sent after each commit. Topic administration
+//! (delete a topic, add partitions, change its config, delete records) is in `admin`; it too
+//! goes through the writer.
 
+mod admin;
 pub mod batch;
 pub mod retention;
 pub mod store;
@@ -12,12 +15,13 @@ mod writer;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+pub use admin::{validate_config, CLEANUP_DELETE};
 pub use batch::{BatchError, BatchHeader, NewRecord, StoredRecord};
 pub use store::{PartitionState, StoredBatch, TopicConfig, TopicMeta};
 pub use writer::Appended;
@@ -51,6 +55,20 @@ pub enum LogError {
     Batch(#[from] BatchError),
     #[error("the log writer has stopped")]
     Stopped,
+    #[error(
+        "offset {offset} of {topic}/{partition} is out of range ({log_start} to {high_watermark})"
+    )]
+    OffsetOutOfRange {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        log_start: i64,
+        high_watermark: i64,
+    },
+    #[error("invalid partition count for {topic}: {reason}")]
+    InvalidPartitions { topic: String, reason: String },
+    #[error("invalid topic config: {0}")]
+    InvalidConfig(String),
     #[error("{0}")]
     Reply(String),
 }
@@ -128,6 +146,10 @@ pub struct PartitionHandle {
     next_offset: AtomicI64,
     log_start: AtomicI64,
     bytes: AtomicU64,
+    /// Set once the partition's topic is deleted: holders of this handle (a fetch in progress,
+    /// a producer's cache) then get `UnknownPartition` instead of reading or writing a
+    /// partition that no longer exists.
+    deleted: AtomicBool,
 }
 
 impl PartitionHandle {
@@ -153,6 +175,35 @@ impl PartitionHandle {
     pub fn log_start(&self) -> i64 {
         self.log_start.load(Ordering::Acquire)
     }
+
+    /// True once the topic this partition belonged to was deleted.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
+    }
+
+    fn unknown(&self) -> LogError {
+        LogError::UnknownPartition {
+            topic: self.topic.to_string(),
+            partition: self.index as i32,
+        }
+    }
+
+    /// A fresh handle for a partition with persisted `state`.
+    fn new(id: u32, topic: Arc<str>, index: u32, state: PartitionState) -> Arc<PartitionHandle> {
+        Arc::new(PartitionHandle {
+            id,
+            topic,
+            index,
+            next_offset: AtomicI64::new(state.next_offset),
+            log_start: AtomicI64::new(state.log_start),
+            bytes: AtomicU64::new(state.bytes),
+            deleted: AtomicBool::new(false),
+        })
+    }
 }
 
 /// A topic and its partitions.
@@ -172,14 +223,7 @@ impl TopicHandle {
             .zip(states)
             .enumerate()
             .map(|(index, (id, state))| {
-                Arc::new(PartitionHandle {
-                    id: *id,
-                    topic: name.clone(),
-                    index: index as u32,
-                    next_offset: AtomicI64::new(state.next_offset),
-                    log_start: AtomicI64::new(state.log_start),
-                    bytes: AtomicU64::new(state.bytes),
-                })
+                PartitionHandle::new(*id, name.clone(), index as u32, *state)
             })
             .collect();
         Arc::new(TopicHandle {
@@ -232,7 +276,12 @@ impl Log {
         for (name, meta, states) in store.load_topics()? {
             topics.insert(name.clone(), TopicHandle::new(&name, &meta, &states));
         }
-        let next_id = store.max_partition_id()?.map(|m| m + 1).unwrap_or(0);
+        // Ids of deleted topics are never reused, even after a restart: the counter is stored.
+        let next_id = store
+            .max_partition_id()?
+            .map(|m| m + 1)
+            .unwrap_or(0)
+            .max(admin::stored_next_partition_id(&store)?);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let inner = Arc::new(LogInner {
             store,
@@ -344,6 +393,9 @@ impl Log {
         offset: i64,
         max_bytes: usize,
     ) -> Result<Vec<StoredBatch>, LogError> {
+        if partition.is_deleted() {
+            return Err(partition.unknown());
+        }
         if offset >= partition.high_watermark() {
             return Ok(Vec::new());
         }
@@ -363,7 +415,7 @@ impl Log {
             out.extend(
                 batch::decode(&stored.bytes)?
                     .into_iter()
-                    .filter(|r| r.offset >= offset),
+                    .filter(|r| r.offset >= offset.max(partition.log_start())),
             );
         }
         Ok(out)
@@ -374,9 +426,13 @@ impl Log {
         partition: &PartitionHandle,
         timestamp: i64,
     ) -> Result<Option<i64>, LogError> {
-        self.inner
+        // The first batch may start below the log start (after DeleteRecords); nothing below
+        // the log start is readable, so it is not an answer either.
+        Ok(self
+            .inner
             .store
-            .offset_for_timestamp(partition.id, timestamp)
+            .offset_for_timestamp(partition.id, timestamp)?
+            .map(|offset| offset.max(partition.log_start())))
     }
 
     /// Announcements of committed appends.

@@ -35,6 +35,10 @@ pub struct TopicMeta {
 pub struct TopicConfig {
     pub retention_ms: Option<i64>,
     pub retention_bytes: Option<i64>,
+    /// Kafka's `cleanup.policy`; only `"delete"` exists here (there is no compaction), so it is
+    /// stored for clients that set and read it back. `None` means the default, `"delete"`.
+    #[serde(default)]
+    pub cleanup_policy: Option<String>,
 }
 
 /// The mutable state of one partition, persisted with every commit that changes it.

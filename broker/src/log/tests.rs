@@ -83,6 +83,7 @@ async fn retention_by_age_and_bytes_moves_log_start() {
             TopicConfig {
                 retention_ms: Some(1000),
                 retention_bytes: None,
+                ..TopicConfig::default()
             },
         )
         .await
@@ -107,6 +108,7 @@ async fn retention_by_age_and_bytes_moves_log_start() {
             TopicConfig {
                 retention_ms: None,
                 retention_bytes: Some(1),
+                ..TopicConfig::default()
             },
         )
         .await
@@ -153,4 +155,250 @@ fn topic_names_follow_kafka_rules() {
     assert!(validate_topic_name("..").is_err());
     assert!(validate_topic_name("a/b").is_err());
     assert!(validate_topic_name(&"x".repeat(250)).is_err());
+}
+
+async fn reopen(log: Log, dir: &std::path::Path) -> Log {
+    log.close().await;
+    Log::open(&options(dir)).unwrap()
+}
+
+#[tokio::test]
+async fn deleted_topic_is_gone_and_can_be_recreated_from_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(&options(dir.path())).unwrap();
+    let topic = log
+        .create_topic("gone", 2, TopicConfig::default())
+        .await
+        .unwrap();
+    let held = topic.partitions[0].clone();
+    log.append_records(&held, &[record("a", 1), record("b", 1)])
+        .await
+        .unwrap();
+    log.delete_topic("gone").await.unwrap();
+    assert!(log.topic("gone").is_none());
+    assert!(held.is_deleted());
+    // A reader or writer still holding the old partition gets an error, not a crash.
+    assert!(matches!(
+        log.read(&held, 0, 1 << 20),
+        Err(LogError::UnknownPartition { .. })
+    ));
+    assert!(matches!(
+        log.append_records(&held, &[record("c", 1)]).await,
+        Err(LogError::UnknownPartition { .. })
+    ));
+    assert!(matches!(
+        log.delete_topic("gone").await,
+        Err(LogError::UnknownTopic(_))
+    ));
+    drop((topic, held));
+    let log = reopen(log, dir.path()).await;
+    assert!(log.topic("gone").is_none(), "deletion survives reopen");
+    let again = log
+        .create_topic("gone", 1, TopicConfig::default())
+        .await
+        .unwrap();
+    let p = &again.partitions[0];
+    assert_eq!(p.high_watermark(), 0);
+    assert!(log.read_records(p, 0, 1 << 20).unwrap().is_empty());
+    let appended = log.append_records(p, &[record("new", 1)]).await.unwrap();
+    assert_eq!(appended.base_offset, 0);
+    drop(again);
+    let log = reopen(log, dir.path()).await;
+    let again = log.topic("gone").unwrap();
+    let values: Vec<_> = log
+        .read_records(&again.partitions[0], 0, 1 << 20)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.value.unwrap())
+        .collect();
+    assert_eq!(values, vec![Bytes::from("new")]);
+}
+
+#[tokio::test]
+async fn delete_then_append_in_one_group_does_not_fail_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(&options(dir.path())).unwrap();
+    let doomed = log
+        .create_topic("doomed", 1, TopicConfig::default())
+        .await
+        .unwrap();
+    let kept = log
+        .create_topic("kept", 1, TopicConfig::default())
+        .await
+        .unwrap();
+    let (x, y) = ([record("x", 1)], [record("y", 1)]);
+    let (deleted, late, other) = tokio::join!(
+        log.delete_topic("doomed"),
+        log.append_records(&doomed.partitions[0], &x),
+        log.append_records(&kept.partitions[0], &y),
+    );
+    deleted.unwrap();
+    // The late append either landed before the delete (and was deleted with it) or was refused.
+    if let Err(e) = late {
+        assert!(matches!(e, LogError::UnknownPartition { .. }), "{e}");
+    }
+    assert_eq!(other.unwrap().base_offset, 0);
+    assert_eq!(kept.partitions[0].high_watermark(), 1);
+}
+
+#[tokio::test]
+async fn partitions_grow_and_old_handles_keep_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(&options(dir.path())).unwrap();
+    let before = log
+        .create_topic("grow", 2, TopicConfig::default())
+        .await
+        .unwrap();
+    log.append_records(&before.partitions[1], &[record("a", 1)])
+        .await
+        .unwrap();
+    let after = log.create_partitions("grow", 5).await.unwrap();
+    assert_eq!(after.partitions.len(), 5);
+    assert_eq!(log.topic("grow").unwrap().partitions.len(), 5);
+    assert!(Arc::ptr_eq(&before.partitions[1], &after.partitions[1]));
+    let ids: std::collections::HashSet<u32> = after.partitions.iter().map(|p| p.id).collect();
+    assert_eq!(ids.len(), 5, "fresh ids for new partitions");
+    log.append_records(&before.partitions[1], &[record("b", 1)])
+        .await
+        .unwrap();
+    log.append_records(&after.partitions[4], &[record("c", 1)])
+        .await
+        .unwrap();
+    assert!(matches!(
+        log.create_partitions("grow", 5).await,
+        Err(LogError::InvalidPartitions { .. })
+    ));
+    assert!(matches!(
+        log.create_partitions("grow", 3).await,
+        Err(LogError::InvalidPartitions { .. })
+    ));
+    assert!(matches!(
+        log.create_partitions("nope", 3).await,
+        Err(LogError::UnknownTopic(_))
+    ));
+    drop((before, after));
+    let log = reopen(log, dir.path()).await;
+    let topic = log.topic("grow").unwrap();
+    assert_eq!(topic.partitions.len(), 5);
+    assert_eq!(topic.partitions[1].high_watermark(), 2);
+    assert_eq!(topic.partitions[4].high_watermark(), 1);
+    assert_eq!(topic.partitions[3].high_watermark(), 0);
+    // A topic created after reopen does not reuse any of those ids.
+    let other = log
+        .create_topic("other", 1, TopicConfig::default())
+        .await
+        .unwrap();
+    assert!(topic
+        .partitions
+        .iter()
+        .all(|p| p.id != other.partitions[0].id));
+}
+
+#[tokio::test]
+async fn topic_config_changes_persist_and_compaction_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(&options(dir.path())).unwrap();
+    let topic = log
+        .create_topic("conf", 1, TopicConfig::default())
+        .await
+        .unwrap();
+    let config = TopicConfig {
+        retention_ms: Some(1000),
+        retention_bytes: Some(4096),
+        cleanup_policy: Some("delete".into()),
+    };
+    let updated = log.set_topic_config("conf", config.clone()).await.unwrap();
+    assert_eq!(updated.config, config);
+    assert!(Arc::ptr_eq(&topic.partitions[0], &updated.partitions[0]));
+    let compact = TopicConfig {
+        cleanup_policy: Some("compact".into()),
+        ..TopicConfig::default()
+    };
+    assert!(matches!(
+        log.set_topic_config("conf", compact).await,
+        Err(LogError::InvalidConfig(_))
+    ));
+    assert!(matches!(
+        log.set_topic_config("missing", TopicConfig::default())
+            .await,
+        Err(LogError::UnknownTopic(_))
+    ));
+    // The new retention applies to the next sweep.
+    log.append_records(&topic.partitions[0], &[record("old", 1)])
+        .await
+        .unwrap();
+    assert_eq!(log.apply_retention(5_000).await.unwrap(), 1);
+    drop((topic, updated));
+    let log = reopen(log, dir.path()).await;
+    assert_eq!(log.topic("conf").unwrap().config, config);
+}
+
+#[tokio::test]
+async fn delete_records_moves_log_start_inside_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(&options(dir.path())).unwrap();
+    let topic = log
+        .create_topic("trim", 1, TopicConfig::default())
+        .await
+        .unwrap();
+    let p = topic.partitions[0].clone();
+    for batch in 0..3 {
+        let records: Vec<_> = (0..3).map(|i| record(&format!("{batch}-{i}"), 1)).collect();
+        log.append_records(&p, &records).await.unwrap();
+    }
+    // Offsets 0-2, 3-5, 6-8. Start at 4: the first batch goes, the second stays.
+    assert_eq!(log.delete_records(&p, 4).await.unwrap(), 4);
+    assert_eq!(p.log_start(), 4);
+    let read = log.read(&p, 4, 1 << 20).unwrap();
+    assert_eq!(
+        read[0].base_offset, 3,
+        "the batch holding the new start stays"
+    );
+    let records = log.read_records(&p, 0, 1 << 20).unwrap();
+    assert_eq!(records[0].offset, 4, "nothing below log start is returned");
+    assert_eq!(log.offset_for_timestamp(&p, 0).unwrap(), Some(4));
+    // Below the current start: nothing changes. Past the high watermark: refused.
+    assert_eq!(log.delete_records(&p, 2).await.unwrap(), 4);
+    assert!(matches!(
+        log.delete_records(&p, 10).await,
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    // Retention never moves the start backwards.
+    log.apply_retention(i64::MAX).await.unwrap();
+    assert!(p.log_start() >= 4);
+    drop((topic, p));
+    let log = reopen(log, dir.path()).await;
+    let p = log.topic("trim").unwrap().partitions[0].clone();
+    assert_eq!((p.log_start(), p.high_watermark()), (4, 9));
+    assert_eq!(log.delete_records(&p, -1).await.unwrap(), 9);
+    assert!(log.read_records(&p, 0, 1 << 20).unwrap().is_empty());
+    assert_eq!(p.state().bytes, 0);
+    drop(p);
+    let log = reopen(log, dir.path()).await;
+    let p = log.topic("trim").unwrap().partitions[0].clone();
+    assert_eq!((p.log_start(), p.high_watermark()), (9, 9));
+    let appended = log.append_records(&p, &[record("z", 1)]).await.unwrap();
+    assert_eq!(appended.base_offset, 9);
+}
+
+#[tokio::test]
+async fn partition_ids_of_deleted_topics_are_not_reused_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(&options(dir.path())).unwrap();
+    log.create_topic("keep", 1, TopicConfig::default())
+        .await
+        .unwrap();
+    let last = log
+        .create_topic("last", 2, TopicConfig::default())
+        .await
+        .unwrap();
+    let old_ids: Vec<u32> = last.partitions.iter().map(|p| p.id).collect();
+    drop(last);
+    log.delete_topic("last").await.unwrap();
+    let log = reopen(log, dir.path()).await;
+    let fresh = log
+        .create_topic("fresh", 2, TopicConfig::default())
+        .await
+        .unwrap();
+    assert!(fresh.partitions.iter().all(|p| !old_ids.contains(&p.id)));
 }

@@ -5,7 +5,7 @@
 //! transaction and commits them together: one fsync per group, however many producers. Replies go
 //! out only after the commit, so an ack always means "on disk".
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::batch::{self, BatchHeader};
 use std::ops::Bound::Excluded;
 
+use super::admin;
 use super::store::{batch_key, key_range, PartitionState, Store, TopicConfig, TopicMeta};
 use super::{AppendEvent, LogError, LogInner, PartitionHandle, TopicHandle};
 
@@ -52,6 +53,29 @@ pub enum Command {
         now_ms: i64,
         reply: oneshot::Sender<Result<u64, LogError>>,
     },
+    /// Remove a topic: its batches, partition states and metadata.
+    DeleteTopic {
+        name: String,
+        reply: oneshot::Sender<Result<(), LogError>>,
+    },
+    /// Grow a topic to `total` partitions.
+    CreatePartitions {
+        name: String,
+        total: u32,
+        reply: oneshot::Sender<Result<Arc<TopicHandle>, LogError>>,
+    },
+    /// Replace a topic's config.
+    SetConfig {
+        name: String,
+        config: TopicConfig,
+        reply: oneshot::Sender<Result<Arc<TopicHandle>, LogError>>,
+    },
+    /// Move a partition's log start to `offset` (-1: the high watermark).
+    DeleteRecords {
+        partition: Arc<PartitionHandle>,
+        offset: i64,
+        reply: oneshot::Sender<Result<i64, LogError>>,
+    },
     /// Commit what is queued with it, answer, and end the thread.
     Stop { reply: oneshot::Sender<()> },
 }
@@ -78,6 +102,7 @@ enum Pending {
     ),
     Meta(oneshot::Sender<Result<(), LogError>>),
     Retention(oneshot::Sender<Result<u64, LogError>>, Option<u64>),
+    Offset(oneshot::Sender<Result<i64, LogError>>, Option<i64>),
     Stop(oneshot::Sender<()>),
 }
 
@@ -89,6 +114,11 @@ impl Pending {
             Command::CreateTopic { reply, .. } => Pending::Topic(reply, None),
             Command::PutMeta { reply, .. } => Pending::Meta(reply),
             Command::Retention { reply, .. } => Pending::Retention(reply, None),
+            Command::DeleteTopic { reply, .. } => Pending::Meta(reply),
+            Command::CreatePartitions { reply, .. } | Command::SetConfig { reply, .. } => {
+                Pending::Topic(reply, None)
+            }
+            Command::DeleteRecords { reply, .. } => Pending::Offset(reply, None),
             Command::Stop { reply } => Pending::Stop(reply),
         }
     }
@@ -100,6 +130,7 @@ impl Pending {
             Pending::Topic(tx, _) => drop(tx.send(Err(err))),
             Pending::Meta(tx) => drop(tx.send(Err(err))),
             Pending::Retention(tx, _) => drop(tx.send(Err(err))),
+            Pending::Offset(tx, _) => drop(tx.send(Err(err))),
             Pending::Stop(tx) => drop(tx.send(())),
         }
     }
@@ -114,6 +145,7 @@ impl Pending {
             Pending::Topic(tx, t) => drop(tx.send(outcome(t))),
             Pending::Meta(tx) => drop(tx.send(Ok(()))),
             Pending::Retention(tx, n) => drop(tx.send(outcome(n))),
+            Pending::Offset(tx, o) => drop(tx.send(outcome(o))),
             Pending::Stop(tx) => drop(tx.send(())),
         }
     }
@@ -151,12 +183,39 @@ fn run(inner: Arc<LogInner>, mut rx: mpsc::Receiver<Command>) {
 }
 
 /// Partition state as it will be once this group commits.
-type Staged = HashMap<u32, (Arc<PartitionHandle>, PartitionState)>;
+pub(super) type Staged = HashMap<u32, (Arc<PartitionHandle>, PartitionState)>;
+
+/// Topic-level changes of one group, published after its commit.
+#[derive(Default)]
+pub(super) struct TopicChanges {
+    /// In order: a new or replaced handle (`Some`) or a deleted topic (`None`).
+    pub topics: Vec<(String, Option<Arc<TopicHandle>>)>,
+    /// Partitions of deleted topics: their state must not be written back, and appends to them
+    /// are refused.
+    pub deleted: Vec<Arc<PartitionHandle>>,
+    pub deleted_ids: HashSet<u32>,
+}
+
+impl TopicChanges {
+    /// The topic as this group has left it so far.
+    pub fn current(&self, inner: &LogInner, name: &str) -> Option<Arc<TopicHandle>> {
+        match self.topics.iter().rev().find(|(n, _)| n == name) {
+            Some((_, handle)) => handle.clone(),
+            None => inner.topic(name),
+        }
+    }
+}
+
+/// Sends a refusal at once: the command changed nothing, so it need not wait for the commit
+/// and must not fail the rest of the group.
+fn refuse<T>(reply: oneshot::Sender<Result<T, LogError>>, err: LogError) {
+    let _ = reply.send(Err(err));
+}
 
 fn commit_group(inner: &LogInner, group: Vec<Command>) {
     let mut pending = Vec::with_capacity(group.len());
     let mut staged: Staged = HashMap::new();
-    let mut new_topics = Vec::new();
+    let mut changes = TopicChanges::default();
     let result = (|| -> Result<(), LogError> {
         let store = &inner.store;
         let mut wtxn = store.env.write_txn()?;
@@ -167,6 +226,11 @@ fn commit_group(inner: &LogInner, group: Vec<Command>) {
                 continue;
             }
             match cmd {
+                Command::Append {
+                    partition, reply, ..
+                } if partition.is_deleted() || changes.deleted_ids.contains(&partition.id) => {
+                    refuse(reply, partition.unknown());
+                }
                 Command::Append {
                     partition,
                     batches,
@@ -183,9 +247,11 @@ fn commit_group(inner: &LogInner, group: Vec<Command>) {
                     partitions,
                     config,
                     reply,
-                } => match stage_topic(inner, &mut wtxn, &new_topics, name, partitions, config) {
+                } => match stage_topic(inner, &mut wtxn, &changes, name, partitions, config) {
                     Ok(topic) => {
-                        new_topics.push(topic.clone());
+                        changes
+                            .topics
+                            .push((topic.name.to_string(), Some(topic.clone())));
                         pending.push(Pending::Topic(reply, Some(topic)));
                     }
                     Err(e) => {
@@ -208,6 +274,62 @@ fn commit_group(inner: &LogInner, group: Vec<Command>) {
                         }
                     }
                 }
+                Command::DeleteTopic { name, reply } => {
+                    match admin::stage_delete_topic(
+                        inner,
+                        &mut wtxn,
+                        &mut staged,
+                        &mut changes,
+                        &name,
+                    ) {
+                        Ok(Ok(())) => pending.push(Pending::Meta(reply)),
+                        Ok(Err(refusal)) => refuse(reply, refusal),
+                        Err(e) => {
+                            pending.push(Pending::Meta(reply));
+                            failure = Some(e);
+                        }
+                    }
+                }
+                Command::CreatePartitions { name, total, reply } => {
+                    let staged_topic = admin::stage_create_partitions(
+                        inner,
+                        &mut wtxn,
+                        &mut changes,
+                        &name,
+                        total,
+                    );
+                    topic_outcome(&mut pending, &mut failure, reply, staged_topic);
+                }
+                Command::SetConfig {
+                    name,
+                    config,
+                    reply,
+                } => {
+                    let staged_topic =
+                        admin::stage_set_config(inner, &mut wtxn, &mut changes, &name, config);
+                    topic_outcome(&mut pending, &mut failure, reply, staged_topic);
+                }
+                Command::DeleteRecords {
+                    partition,
+                    offset,
+                    reply,
+                } => {
+                    match admin::stage_delete_records(
+                        store,
+                        &mut wtxn,
+                        &mut staged,
+                        &changes,
+                        partition,
+                        offset,
+                    ) {
+                        Ok(Ok(start)) => pending.push(Pending::Offset(reply, Some(start))),
+                        Ok(Err(refusal)) => refuse(reply, refusal),
+                        Err(e) => {
+                            pending.push(Pending::Offset(reply, None));
+                            failure = Some(e);
+                        }
+                    }
+                }
                 Command::Stop { reply } => pending.push(Pending::Stop(reply)),
             }
         }
@@ -215,6 +337,9 @@ fn commit_group(inner: &LogInner, group: Vec<Command>) {
             return Err(e);
         }
         for (id, (_, state)) in &staged {
+            if changes.deleted_ids.contains(id) {
+                continue;
+            }
             store
                 .partitions
                 .put(&mut wtxn, &id.to_be_bytes(), &state.to_bytes())?;
@@ -224,7 +349,7 @@ fn commit_group(inner: &LogInner, group: Vec<Command>) {
     })();
     match result {
         Ok(()) => {
-            publish(inner, &staged, new_topics);
+            publish(inner, &staged, changes);
             pending.into_iter().for_each(Pending::succeed);
         }
         Err(err) => {
@@ -257,14 +382,23 @@ fn stage_meta(
 }
 
 /// Makes committed changes visible to readers and wakes whoever waits for new data.
-fn publish(inner: &LogInner, staged: &Staged, new_topics: Vec<Arc<TopicHandle>>) {
-    if !new_topics.is_empty() {
+fn publish(inner: &LogInner, staged: &Staged, changes: TopicChanges) {
+    if !changes.topics.is_empty() {
         let mut topics = inner.topics.write().unwrap_or_else(|p| p.into_inner());
-        for topic in new_topics {
-            topics.insert(topic.name.to_string(), topic);
+        for (name, change) in changes.topics {
+            match change {
+                Some(topic) => topics.insert(name, topic),
+                None => topics.remove(&name),
+            };
         }
     }
+    for partition in &changes.deleted {
+        partition.mark_deleted();
+    }
     for (partition, state) in staged.values() {
+        if changes.deleted_ids.contains(&partition.id) {
+            continue;
+        }
         partition.set_state(*state);
         // No receivers is normal (nobody listening); lagging receivers re-scan.
         let _ = inner.events.send(AppendEvent {
@@ -307,17 +441,14 @@ fn stage_append(
 fn stage_topic(
     inner: &LogInner,
     wtxn: &mut heed::RwTxn,
-    new_topics: &[Arc<TopicHandle>],
+    changes: &TopicChanges,
     name: String,
     partitions: u32,
     config: TopicConfig,
 ) -> Result<Arc<TopicHandle>, LogError> {
     // Two producers may race to auto-create the same topic: the second gets the first's.
-    if let Some(existing) = inner.topic(&name) {
+    if let Some(existing) = changes.current(inner, &name) {
         return Ok(existing);
-    }
-    if let Some(existing) = new_topics.iter().find(|t| *t.name == *name) {
-        return Ok(existing.clone());
     }
     let mut next_id = inner
         .next_partition_id
@@ -337,6 +468,7 @@ fn stage_topic(
         )?;
     }
     *next_id += partitions;
+    admin::store_next_partition_id(&inner.store, wtxn, *next_id)?;
     Ok(TopicHandle::new(
         &name,
         &meta,
@@ -419,11 +551,29 @@ fn sweep_partition(
     }
     let count = doomed.len() as u64;
     if let Some((_, new_start)) = doomed.last() {
-        state.log_start = *new_start;
+        // DeleteRecords may have put the start inside the batch after the deleted ones.
+        state.log_start = state.log_start.max(*new_start);
     }
     for (key, _) in doomed {
         store.log.delete(wtxn, &key)?;
     }
     state.bytes = bytes_left.max(0) as u64;
     Ok(count)
+}
+
+/// Files the outcome of a command that answers with a topic handle.
+fn topic_outcome(
+    pending: &mut Vec<Pending>,
+    failure: &mut Option<LogError>,
+    reply: oneshot::Sender<Result<Arc<TopicHandle>, LogError>>,
+    staged: Result<Result<Arc<TopicHandle>, LogError>, LogError>,
+) {
+    match staged {
+        Ok(Ok(topic)) => pending.push(Pending::Topic(reply, Some(topic))),
+        Ok(Err(refusal)) => refuse(reply, refusal),
+        Err(e) => {
+            pending.push(Pending::Topic(reply, None));
+            *failure = Some(e);
+        }
+    }
 }

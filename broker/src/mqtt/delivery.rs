@@ -307,7 +307,9 @@ impl Delivery {
                 return Served::Idle;
             }
             None => {
-                if cursor.next >= cursor.partition.high_watermark() {
+                // A deleted topic's partitions stay idle (no warning per wake-up).
+                if cursor.next >= cursor.partition.high_watermark() || cursor.partition.is_deleted()
+                {
                     return Served::Idle;
                 }
                 match read(&self.log, cursor) {

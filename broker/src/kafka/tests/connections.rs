@@ -64,7 +64,7 @@ async fn bad_frames_close_only_their_connection() {
     // An API Headwater does not implement.
     let mut other = Client::connect(broker.addr).await;
     let mut payload = BytesMut::new();
-    payload.put_i16(ApiKey::FindCoordinator as i16);
+    payload.put_i16(ApiKey::AlterPartitionReassignments as i16);
     payload.put_i16(0);
     payload.put_i32(1);
     payload.put_i16(-1);

@@ -3,9 +3,11 @@
 //! [`apis`] covers each API's behaviour, [`connections`] framing, ordering, limits and
 //! shutdown, and [`fixtures`] requests captured from real clients.
 
+mod admin;
 mod apis;
 mod connections;
 mod fixtures;
+mod groups;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
