@@ -31,18 +31,32 @@ pub const SCHEMA: Schema = Schema {
     ],
 };
 
+/// Alters each resource of a request with `$alter` and answers it: the refusal's code and
+/// message, or the defaults when it went through, with the resource echoed. AlterConfigs and
+/// IncrementalAlterConfigs answer alike, but with distinct generated types that share no trait,
+/// so a macro writes this once for both.
+macro_rules! answer_resources {
+    ($ctx:expr, $request:expr, $alter:ident, $answer:ty) => {{
+        let request = $request;
+        let mut answers = Vec::with_capacity(request.resources.len());
+        for resource in request.resources {
+            let mut result = <$answer>::default();
+            if let Err(refusal) = $alter($ctx, &resource, request.validate_only).await {
+                result.error_code = refusal.code.code();
+                result.error_message = refusal.text();
+            }
+            result.resource_type = resource.resource_type;
+            result.resource_name = resource.resource_name;
+            answers.push(result);
+        }
+        answers
+    }};
+}
+pub(super) use answer_resources;
+
 pub async fn handle(ctx: &KafkaContext, request: AlterConfigsRequest) -> AlterConfigsResponse {
     let mut response = AlterConfigsResponse::default();
-    for resource in request.resources {
-        let mut result = AlterConfigsResourceResponse::default();
-        if let Err(refusal) = alter(ctx, &resource, request.validate_only).await {
-            result.error_code = refusal.code.code();
-            result.error_message = refusal.text();
-        }
-        result.resource_type = resource.resource_type;
-        result.resource_name = resource.resource_name;
-        response.responses.push(result);
-    }
+    response.responses = answer_resources!(ctx, request, alter, AlterConfigsResourceResponse);
     response
 }
 

@@ -13,7 +13,7 @@ use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterC
 
 use super::super::bounds::{from, Schema, Ty};
 use super::super::KafkaContext;
-use super::alter_configs::{commit, current};
+use super::alter_configs::{answer_resources, commit, current};
 use super::{configs, Refusal};
 
 /// IncrementalAlterConfigsRequest: resources [resource_type, resource_name, configs [name,
@@ -44,16 +44,7 @@ pub async fn handle(
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let mut response = IncrementalAlterConfigsResponse::default();
-    for resource in request.resources {
-        let mut result = AlterConfigsResourceResponse::default();
-        if let Err(refusal) = alter(ctx, &resource, request.validate_only).await {
-            result.error_code = refusal.code.code();
-            result.error_message = refusal.text();
-        }
-        result.resource_type = resource.resource_type;
-        result.resource_name = resource.resource_name;
-        response.responses.push(result);
-    }
+    response.responses = answer_resources!(ctx, request, alter, AlterConfigsResourceResponse);
     response
 }
 

@@ -76,6 +76,34 @@ fn fields(c: Option<Committed>) -> (i64, i32, Option<StrBytes>) {
     }
 }
 
+/// Builds the answer's topic list from a lookup. Up to v7 and from v8 the response nests
+/// different generated types with the same fields and no trait in common, so a macro writes
+/// the field mapping once for both.
+macro_rules! answer_topics {
+    ($found:expr, $topic:ty, $partition:ty) => {
+        $found
+            .into_iter()
+            .map(|(name, ps)| {
+                let mut t = <$topic>::default();
+                t.name = name;
+                t.partitions = ps
+                    .into_iter()
+                    .map(|(p, c)| {
+                        let (offset, epoch, metadata) = fields(c);
+                        let mut r = <$partition>::default();
+                        r.partition_index = p;
+                        r.committed_offset = offset;
+                        r.committed_leader_epoch = epoch;
+                        r.metadata = metadata;
+                        r
+                    })
+                    .collect();
+                t
+            })
+            .collect()
+    };
+}
+
 pub fn handle(
     groups: &Coordinator,
     request: OffsetFetchRequest,
@@ -90,26 +118,11 @@ pub fn handle(
         });
         match lookup(groups, &request.group_id, topics) {
             Ok(found) => {
-                response.topics = found
-                    .into_iter()
-                    .map(|(name, ps)| {
-                        let mut t = OffsetFetchResponseTopic::default();
-                        t.name = name;
-                        t.partitions = ps
-                            .into_iter()
-                            .map(|(p, c)| {
-                                let (offset, epoch, metadata) = fields(c);
-                                let mut r = OffsetFetchResponsePartition::default();
-                                r.partition_index = p;
-                                r.committed_offset = offset;
-                                r.committed_leader_epoch = epoch;
-                                r.metadata = metadata;
-                                r
-                            })
-                            .collect();
-                        t
-                    })
-                    .collect();
+                response.topics = answer_topics!(
+                    found,
+                    OffsetFetchResponseTopic,
+                    OffsetFetchResponsePartition
+                )
             }
             Err(code) => response.error_code = code,
         }
@@ -127,26 +140,11 @@ pub fn handle(
             let mut out = OffsetFetchResponseGroup::default();
             match lookup(groups, &g.group_id, topics) {
                 Ok(found) => {
-                    out.topics = found
-                        .into_iter()
-                        .map(|(name, ps)| {
-                            let mut t = OffsetFetchResponseTopics::default();
-                            t.name = name;
-                            t.partitions = ps
-                                .into_iter()
-                                .map(|(p, c)| {
-                                    let (offset, epoch, metadata) = fields(c);
-                                    let mut r = OffsetFetchResponsePartitions::default();
-                                    r.partition_index = p;
-                                    r.committed_offset = offset;
-                                    r.committed_leader_epoch = epoch;
-                                    r.metadata = metadata;
-                                    r
-                                })
-                                .collect();
-                            t
-                        })
-                        .collect();
+                    out.topics = answer_topics!(
+                        found,
+                        OffsetFetchResponseTopics,
+                        OffsetFetchResponsePartitions
+                    )
                 }
                 Err(code) => out.error_code = code,
             }
