@@ -90,7 +90,7 @@ impl Ingest {
             .map_err(|e| IngestError::Plugin(e.to_string()))?;
         let mut last = None;
         // Records the chain keeps for their own topic go where the producer asked; rerouted ones
-        // and dead letters are partitioned by key in their topic.
+        // and dead letters go to the partition of their first record's key in their topic.
         for (target, records) in output.by_topic() {
             if records.is_empty() {
                 continue;

@@ -162,15 +162,16 @@ impl Session {
         local: u32,
         records: Bytes,
     ) -> Result<(), UpstreamError> {
-        let upstream = self
-            .topics
-            .get(topic)
-            .ok_or_else(|| UpstreamError::NoLeader {
-                topic: topic.to_string(),
-                partition: local as i32,
-            })?;
-        let index = (local as usize % upstream.leaders.len()) as i32;
-        let leader = upstream.leaders[index as usize];
+        let no_leader = || UpstreamError::NoLeader {
+            topic: topic.to_string(),
+            partition: local as i32,
+        };
+        let upstream = self.topics.get(topic).ok_or_else(no_leader)?;
+        // Metadata with no partitions is never stored (see `refresh_metadata`); checked anyway so
+        // a surprising upstream answer is an error, not a division by zero.
+        let index = local as usize % upstream.leaders.len().max(1);
+        let leader = *upstream.leaders.get(index).ok_or_else(no_leader)?;
+        let index = index as i32;
         let request = ProduceRequest::default()
             .with_acks(-1)
             .with_timeout_ms(self.timeout.as_millis().min(i32::MAX as u128) as i32)
