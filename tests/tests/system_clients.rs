@@ -128,3 +128,61 @@ async fn mosquitto_pub_reaches_mosquitto_sub_and_kafka() {
     assert_eq!(records[0].value_str(), "88.2");
     hw.broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_clients_speak_mqtt5_with_user_properties() {
+    let Some(sub_bin) = system_client("mosquitto_sub") else {
+        return;
+    };
+    let Some(pub_bin) = system_client("mosquitto_pub") else {
+        return;
+    };
+    let hw = InProcess::start().await;
+    let port = hw.mqtt().port().to_string();
+    let common = ["-V", "mqttv5", "-h", "127.0.0.1", "-p", &port, "-q", "1"];
+    let sub = Command::new(&sub_bin)
+        .args(common)
+        .args(["-t", "v5plant/#", "-C", "1", "-W", "20", "-F", "%t %p %P"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub -V mqttv5");
+    // Give the subscriber time to connect and subscribe before the publish.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = Command::new(&pub_bin)
+        .args(common)
+        .args(["-t", "v5plant/boiler/temp", "-m", "91.0"])
+        .args(["-D", "publish", "user-property", "unit", "celsius"])
+        .args(["-D", "publish", "content-type", "text/plain"])
+        .status()
+        .expect("mosquitto_pub -V mqttv5");
+    assert!(status.success());
+    let out = tokio::task::spawn_blocking(move || sub.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        line.starts_with("v5plant/boiler/temp 91.0"),
+        "mosquitto_sub printed {line:?}"
+    );
+    assert!(
+        line.contains("unit") && line.contains("celsius"),
+        "{line:?}"
+    );
+
+    let kafka = hw.kafka();
+    let records = tokio::task::spawn_blocking(move || {
+        consume(&kafka, "v5plant", 1, 1, Duration::from_secs(20))
+    })
+    .await
+    .unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        records[0].header("mqtt.user.unit").as_deref(),
+        Some("celsius")
+    );
+    assert_eq!(
+        records[0].header("mqtt.content_type").as_deref(),
+        Some("text/plain")
+    );
+    hw.broker.stop().await;
+}

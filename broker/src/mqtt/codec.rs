@@ -1,4 +1,4 @@
-//! MQTT 3.1.1 framing over `rumqttc::mqttbytes::v4`, with the checks a broker needs on top.
+//! MQTT 3.1.1 framing (MQTT 5: [`super::v5`]; the choice: [`super::wire`]) over `rumqttc::mqttbytes::v4`, with the checks a broker needs on top.
 //!
 //! No I/O: [`Codec::decode`] takes the bytes read so far and returns a frame, "need more bytes"
 //! (`Ok(None)`) or an error that closes the connection. The packet size is checked against
@@ -14,7 +14,7 @@ use rumqttc::mqttbytes::{self, v4::Packet};
 
 /// Largest packet MQTT can express (remaining length 268 435 455 plus a 5-byte fixed header):
 /// the bound for packets the broker writes, whose size it controls itself.
-const MAX_ENCODED: usize = 268_435_455 + 5;
+pub(crate) const MAX_ENCODED: usize = 268_435_455 + 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -36,6 +36,21 @@ pub enum CodecError {
     Encode {
         packet: &'static str,
         source: mqttbytes::Error,
+    },
+    #[error("malformed MQTT 5 packet: {0}")]
+    MalformedV5(rumqttc::v5::mqttbytes::Error),
+    #[error("MQTT 5 protocol error: {0}")]
+    ProtocolV5(&'static str),
+    #[error("{packet} of {size} bytes is larger than the client's maximum packet size ({max})")]
+    TooLargeForClient {
+        packet: &'static str,
+        size: usize,
+        max: u32,
+    },
+    #[error("cannot encode MQTT 5 {packet}: {source}")]
+    EncodeV5 {
+        packet: &'static str,
+        source: rumqttc::v5::mqttbytes::Error,
     },
 }
 
@@ -131,7 +146,7 @@ impl Codec {
 }
 
 /// Length of the remaining-length field plus body, from a frame `check` accepted.
-fn remaining_len(frame: &[u8]) -> usize {
+pub(crate) fn remaining_len(frame: &[u8]) -> usize {
     let mut len = 0usize;
     let mut shift = 0;
     for b in frame.iter().skip(1).take(4) {

@@ -10,16 +10,21 @@
 //! write buffer up to [`OUT_DELIVERY_LIMIT`]; a half-received packet is at most
 //! `max_packet_bytes`.
 //!
-//! Any protocol violation closes only this connection, logged with client id, peer and reason.
+//! Both MQTT 3.1.1 and 5.0 run through this one loop: the version-specific part is the
+//! [`Wire`] (framing and translation to the broker's own packets) and a few decisions in the
+//! handlers (negative acks, topic aliases, receive maximum), all keyed on `wire.version`.
+//!
+//! Any protocol violation closes only this connection, logged with client id, peer and reason;
+//! an MQTT 5 client first gets a DISCONNECT with the reason code (see [`Closed::disconnect_reason`]).
 //! DISCONNECT, end of stream and shutdown first finish the publishes already received (so a
 //! QoS 0 sensor that publishes and hangs up loses nothing), bounded by [`DRAIN_TIMEOUT`].
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use rumqttc::mqttbytes::v4::{ConnAck, ConnectReturnCode, Packet};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -27,12 +32,14 @@ use tokio_util::sync::CancellationToken;
 use crate::ingest::IngestError;
 use crate::log::Appended;
 
-use super::codec::{packet_name, Codec, CodecError, Frame};
+use super::codec::CodecError;
+use super::packet::{reason, ClientPacket, ConnAckOut, ConnectCode, ServerPacket, Version};
+use super::wire::{Incoming, Wire};
 
 mod handlers;
 use super::delivery::Delivery;
 use super::inbound::{Ack, InboundQueue};
-use super::inflight::{AwaitingRelease, Outgoing};
+use super::inflight::{AwaitingRelease, Outgoing, MAX_AWAITING_PUBREL};
 use super::registry::Registration;
 use super::subscriptions::Subscriptions;
 use super::MqttContext;
@@ -51,6 +58,15 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
 /// Append events handled per wake-up before delivering.
 const EVENTS_PER_WAKE: usize = 256;
+/// Topic Alias Maximum granted to MQTT 5 clients: aliases 1..=this may be set per connection
+/// (each holds one topic name, bounded by the packet size).
+pub const TOPIC_ALIAS_MAXIMUM: u16 = 64;
+/// Receive Maximum announced to MQTT 5 clients: QoS 1 and 2 publishes not yet acknowledged
+/// (PUBACK, or PUBCOMP for QoS 2) beyond this are a protocol violation (0x93). Equal to the
+/// bound on QoS 2 publishes awaiting PUBREL, which 3.1.1 clients are held to as well.
+pub const RECEIVE_MAXIMUM: u16 = MAX_AWAITING_PUBREL as u16;
+/// Longest reason string sent in a DISCONNECT.
+const MAX_REASON_STRING: usize = 256;
 
 /// Why a connection ended.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +91,9 @@ pub enum Closed {
     Codec(#[from] CodecError),
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// An MQTT 5 violation with its own reason code (topic alias, receive maximum, ...).
+    #[error("{message} (reason {reason:#04x})")]
+    Rejected { reason: u8, message: String },
     #[error("connection refused: {0}")]
     Refused(String),
     #[error("append of MQTT topic {mqtt_topic:?} to log topic {log_topic:?} failed, not acknowledged: {error}")]
@@ -114,7 +133,7 @@ pub async fn serve_connection<S>(
         out: BytesMut::new(),
         needs_flush: false,
         writer_dead: false,
-        codec: Codec::new(ctx.inner.max_packet_bytes),
+        wire: Wire::new(ctx.inner.max_packet_bytes),
         peer,
         client_id: String::new(),
         registration: None,
@@ -125,6 +144,8 @@ pub async fn serve_connection<S>(
         disconnect_received: false,
         awaiting_rel: AwaitingRelease::default(),
         outgoing: Outgoing::new(ctx.inner.max_inflight),
+        aliases: HashMap::new(),
+        qos1_unacked: 0,
         subs: Subscriptions::default(),
         delivery: Delivery::new(ctx.inner.ingest.log().clone()),
         ctx,
@@ -134,6 +155,11 @@ pub async fn serve_connection<S>(
         Err(closed) => closed,
     };
     conn.log_close(&closed);
+    if conn.registration.is_some() && conn.wire.version == Version::V5 {
+        if let Some(reason) = closed.disconnect_reason() {
+            conn.send_disconnect(reason, &closed);
+        }
+    }
     if !matches!(closed, Closed::Io(_)) {
         conn.final_flush().await;
     }
@@ -156,7 +182,8 @@ struct Connection<S> {
     needs_flush: bool,
     /// Writing failed while draining: answers are dropped, appends still finish.
     writer_dead: bool,
-    codec: Codec,
+    /// The protocol version and its packet layer.
+    wire: Wire,
     peer: String,
     /// Empty until CONNECT.
     client_id: String,
@@ -170,6 +197,11 @@ struct Connection<S> {
     disconnect_received: bool,
     awaiting_rel: AwaitingRelease,
     outgoing: Outgoing,
+    /// MQTT 5 inbound topic aliases (1..=[`TOPIC_ALIAS_MAXIMUM`]) set by this client.
+    aliases: HashMap<u16, String>,
+    /// QoS 1 publishes received and not yet acknowledged (with the QoS 2 ones awaiting PUBREL,
+    /// what [`RECEIVE_MAXIMUM`] bounds).
+    qos1_unacked: usize,
     subs: Subscriptions,
     delivery: Delivery,
     ctx: MqttContext,
@@ -180,7 +212,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     async fn handshake(&mut self, shutdown: &CancellationToken) -> Result<(), Closed> {
         let deadline = Instant::now() + CONNECT_TIMEOUT;
         let frame = loop {
-            if let Some(frame) = self.codec.decode(&mut self.inbuf)? {
+            if let Some(frame) = self.wire.decode(&mut self.inbuf)? {
                 break frame;
             }
             self.inbuf.reserve(READ_CHUNK);
@@ -195,41 +227,80 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             }
         };
         let connect = match frame {
-            Frame::Packet(Packet::Connect(c)) => c,
-            Frame::UnsupportedProtocol { name, level } => {
-                self.send(&connack(ConnectReturnCode::RefusedProtocolVersion));
+            Incoming::Packet(ClientPacket::Connect(c)) => c,
+            Incoming::UnsupportedProtocol { name, level } => {
+                self.send(&ServerPacket::ConnAck(ConnAckOut::bare(
+                    ConnectCode::UnsupportedProtocolVersion,
+                )));
                 return Err(Closed::Refused(format!(
-                    "protocol {name:?} level {level} is not supported (only MQTT 3.1.1)"
+                    "protocol {name:?} level {level} is not supported (only MQTT 3.1.1 and 5)"
                 )));
             }
-            Frame::Packet(other) => {
+            Incoming::Packet(other) => {
                 return Err(Closed::Protocol(format!(
                     "first packet is {}, not CONNECT",
-                    packet_name(&other)
+                    other.name()
                 )))
             }
         };
+        let refuse = |conn: &mut Self, code: ConnectCode, why: &str| {
+            conn.send(&ServerPacket::ConnAck(ConnAckOut::bare(code)));
+            Err(Closed::Refused(why.to_string()))
+        };
+        if let Some(method) = &connect.authentication_method {
+            // Enhanced authentication (AUTH exchanges) is not offered (§4.12).
+            let why = format!("authentication method {method:?} is not supported");
+            return refuse(self, ConnectCode::BadAuthenticationMethod, &why);
+        }
+        if connect.receive_maximum == Some(0) || connect.maximum_packet_size == Some(0) {
+            return refuse(
+                self,
+                ConnectCode::ProtocolError,
+                "receive maximum or maximum packet size of 0",
+            );
+        }
+        let mut assigned = None;
         if connect.client_id.is_empty() {
-            if !connect.clean_session {
-                self.send(&connack(ConnectReturnCode::BadClientId));
-                return Err(Closed::Refused(
-                    "empty client id with clean_session = false".into(),
-                ));
+            if !connect.clean_start && connect.version == Version::V311 {
+                return refuse(
+                    self,
+                    ConnectCode::ClientIdNotValid,
+                    "empty client id with clean_session = false",
+                );
             }
             self.client_id = self.ctx.inner.clients.generate_id();
+            assigned = Some(self.client_id.clone());
         } else {
             self.client_id = connect.client_id;
         }
-        // Persistent sessions are a later issue: clean_session = false is accepted but served
-        // as a clean session (nothing is kept after the connection ends, and CONNACK says no
-        // session is present). The will is parsed and not yet published.
+        // Persistent sessions are a later issue: clean_session = false (3.1.1) and a session
+        // expiry interval (5) are accepted but served as a clean session (nothing is kept after
+        // the connection ends, CONNACK says no session is present and, to an MQTT 5 client,
+        // that the session expires at once). The will is parsed and not yet published.
         self.registration = Some(self.ctx.inner.clients.register(&self.client_id));
         if connect.keep_alive > 0 {
             self.keep_alive = Some(Duration::from_millis(connect.keep_alive as u64 * 1500));
         }
+        // The client's Receive Maximum bounds our window towards it, its Maximum Packet Size
+        // what we send it.
+        let window = self
+            .ctx
+            .inner
+            .max_inflight
+            .min(usize::from(connect.receive_maximum.unwrap_or(u16::MAX)));
+        self.outgoing = Outgoing::new(window);
+        self.wire.peer_max = connect.maximum_packet_size;
+        self.delivery.client_id = self.client_id.clone();
+        self.inbound.client_id = self.client_id.clone();
         self.last_heard = Instant::now();
-        self.send(&connack(ConnectReturnCode::Success));
-        tracing::debug!(client_id = %self.client_id, peer = %self.peer, keep_alive = connect.keep_alive, "mqtt client connected");
+        let mut ack = ConnAckOut::bare(ConnectCode::Success);
+        ack.assigned_client_id = assigned;
+        ack.session_expiry = connect.session_expiry.filter(|e| *e > 0).map(|_| 0);
+        ack.receive_maximum = Some(RECEIVE_MAXIMUM);
+        ack.maximum_packet_size = Some(advertised_packet_size(self.wire.max_packet_bytes()));
+        ack.topic_alias_maximum = Some(TOPIC_ALIAS_MAXIMUM);
+        self.send(&ServerPacket::ConnAck(ack));
+        tracing::debug!(client_id = %self.client_id, peer = %self.peer, keep_alive = connect.keep_alive, version = ?connect.version, "mqtt client connected");
         Ok(())
     }
 
@@ -273,9 +344,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 more = self.delivery.pump(
                     &self.subs,
                     &mut self.outgoing,
-                    &self.codec,
+                    &self.wire,
                     &mut self.out,
                     OUT_DELIVERY_LIMIT,
+                    now_ms(),
                 );
             }
             if self.writer_dead {
@@ -349,8 +421,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         }
     }
 
-    /// Writes what is still buffered (acks, a refusing CONNACK), briefly, then closes the
-    /// write side.
+    /// Queues an MQTT 5 server DISCONNECT; the reason string is dropped if it would make the
+    /// packet larger than the client accepts.
+    fn send_disconnect(&mut self, reason: u8, closed: &Closed) {
+        let mut text = closed.to_string();
+        if text.len() > MAX_REASON_STRING {
+            let mut end = MAX_REASON_STRING;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+        }
+        let with_text = ServerPacket::Disconnect {
+            reason,
+            reason_string: Some(text),
+        };
+        if self.wire.encode(&with_text, &mut self.out).is_err() {
+            self.send(&ServerPacket::Disconnect {
+                reason,
+                reason_string: None,
+            });
+        }
+    }
+
+    /// Writes what is still buffered (acks, a refusing CONNACK, a DISCONNECT), briefly, then
+    /// closes the write side.
     async fn final_flush(&mut self) {
         if self.writer_dead {
             return;
@@ -364,9 +459,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     }
 }
 
-fn connack(code: ConnectReturnCode) -> Packet {
-    // No session is ever kept yet, so session_present is always false.
-    Packet::ConnAck(ConnAck::new(code, false))
+/// The whole-packet size (MQTT 5 Maximum Packet Size) whose remaining length is at most
+/// `max_packet_bytes`, the limit the codec enforces.
+fn advertised_packet_size(max_packet_bytes: usize) -> u32 {
+    let len_len = match max_packet_bytes {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    };
+    u32::try_from(max_packet_bytes.saturating_add(1 + len_len)).unwrap_or(u32::MAX)
+}
+
+impl Closed {
+    /// The reason code an MQTT 5 client is told in a server DISCONNECT, if it gets one (not
+    /// when it left itself or the connection is already broken).
+    pub fn disconnect_reason(&self) -> Option<u8> {
+        Some(match self {
+            Closed::PeerClosed
+            | Closed::ClientDisconnect
+            | Closed::Io(_)
+            | Closed::ConnectTimeout
+            | Closed::Refused(_) => return None,
+            Closed::Shutdown => reason::SERVER_SHUTTING_DOWN,
+            Closed::TakenOver => reason::SESSION_TAKEN_OVER,
+            Closed::KeepAlive(_) => reason::KEEP_ALIVE_TIMEOUT,
+            Closed::DrainTimeout | Closed::Ingest { .. } => reason::UNSPECIFIED,
+            Closed::Codec(CodecError::TooLarge { .. }) => reason::PACKET_TOO_LARGE,
+            Closed::Codec(CodecError::ProtocolV5(_)) => reason::PROTOCOL_ERROR,
+            Closed::Codec(_) => reason::MALFORMED_PACKET,
+            Closed::Protocol(_) => reason::PROTOCOL_ERROR,
+            Closed::Rejected { reason, .. } => *reason,
+        })
+    }
 }
 
 /// Writes some of `out` (cancel-safe: written bytes are consumed before returning), or flushes

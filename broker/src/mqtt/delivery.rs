@@ -16,23 +16,31 @@
 //! and are published under their log topic's name at QoS 1. Each record is delivered once per
 //! connection at the highest QoS among the matching filters, capped by the QoS it was published
 //! with.
+//!
+//! MQTT 5: the properties stored in the record's headers go back out (message expiry counted
+//! down by the time spent in the log; expired records are skipped for every subscriber),
+//! with the identifiers of the matching subscriptions; records the connection's own client
+//! published skip its no-local filters (`mqtt.client_id`). A PUBLISH larger than an MQTT 5
+//! client's Maximum Packet Size is skipped as if delivered (§3.1.2.11.4).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use rumqttc::mqttbytes::v4::{Packet, Publish};
 use rumqttc::mqttbytes::QoS;
 use tokio::sync::broadcast;
 
 use crate::log::{self, AppendEvent, Log, PartitionHandle, StoredRecord};
 
-use super::codec::Codec;
-use super::inbound::{HEADER_QOS, HEADER_TOPIC};
+use super::codec::CodecError;
+use super::inbound::{HEADER_CLIENT_ID, HEADER_QOS, HEADER_RETAIN, HEADER_TOPIC};
 use super::inflight::Outgoing;
+use super::packet::{PublishOut, ServerPacket};
+use super::properties::{remaining_expiry, MessageProps};
 use super::routing::Router;
 use super::subscriptions::Subscriptions;
 use super::topic;
+use super::wire::Wire;
 
 /// Bytes of batches read from a partition at a time: what one partially delivered read can hold
 /// (at least one batch is always read).
@@ -88,6 +96,8 @@ pub struct Delivery {
     resume: u32,
     /// Whether the current filters select a log topic; cleared when the filters change.
     selected: HashMap<Arc<str>, bool>,
+    /// This connection's client id, to recognise its own publishes (no-local).
+    pub client_id: String,
 }
 
 impl Delivery {
@@ -99,6 +109,7 @@ impl Delivery {
             buffered: None,
             resume: 0,
             selected: HashMap::new(),
+            client_id: String::new(),
         }
     }
 
@@ -240,16 +251,23 @@ impl Delivery {
             .or_insert_with(|| subs.selects(router, name))
     }
 
-    /// Delivers what the window and `out` (up to `out_limit` bytes) allow. Returns true when it
-    /// stopped only because of its read budget, so the caller should call again soon.
+    /// Delivers what the window and `out` (up to `out_limit` bytes) allow, at `now_ms` (for
+    /// message expiry). Returns true when it stopped only because of its read budget, so the
+    /// caller should call again soon.
     pub fn pump(
         &mut self,
         subs: &Subscriptions,
         outgoing: &mut Outgoing,
-        codec: &Codec,
+        wire: &Wire,
         out: &mut BytesMut,
         out_limit: usize,
+        now_ms: i64,
     ) -> bool {
+        let to = To {
+            wire,
+            out_limit,
+            now_ms,
+        };
         if subs.is_empty() || self.cursors.is_empty() {
             return false;
         }
@@ -263,7 +281,7 @@ impl Delivery {
                 .collect();
             let mut progressed = false;
             for id in ids {
-                match self.serve(id, subs, outgoing, codec, out, out_limit) {
+                match self.serve(id, subs, outgoing, &to, out) {
                     Served::Idle => {}
                     Served::Blocked => {
                         self.resume = id;
@@ -291,9 +309,8 @@ impl Delivery {
         id: u32,
         subs: &Subscriptions,
         outgoing: &mut Outgoing,
-        codec: &Codec,
+        to: &To,
         out: &mut BytesMut,
-        out_limit: usize,
     ) -> Served {
         let Some(cursor) = self.cursors.get_mut(&id) else {
             return Served::Idle;
@@ -323,13 +340,14 @@ impl Delivery {
         };
         let log_topic = cursor.partition.topic.clone();
         while let Some(rec) = buf.records.front() {
-            if let Some((mqtt_topic, qos)) = target(rec, &log_topic, subs, id) {
-                let room = out.len() < out_limit;
-                if !room || (qos != QoS::AtMostOnce && outgoing.is_full()) {
+            let own = &self.client_id;
+            if let Some(packet) = target(rec, &log_topic, subs, id, own, to.now_ms) {
+                let room = out.len() < to.out_limit;
+                if !room || (packet.qos != QoS::AtMostOnce && outgoing.is_full()) {
                     self.buffered = Some(buf);
                     return Served::Blocked;
                 }
-                publish(rec, mqtt_topic, qos, outgoing, codec, out);
+                publish(rec.offset, packet, outgoing, to.wire, out);
             }
             cursor.next = rec.offset + 1;
             buf.records.pop_front();
@@ -373,13 +391,23 @@ fn read(log: &Log, cursor: &Cursor) -> Option<(Buffered, usize)> {
     ))
 }
 
-/// The MQTT topic and QoS a record goes out with to this connection, if any filter wants it.
+/// Where a pump writes to.
+struct To<'a> {
+    wire: &'a Wire,
+    out_limit: usize,
+    now_ms: i64,
+}
+
+/// The PUBLISH (without packet id) a record goes out as to this connection, if any filter
+/// wants it and it has not expired.
 fn target(
     rec: &StoredRecord,
     log_topic: &str,
     subs: &Subscriptions,
     partition_id: u32,
-) -> Option<(String, QoS)> {
+    client_id: &str,
+    now_ms: i64,
+) -> Option<PublishOut> {
     let header = |name: &str| rec.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v);
     let (mqtt_topic, published) = match header(HEADER_TOPIC) {
         // Written over Kafka: the log topic's name, at least once.
@@ -395,53 +423,70 @@ fn target(
             (name.to_string(), qos)
         }
     };
-    let granted = subs.granted(&mqtt_topic, partition_id, rec.offset)?;
-    let qos = if (granted as u8) < (published as u8) {
-        granted
-    } else {
-        published
-    };
-    Some((mqtt_topic, qos))
+    let own = !client_id.is_empty()
+        && header(HEADER_CLIENT_ID).and_then(|v| v.as_deref()) == Some(client_id.as_bytes());
+    let granted = subs.granted(&mqtt_topic, partition_id, rec.offset, own)?;
+    let mut props = MessageProps::from_headers(&rec.headers);
+    if let Some(interval) = props.message_expiry {
+        props.message_expiry = Some(remaining_expiry(interval, rec.timestamp, now_ms)?);
+    }
+    let retained = header(HEADER_RETAIN).and_then(|v| v.as_deref()) == Some(b"1");
+    Some(PublishOut {
+        qos: granted.qos.min_with(published),
+        retain: retained && granted.retain_as_published,
+        topic: mqtt_topic,
+        pkid: 0,
+        payload: rec.value.clone().unwrap_or_default(),
+        props,
+        subscription_ids: granted.ids,
+    })
 }
 
-/// Appends the PUBLISH of `rec` to `out` (the caller checked the window).
+trait MinQos {
+    fn min_with(self, other: QoS) -> QoS;
+}
+
+impl MinQos for QoS {
+    fn min_with(self, other: QoS) -> QoS {
+        if (self as u8) < (other as u8) {
+            self
+        } else {
+            other
+        }
+    }
+}
+
+/// Appends the PUBLISH of the record at `offset` to `out` (the caller checked the window).
 fn publish(
-    rec: &StoredRecord,
-    topic: String,
-    qos: QoS,
+    offset: i64,
+    mut packet: PublishOut,
     outgoing: &mut Outgoing,
-    codec: &Codec,
+    wire: &Wire,
     out: &mut BytesMut,
 ) {
-    let payload = rec.value.clone().unwrap_or_default();
-    if 4 + topic.len() + payload.len() > MAX_REMAINING {
+    if 4 + packet.topic.len() + packet.payload.len() > MAX_REMAINING {
         tracing::warn!(
-            topic,
-            offset = rec.offset,
+            topic = packet.topic,
+            offset,
             "mqtt delivery: record too large for MQTT, skipped"
         );
         return;
     }
-    let pkid = if qos == QoS::AtMostOnce {
-        0
-    } else {
-        match outgoing.allocate(qos) {
-            Some(id) => id,
+    if packet.qos != QoS::AtMostOnce {
+        match outgoing.allocate(packet.qos) {
+            Some(id) => packet.pkid = id,
             None => return, // not reached: the caller checked the window
         }
-    };
-    let packet = Packet::Publish(Publish {
-        dup: false,
-        qos,
-        retain: false,
-        topic,
-        pkid,
-        payload,
-    });
+    }
+    let pkid = packet.pkid;
     let before = out.len();
-    if let Err(e) = codec.encode(&packet, out) {
+    if let Err(e) = wire.encode(&ServerPacket::Publish(packet), out) {
         out.truncate(before); // never leave half a packet on the wire
-        tracing::warn!(offset = rec.offset, error = %e, "mqtt delivery: cannot encode PUBLISH");
+        if matches!(e, CodecError::TooLargeForClient { .. }) {
+            tracing::debug!(offset, error = %e, "mqtt delivery: skipped, larger than the client accepts");
+        } else {
+            tracing::warn!(offset, error = %e, "mqtt delivery: cannot encode PUBLISH");
+        }
         if pkid != 0 {
             outgoing.cancel(pkid);
         }

@@ -17,10 +17,16 @@ use rumqttc::mqttbytes::QoS;
 
 use crate::log::NewRecord;
 
+use super::properties::MessageProps;
+
 /// Header holding the full MQTT topic of a record; it marks records that came from MQTT.
 pub const HEADER_TOPIC: &str = "mqtt.topic";
 /// Header holding the QoS ("0", "1" or "2") a record was published with.
 pub const HEADER_QOS: &str = "mqtt.qos";
+/// Header holding the client id of the publisher (for MQTT 5 no-local subscriptions).
+pub const HEADER_CLIENT_ID: &str = "mqtt.client_id";
+/// Header present ("1") when the publish had the retain flag (for retain-as-published).
+pub const HEADER_RETAIN: &str = "mqtt.retain";
 
 /// Most publishes queued per connection before it stops reading.
 const MAX_QUEUED: usize = 256;
@@ -40,8 +46,14 @@ pub struct Inbound {
     pub payload: Bytes,
     /// False for a resent QoS 2 message already stored: it only needs its PUBREC.
     pub store: bool,
+    /// MQTT 5: refused with this reason code (e.g. topic name invalid); not stored, but
+    /// acknowledged negatively in its turn, so acks stay in order.
+    pub refused: Option<u8>,
     /// Receipt time (ms since the epoch), the record's timestamp.
     pub timestamp: i64,
+    pub retain: bool,
+    /// MQTT 5 application properties, stored as headers.
+    pub props: MessageProps,
 }
 
 /// An acknowledgement owed once a batch is durable: PUBACK for QoS 1, PUBREC for QoS 2.
@@ -49,6 +61,8 @@ pub struct Inbound {
 pub struct Ack {
     pub qos: QoS,
     pub pkid: u16,
+    /// Reason code of a refused publish; `None` when it is acked with the append's outcome.
+    pub refused: Option<u8>,
 }
 
 /// Publishes of one MQTT topic to append together.
@@ -64,6 +78,8 @@ pub struct Batch {
 pub struct InboundQueue {
     queue: VecDeque<Inbound>,
     bytes: usize,
+    /// The publishing client, recorded in every record (set once connected).
+    pub client_id: String,
 }
 
 impl InboundQueue {
@@ -107,10 +123,11 @@ impl InboundQueue {
                 batch.acks.push(Ack {
                     qos: m.qos,
                     pkid: m.pkid,
+                    refused: m.refused,
                 });
             }
-            if m.store {
-                batch.records.push(record(&m));
+            if m.store && m.refused.is_none() {
+                batch.records.push(record(&m, &self.client_id));
             }
         }
         Some(batch)
@@ -118,26 +135,35 @@ impl InboundQueue {
 }
 
 /// The log record of a publish: key and `mqtt.topic` header are the full MQTT topic.
-fn record(m: &Inbound) -> NewRecord {
+fn record(m: &Inbound, client_id: &str) -> NewRecord {
     let qos = match m.qos {
         QoS::AtMostOnce => "0",
         QoS::AtLeastOnce => "1",
         QoS::ExactlyOnce => "2",
     };
+    let mut headers = vec![
+        (
+            HEADER_TOPIC.to_string(),
+            Some(Bytes::copy_from_slice(m.topic.as_bytes())),
+        ),
+        (
+            HEADER_QOS.to_string(),
+            Some(Bytes::from_static(qos.as_bytes())),
+        ),
+        (
+            HEADER_CLIENT_ID.to_string(),
+            Some(Bytes::copy_from_slice(client_id.as_bytes())),
+        ),
+    ];
+    if m.retain {
+        headers.push((HEADER_RETAIN.to_string(), Some(Bytes::from_static(b"1"))));
+    }
+    m.props.to_headers(&mut headers);
     NewRecord {
         timestamp: m.timestamp,
         key: Some(Bytes::copy_from_slice(m.topic.as_bytes())),
         value: Some(m.payload.clone()),
-        headers: vec![
-            (
-                HEADER_TOPIC.to_string(),
-                Some(Bytes::copy_from_slice(m.topic.as_bytes())),
-            ),
-            (
-                HEADER_QOS.to_string(),
-                Some(Bytes::from_static(qos.as_bytes())),
-            ),
-        ],
+        headers,
     }
 }
 
@@ -152,7 +178,10 @@ mod tests {
             pkid,
             payload: Bytes::from_static(b"p"),
             store,
+            refused: None,
             timestamp: 7,
+            retain: false,
+            props: MessageProps::default(),
         }
     }
 
@@ -173,11 +202,13 @@ mod tests {
             vec![
                 Ack {
                     qos: QoS::AtLeastOnce,
-                    pkid: 1
+                    pkid: 1,
+                    refused: None
                 },
                 Ack {
                     qos: QoS::ExactlyOnce,
-                    pkid: 2
+                    pkid: 2,
+                    refused: None
                 }
             ]
         );

@@ -98,6 +98,12 @@ impl Outgoing {
         }
     }
 
+    /// MQTT 5 PUBREC with a failure reason: the client refused the message, so the QoS 2
+    /// delivery ends without PUBREL (§4.3.3).
+    pub fn pubrec_refused(&mut self, id: u16) -> bool {
+        self.finish(id, Stage::Qos2Sent)
+    }
+
     /// PUBCOMP: frees the id of a QoS 2 delivery.
     pub fn pubcomp(&mut self, id: u16) -> bool {
         self.finish(id, Stage::Released)
@@ -146,9 +152,18 @@ impl AwaitingRelease {
         }
     }
 
-    /// PUBREL: the client will not resend this id; forget it.
-    pub fn release(&mut self, id: u16) {
-        self.ids.remove(&id);
+    /// PUBREL: the client will not resend this id; forget it. False if it was not known.
+    pub fn release(&mut self, id: u16) -> bool {
+        self.ids.remove(&id)
+    }
+
+    /// QoS 2 publishes between PUBLISH and PUBREL.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
     }
 }
 

@@ -1,32 +1,79 @@
-//! MQTT 3.1.1 listener: devices publish into the log and subscribe to it.
+//! MQTT 3.1.1 and 5.0 listener: devices publish into the log and subscribe to it.
 //!
 //! Layout, outside in:
 //! - [`server`]: the TCP accept loop, capped by a semaphore taken *before* `accept`.
 //! - [`connection`]: one task per connection over any byte stream (TCP here, a QUIC
-//!   bidirectional stream in `quic`), driving everything below from a single `select!` loop.
-//! - [`codec`]: framing on `rumqttc::mqttbytes::v4`, no I/O, with the broker-side checks.
+//!   bidirectional stream in `quic`), driving everything below from a single `select!` loop,
+//!   the same for both protocol versions.
+//! - [`wire`]: the version-specific packet layer. It picks the version from the CONNECT's
+//!   protocol level and translates between the wire and the broker's own [`packet`] types, with
+//!   [`codec`] + [`v4`] (MQTT 3.1.1, `rumqttc::mqttbytes::v4`) or [`v5`] (MQTT 5.0,
+//!   `rumqttc::v5::mqttbytes::v5`). No I/O; sizes checked before anything is allocated.
 //! - [`inbound`]: received publishes queued and batched towards [`Ingest`] (ack after the durable
 //!   append, in order). [`routing`] names the log topic of an MQTT topic.
 //! - [`subscriptions`], [`delivery`], [`inflight`]: filters, cursors over the log and the
 //!   outgoing window. There is no in-memory fan-out: every subscriber reads the log, so a record
 //!   written over Kafka reaches MQTT subscribers the same way as one published over MQTT.
-//! - [`topic`]: filter validation and matching; [`registry`]: client-id takeover.
+//! - [`topic`]: filter validation and matching; [`registry`]: client-id takeover;
+//!   [`properties`]: MQTT 5 message properties as record headers.
 //!
-//! Not yet: persistent sessions (`clean_session = false` is accepted and treated as a clean
-//! session: CONNACK says no session is present), retained messages (the retain flag is accepted
-//! and the message stored as any other) and wills (parsed, never published). MQTT 5 and 3.1
-//! clients are refused with CONNACK "unacceptable protocol version".
+//! # Record headers
+//!
+//! A publish becomes one record: key = the MQTT topic, value = the payload, timestamp = receipt
+//! time, and these headers (names are a contract with Kafka consumers):
+//!
+//! | header                | value                                                            |
+//! |-----------------------|------------------------------------------------------------------|
+//! | `mqtt.topic`          | the full MQTT topic (marks records that came from MQTT)          |
+//! | `mqtt.qos`            | `0`, `1` or `2`: the QoS it was published with                    |
+//! | `mqtt.client_id`      | the publishing client's id (MQTT 5 no-local)                      |
+//! | `mqtt.retain`         | `1` when the retain flag was set (MQTT 5 retain-as-published)     |
+//! | `mqtt.payload_format` | MQTT 5 payload format indicator, `0` or `1`                       |
+//! | `mqtt.message_expiry` | MQTT 5 message expiry interval in seconds, as published           |
+//! | `mqtt.content_type`   | MQTT 5 content type                                               |
+//! | `mqtt.response_topic` | MQTT 5 response topic                                             |
+//! | `mqtt.correlation_data` | MQTT 5 correlation data (raw bytes)                            |
+//! | `mqtt.user.<name>`    | MQTT 5 user property `<name>` (one value per name: the log keeps one header per name) |
+//!
+//! MQTT 5 subscribers get the properties back (message expiry reduced by the time the record
+//! spent in the log; expired records are delivered to nobody), plus the identifiers of their
+//! matching subscriptions.
+//!
+//! # MQTT 5
+//!
+//! CONNACK says what is offered: an assigned client identifier for an empty one, Receive
+//! Maximum [`connection::RECEIVE_MAXIMUM`], Maximum Packet Size (from `mqtt.max_packet_bytes`),
+//! Topic Alias Maximum [`connection::TOPIC_ALIAS_MAXIMUM`] (client to server), retain not
+//! available, wildcard subscriptions and subscription identifiers available, shared
+//! subscriptions not (refused in SUBACK with 0x9E). The client's Receive Maximum bounds the
+//! deliveries in flight to it and its Maximum Packet Size the packets sent to it (larger
+//! deliveries are skipped). Refused publishes get negative PUBACK/PUBREC (0x97 quota exceeded
+//! when the log is full); protocol violations, keep-alive timeout (0x8D), takeover (0x8E) and
+//! shutdown (0x8B) a DISCONNECT with the reason code. Enhanced authentication is not offered:
+//! a CONNECT with an authentication method gets CONNACK 0x8C, an AUTH packet DISCONNECT 0x82.
+//!
+//! Not yet: persistent sessions (`clean_session = false` and a session expiry interval are
+//! accepted and served as a clean session: CONNACK says no session is present, and to MQTT 5
+//! clients that the session expiry is 0), retained messages (a 3.1.1 retain flag is stored as
+//! `mqtt.retain` and the message treated as any other) and wills (parsed, never published; a
+//! DISCONNECT with 0x04 is noted). MQTT 3.1 clients and unknown protocol levels are refused
+//! with CONNACK "unacceptable protocol version".
 
 pub mod codec;
 pub mod connection;
 pub mod delivery;
 pub mod inbound;
 pub mod inflight;
+pub mod packet;
+pub mod properties;
 pub mod registry;
 pub mod routing;
 pub mod server;
 pub mod subscriptions;
 pub mod topic;
+pub mod v4;
+pub mod v5;
+pub mod wire;
 
 #[cfg(test)]
 mod tests;
@@ -38,11 +85,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::config::MqttSection;
 use crate::ingest::Ingest;
 
-pub use codec::fuzz_decode;
 pub use connection::serve_connection;
 pub use inbound::{HEADER_QOS, HEADER_TOPIC};
 pub use routing::RouteError;
 pub use server::run;
+pub use wire::fuzz_decode;
 
 /// Everything connections share: the log's door, the settings and the connected clients.
 /// Cheap to clone; TCP and QUIC listeners should share one so `max_connections` and client-id

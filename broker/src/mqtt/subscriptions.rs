@@ -4,6 +4,10 @@
 //! a record is delivered for a filter only if it was appended after the filter was subscribed,
 //! even when the connection's cursor on that partition is still behind (an older filter's
 //! backlog). Partitions created after the subscription start at 0.
+//!
+//! MQTT 5 subscription options live here too: no-local filters skip the connection's own
+//! publishes, retain-as-published keeps the published retain flag, and the identifiers of all
+//! matching filters go out with the delivery (§3.3.4).
 
 use std::collections::HashMap;
 
@@ -16,10 +20,45 @@ use super::topic;
 /// against each filter, so this bounds the work per record as well as the memory.
 pub const MAX_SUBSCRIPTIONS: usize = 1024;
 
+/// What a filter was subscribed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubOptions {
+    pub qos: QoS,
+    /// MQTT 5: do not deliver this connection's own publishes.
+    pub no_local: bool,
+    /// MQTT 5: keep the retain flag a message was published with.
+    pub retain_as_published: bool,
+    /// MQTT 5 subscription identifier.
+    pub id: Option<usize>,
+}
+
+impl SubOptions {
+    /// A 3.1.1 subscription: only a QoS.
+    pub fn qos(qos: QoS) -> SubOptions {
+        SubOptions {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            id: None,
+        }
+    }
+}
+
+/// How a record goes out to this connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Granted {
+    /// The highest QoS of the matching filters.
+    pub qos: QoS,
+    /// Identifiers of the matching filters that have one, in subscription order.
+    pub ids: Vec<usize>,
+    /// Whether any matching filter has retain-as-published.
+    pub retain_as_published: bool,
+}
+
 #[derive(Debug, Clone)]
 struct Subscription {
     filter: String,
-    qos: QoS,
+    options: SubOptions,
     /// High watermark of each partition (by store id) when subscribed.
     since: HashMap<u32, i64>,
 }
@@ -52,9 +91,14 @@ impl Subscriptions {
     }
 
     /// Adds a valid filter with its start offsets (used only if it is new).
-    pub fn subscribe(&mut self, filter: &str, qos: QoS, since: HashMap<u32, i64>) -> Added {
+    pub fn subscribe(
+        &mut self,
+        filter: &str,
+        options: SubOptions,
+        since: HashMap<u32, i64>,
+    ) -> Added {
         if let Some(s) = self.subs.iter_mut().find(|s| s.filter == filter) {
-            s.qos = qos;
+            s.options = options;
             return Added::Replaced;
         }
         if self.subs.len() >= MAX_SUBSCRIPTIONS {
@@ -62,7 +106,7 @@ impl Subscriptions {
         }
         self.subs.push(Subscription {
             filter: filter.to_string(),
-            qos,
+            options,
             since,
         });
         Added::New
@@ -81,18 +125,33 @@ impl Subscriptions {
             .any(|s| router.may_hold(&s.filter, log_topic))
     }
 
-    /// The QoS granted for a record with MQTT topic `mqtt_topic` at `offset` of partition
-    /// `partition_id`: the highest of the matching filters subscribed before it was appended.
-    pub fn granted(&self, mqtt_topic: &str, partition_id: u32, offset: i64) -> Option<QoS> {
-        let mut best: Option<QoS> = None;
+    /// How a record with MQTT topic `mqtt_topic` at `offset` of partition `partition_id` is
+    /// delivered, from the matching filters subscribed before it was appended; `own` says it
+    /// was published by this connection's client (no-local filters skip it).
+    pub fn granted(
+        &self,
+        mqtt_topic: &str,
+        partition_id: u32,
+        offset: i64,
+        own: bool,
+    ) -> Option<Granted> {
+        let mut best: Option<Granted> = None;
         for s in &self.subs {
             let since = s.since.get(&partition_id).copied().unwrap_or(0);
-            if offset >= since && topic::matches(mqtt_topic, &s.filter) {
-                best = Some(match best {
-                    Some(b) if b >= s.qos => b,
-                    _ => s.qos,
-                });
+            let o = &s.options;
+            if offset < since || (own && o.no_local) || !topic::matches(mqtt_topic, &s.filter) {
+                continue;
             }
+            let g = best.get_or_insert(Granted {
+                qos: o.qos,
+                ids: Vec::new(),
+                retain_as_published: false,
+            });
+            if o.qos > g.qos {
+                g.qos = o.qos;
+            }
+            g.ids.extend(o.id);
+            g.retain_as_published |= o.retain_as_published;
         }
         best
     }
@@ -106,31 +165,102 @@ mod tests {
     fn highest_qos_of_filters_subscribed_before_the_record() {
         let mut s = Subscriptions::default();
         assert_eq!(
-            s.subscribe("a/#", QoS::AtMostOnce, HashMap::from([(1, 0)])),
+            s.subscribe(
+                "a/#",
+                SubOptions::qos(QoS::AtMostOnce),
+                HashMap::from([(1, 0)])
+            ),
             Added::New
         );
         assert_eq!(
-            s.subscribe("a/+", QoS::ExactlyOnce, HashMap::from([(1, 10)])),
+            s.subscribe(
+                "a/+",
+                SubOptions::qos(QoS::ExactlyOnce),
+                HashMap::from([(1, 10)])
+            ),
             Added::New
         );
-        assert_eq!(s.granted("a/b", 1, 5), Some(QoS::AtMostOnce));
-        assert_eq!(s.granted("a/b", 1, 10), Some(QoS::ExactlyOnce));
-        assert_eq!(s.granted("a/b/c", 1, 10), Some(QoS::AtMostOnce));
-        assert_eq!(s.granted("b", 1, 10), None);
         assert_eq!(
-            s.granted("a/b", 2, 0),
+            s.granted("a/b", 1, 5, false).map(|g| g.qos),
+            Some(QoS::AtMostOnce)
+        );
+        assert_eq!(
+            s.granted("a/b", 1, 10, false).map(|g| g.qos),
+            Some(QoS::ExactlyOnce)
+        );
+        assert_eq!(
+            s.granted("a/b/c", 1, 10, false).map(|g| g.qos),
+            Some(QoS::AtMostOnce)
+        );
+        assert_eq!(s.granted("b", 1, 10, false).map(|g| g.qos), None);
+        assert_eq!(
+            s.granted("a/b", 2, 0, false).map(|g| g.qos),
             Some(QoS::ExactlyOnce),
             "new partition"
         );
         assert_eq!(
-            s.subscribe("a/#", QoS::AtLeastOnce, HashMap::new()),
+            s.subscribe("a/#", SubOptions::qos(QoS::AtLeastOnce), HashMap::new()),
             Added::Replaced
         );
-        assert_eq!(s.granted("a/b", 1, 5), Some(QoS::AtLeastOnce));
+        assert_eq!(
+            s.granted("a/b", 1, 5, false).map(|g| g.qos),
+            Some(QoS::AtLeastOnce)
+        );
         assert!(s.unsubscribe("a/+"));
         assert!(!s.unsubscribe("a/+"));
-        assert_eq!(s.granted("a/b", 1, 10), Some(QoS::AtLeastOnce));
+        assert_eq!(
+            s.granted("a/b", 1, 10, false).map(|g| g.qos),
+            Some(QoS::AtLeastOnce)
+        );
         assert!(s.contains("a/#"));
+    }
+
+    #[test]
+    fn v5_options_no_local_identifiers_and_retain_as_published() {
+        let mut s = Subscriptions::default();
+        let opts = |qos, no_local, rap, id| SubOptions {
+            qos,
+            no_local,
+            retain_as_published: rap,
+            id,
+        };
+        s.subscribe(
+            "a/#",
+            opts(QoS::AtMostOnce, true, false, Some(4)),
+            HashMap::new(),
+        );
+        s.subscribe(
+            "a/+",
+            opts(QoS::AtLeastOnce, false, true, None),
+            HashMap::new(),
+        );
+        s.subscribe(
+            "+/b",
+            opts(QoS::ExactlyOnce, false, false, Some(9)),
+            HashMap::new(),
+        );
+        assert_eq!(
+            s.granted("a/b", 1, 0, false),
+            Some(Granted {
+                qos: QoS::ExactlyOnce,
+                ids: vec![4, 9],
+                retain_as_published: true
+            })
+        );
+        // Its own publish: the no-local filter does not match.
+        assert_eq!(
+            s.granted("a/b", 1, 0, true),
+            Some(Granted {
+                qos: QoS::ExactlyOnce,
+                ids: vec![9],
+                retain_as_published: true
+            })
+        );
+        assert_eq!(s.granted("a/c/d", 1, 0, true), None);
+        assert_eq!(
+            s.granted("a/c/d", 1, 0, false).map(|g| g.ids),
+            Some(vec![4])
+        );
     }
 
     #[test]
@@ -138,16 +268,20 @@ mod tests {
         let mut s = Subscriptions::default();
         for i in 0..MAX_SUBSCRIPTIONS {
             assert_eq!(
-                s.subscribe(&format!("t/{i}"), QoS::AtMostOnce, HashMap::new()),
+                s.subscribe(
+                    &format!("t/{i}"),
+                    SubOptions::qos(QoS::AtMostOnce),
+                    HashMap::new()
+                ),
                 Added::New
             );
         }
         assert_eq!(
-            s.subscribe("x", QoS::AtMostOnce, HashMap::new()),
+            s.subscribe("x", SubOptions::qos(QoS::AtMostOnce), HashMap::new()),
             Added::Full
         );
         assert_eq!(
-            s.subscribe("t/0", QoS::AtLeastOnce, HashMap::new()),
+            s.subscribe("t/0", SubOptions::qos(QoS::AtLeastOnce), HashMap::new()),
             Added::Replaced
         );
     }

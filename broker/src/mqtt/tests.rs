@@ -24,6 +24,9 @@ use crate::ingest::Ingest;
 use crate::log::{Log, LogOptions, NewRecord, StoredRecord};
 use crate::plugin::IngestPlugins;
 
+#[path = "tests_v5.rs"]
+mod v5;
+
 const WAIT: Duration = Duration::from_secs(10);
 
 struct Broker {
@@ -488,8 +491,8 @@ async fn oversized_packets_close_the_connection() {
 async fn other_protocol_versions_get_a_refusing_connack() {
     let b = start(MqttSection::default()).await;
     for connect in [
-        &b"\x10\x0f\x00\x04MQTT\x05\x02\x00\x3c\x00\x00\x02hw"[..], // MQTT 5
-        b"\x10\x10\x00\x06MQIsdp\x03\x02\x00\x3c\x00\x02hw",        // MQTT 3.1
+        &b"\x10\x0e\x00\x04MQTT\x06\x02\x00\x3c\x00\x02hw"[..], // unknown level
+        b"\x10\x10\x00\x06MQIsdp\x03\x02\x00\x3c\x00\x02hw",    // MQTT 3.1
     ] {
         let mut raw = Raw::open(b.addr).await;
         raw.send_bytes(connect).await;

@@ -1,20 +1,29 @@
 //! What the connection does with each client packet. No I/O: answers are queued in the write
 //! buffer, publishes in the inbound queue; the loop in [`super`] does the rest.
+//!
+//! Where MQTT 3.1.1 and 5 differ, the difference is decided here on `wire.version`: a refused
+//! publish is a negative PUBACK/PUBREC in MQTT 5 but a closed connection in 3.1.1 (which has no
+//! negative acks), and topic aliases, the receive maximum and retain availability exist only in
+//! MQTT 5.
 
-use rumqttc::mqttbytes::v4::{
-    Packet, PubAck, PubComp, PubRec, PubRel, Publish, SubAck, Subscribe, SubscribeReasonCode,
-    UnsubAck, Unsubscribe,
-};
 use rumqttc::mqttbytes::QoS;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::mqtt::codec::{packet_name, Frame};
-use crate::mqtt::inbound::{Batch, Inbound};
+use crate::ingest::IngestError;
+use crate::log::LogError;
+use crate::mqtt::inbound::{Ack, Batch, Inbound};
 use crate::mqtt::inflight::{Receipt, MAX_AWAITING_PUBREL};
-use crate::mqtt::subscriptions::{Added, MAX_SUBSCRIPTIONS};
+use crate::mqtt::packet::{reason, ClientPacket, PublishIn, ServerPacket, SubscribeIn, Version};
+use crate::mqtt::subscriptions::{Added, SubOptions, MAX_SUBSCRIPTIONS};
 use crate::mqtt::topic;
+use crate::mqtt::wire::Incoming;
 
-use super::{now_ms, AppendDone, Closed, Connection, OUT_READ_LIMIT};
+use super::{
+    now_ms, AppendDone, Closed, Connection, OUT_READ_LIMIT, RECEIVE_MAXIMUM, TOPIC_ALIAS_MAXIMUM,
+};
+
+/// Filters with this prefix are MQTT 5 shared subscriptions, which are not offered.
+const SHARED_PREFIX: &str = "$share/";
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     /// Decodes and handles the complete packets buffered, while there is room for their effects.
@@ -23,10 +32,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             && self.out.len() < OUT_READ_LIMIT
             && !self.disconnect_received
         {
-            match self.codec.decode(&mut self.inbuf)? {
+            match self.wire.decode(&mut self.inbuf)? {
                 None => break,
-                Some(Frame::Packet(packet)) => self.handle(packet)?,
-                Some(Frame::UnsupportedProtocol { .. }) => {
+                Some(Incoming::Packet(packet)) => self.handle(packet)?,
+                Some(Incoming::UnsupportedProtocol { .. }) => {
                     return Err(Closed::Protocol("second CONNECT".into()))
                 }
             }
@@ -34,46 +43,135 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         Ok(())
     }
 
-    fn handle(&mut self, packet: Packet) -> Result<(), Closed> {
+    fn v5(&self) -> bool {
+        self.wire.version == Version::V5
+    }
+
+    fn handle(&mut self, packet: ClientPacket) -> Result<(), Closed> {
         match packet {
-            Packet::Publish(p) => self.on_publish(p)?,
-            Packet::PubAck(a) => {
-                if !self.outgoing.puback(a.pkid) {
-                    tracing::debug!(client_id = %self.client_id, pkid = a.pkid, "mqtt: PUBACK for no open delivery");
+            ClientPacket::Publish(p) => self.on_publish(p)?,
+            ClientPacket::PubAck { pkid } => {
+                if !self.outgoing.puback(pkid) {
+                    tracing::debug!(client_id = %self.client_id, pkid, "mqtt: PUBACK for no open delivery");
                 }
             }
-            Packet::PubRec(r) => {
-                if self.outgoing.pubrec(r.pkid) {
-                    self.send(&Packet::PubRel(PubRel::new(r.pkid)));
+            ClientPacket::PubRec { pkid, reason } => {
+                if reason >= 0x80 {
+                    // MQTT 5: the client refused the message; the exchange ends here (§4.3.3).
+                    self.outgoing.pubrec_refused(pkid);
+                } else if self.outgoing.pubrec(pkid) {
+                    self.send(&ServerPacket::PubRel { pkid });
                 }
             }
-            Packet::PubRel(r) => {
+            ClientPacket::PubRel { pkid } => {
                 // Answered even for unknown ids (§4.3.3): the client may be resending after
-                // we already completed it.
-                self.awaiting_rel.release(r.pkid);
-                self.send(&Packet::PubComp(PubComp::new(r.pkid)));
+                // we already completed it. MQTT 5 says so with a reason code.
+                let known = self.awaiting_rel.release(pkid);
+                let reason = if known || !self.v5() {
+                    reason::SUCCESS
+                } else {
+                    reason::PACKET_ID_NOT_FOUND
+                };
+                self.send(&ServerPacket::PubComp { pkid, reason });
             }
-            Packet::PubComp(c) => {
-                self.outgoing.pubcomp(c.pkid);
+            ClientPacket::PubComp { pkid } => {
+                self.outgoing.pubcomp(pkid);
             }
-            Packet::Subscribe(s) => self.on_subscribe(s),
-            Packet::Unsubscribe(u) => self.on_unsubscribe(u),
-            Packet::PingReq => self.send(&Packet::PingResp),
-            Packet::Disconnect => self.disconnect_received = true,
-            Packet::Connect(_) => return Err(Closed::Protocol("second CONNECT".into())),
-            other => {
+            ClientPacket::Subscribe(s) => self.on_subscribe(s),
+            ClientPacket::Unsubscribe { pkid, filters } => self.on_unsubscribe(pkid, filters),
+            ClientPacket::PingReq => self.send(&ServerPacket::PingResp),
+            ClientPacket::Disconnect { reason } => {
+                if reason == reason::DISCONNECT_WITH_WILL {
+                    // The hook for wills: the client asks for its will to be published. Wills
+                    // are not implemented yet, so it is only noted.
+                    tracing::info!(client_id = %self.client_id, peer = %self.peer, "mqtt: DISCONNECT with will message; wills are not published yet");
+                } else if reason >= 0x80 {
+                    tracing::info!(client_id = %self.client_id, peer = %self.peer, reason, "mqtt: client disconnected with an error reason");
+                }
+                self.disconnect_received = true;
+            }
+            ClientPacket::Auth => {
+                return Err(Closed::Protocol(
+                    "AUTH without an authentication method in CONNECT (enhanced authentication is not supported)".into(),
+                ))
+            }
+            ClientPacket::Connect(_) => return Err(Closed::Protocol("second CONNECT".into())),
+            ClientPacket::ServerOnly(name) => {
                 return Err(Closed::Protocol(format!(
-                    "{} is sent by servers, not clients",
-                    packet_name(&other)
+                    "{name} is sent by servers, not clients"
                 )))
             }
         }
         Ok(())
     }
 
-    fn on_publish(&mut self, p: Publish) -> Result<(), Closed> {
+    /// The topic of a publish, resolving and recording MQTT 5 topic aliases (§3.3.2.3.4).
+    fn publish_topic(&mut self, p: &mut PublishIn) -> Result<String, Closed> {
+        let Some(alias) = p.topic_alias else {
+            if p.topic.is_empty() && self.v5() {
+                return Err(Closed::Protocol(
+                    "PUBLISH with an empty topic and no topic alias".into(),
+                ));
+            }
+            return Ok(std::mem::take(&mut p.topic));
+        };
+        if alias == 0 || alias > TOPIC_ALIAS_MAXIMUM {
+            return Err(Closed::Rejected {
+                reason: reason::TOPIC_ALIAS_INVALID,
+                message: format!("topic alias {alias} outside 1..={TOPIC_ALIAS_MAXIMUM}"),
+            });
+        }
+        if p.topic.is_empty() {
+            return self.aliases.get(&alias).cloned().ok_or_else(|| {
+                Closed::Protocol(format!("PUBLISH with unknown topic alias {alias}"))
+            });
+        }
         if let Err(e) = topic::validate_topic_name(&p.topic) {
-            return Err(Closed::Protocol(format!("PUBLISH: {e}")));
+            return Err(self.invalid_topic(e));
+        }
+        self.aliases.insert(alias, p.topic.clone());
+        Ok(std::mem::take(&mut p.topic))
+    }
+
+    fn invalid_topic(&self, e: topic::TopicError) -> Closed {
+        if self.v5() {
+            Closed::Rejected {
+                reason: reason::TOPIC_NAME_INVALID,
+                message: format!("PUBLISH: {e}"),
+            }
+        } else {
+            Closed::Protocol(format!("PUBLISH: {e}"))
+        }
+    }
+
+    fn on_publish(&mut self, mut p: PublishIn) -> Result<(), Closed> {
+        let topic = self.publish_topic(&mut p)?;
+        let mut refused = None;
+        if let Err(e) = topic::validate_topic_name(&topic) {
+            if !self.v5() || p.qos == QoS::AtMostOnce {
+                return Err(self.invalid_topic(e));
+            }
+            // MQTT 5 QoS 1/2: a negative PUBACK/PUBREC, the connection goes on.
+            tracing::warn!(client_id = %self.client_id, peer = %self.peer, reason = %e, "mqtt: refusing publish");
+            refused = Some(reason::TOPIC_NAME_INVALID);
+        }
+        if self.v5() {
+            if p.retain {
+                // CONNACK said retain is not available (§3.3.1.3).
+                return Err(Closed::Rejected {
+                    reason: reason::RETAIN_NOT_SUPPORTED,
+                    message: format!("retained PUBLISH to {topic:?}: retain is not available"),
+                });
+            }
+            let unacked = self.qos1_unacked + self.awaiting_rel.len();
+            if p.qos != QoS::AtMostOnce && unacked >= usize::from(RECEIVE_MAXIMUM) {
+                return Err(Closed::Rejected {
+                    reason: reason::RECEIVE_MAXIMUM_EXCEEDED,
+                    message: format!(
+                        "more than {RECEIVE_MAXIMUM} unacknowledged QoS 1/2 publishes"
+                    ),
+                });
+            }
         }
         let store = match p.qos {
             QoS::ExactlyOnce => match self.awaiting_rel.receive(p.pkid) {
@@ -86,55 +184,82 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                     )))
                 }
             },
-            _ => true,
+            QoS::AtLeastOnce => {
+                self.qos1_unacked += 1;
+                true
+            }
+            QoS::AtMostOnce => true,
         };
-        // The retain flag is accepted and ignored: retained messages are a later issue.
+        // A 3.1.1 retain flag is accepted and stored (`mqtt.retain`), but no retained message
+        // is kept yet.
         self.inbound.push(Inbound {
-            topic: p.topic,
+            topic,
             qos: p.qos,
             pkid: p.pkid,
             payload: p.payload,
             store,
+            refused,
             timestamp: now_ms(),
+            retain: p.retain,
+            props: p.props,
         });
         Ok(())
     }
 
-    fn on_subscribe(&mut self, s: Subscribe) {
+    fn on_subscribe(&mut self, s: SubscribeIn) {
         let router = &self.ctx.inner.router;
+        let v5 = self.wire.version == Version::V5;
         let mut codes = Vec::with_capacity(s.filters.len());
         for f in s.filters {
+            let options = SubOptions {
+                qos: f.qos,
+                no_local: f.no_local,
+                retain_as_published: f.retain_as_published,
+                id: s.id,
+            };
             let code = if let Err(e) = topic::validate_filter(&f.path) {
                 tracing::warn!(client_id = %self.client_id, peer = %self.peer, filter = %f.path, reason = %e, "mqtt: refusing subscription");
-                SubscribeReasonCode::Failure
+                reason::TOPIC_FILTER_INVALID
+            } else if v5 && f.path.starts_with(SHARED_PREFIX) {
+                reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
             } else if self.subs.contains(&f.path) {
-                self.subs.subscribe(&f.path, f.qos, Default::default());
-                SubscribeReasonCode::Success(f.qos)
+                self.subs.subscribe(&f.path, options, Default::default());
+                f.qos as u8
             } else if self.subs.len() >= MAX_SUBSCRIPTIONS {
                 tracing::warn!(client_id = %self.client_id, peer = %self.peer, filter = %f.path, "mqtt: refusing subscription: {MAX_SUBSCRIPTIONS} filters already");
-                SubscribeReasonCode::Failure
+                reason::QUOTA_EXCEEDED
             } else {
                 let since = self.delivery.start(&f.path, &self.subs, router);
-                match self.subs.subscribe(&f.path, f.qos, since) {
+                match self.subs.subscribe(&f.path, options, since) {
                     Added::Full => {
                         self.delivery.forget_unselected(&self.subs, router);
-                        SubscribeReasonCode::Failure
+                        reason::QUOTA_EXCEEDED
                     }
-                    Added::New | Added::Replaced => SubscribeReasonCode::Success(f.qos),
+                    Added::New | Added::Replaced => f.qos as u8,
                 }
             };
             codes.push(code);
         }
-        self.send(&Packet::SubAck(SubAck::new(s.pkid, codes)));
+        self.send(&ServerPacket::SubAck {
+            pkid: s.pkid,
+            codes,
+        });
     }
 
-    fn on_unsubscribe(&mut self, u: Unsubscribe) {
-        for filter in &u.topics {
-            self.subs.unsubscribe(filter);
-        }
+    fn on_unsubscribe(&mut self, pkid: u16, filters: Vec<String>) {
+        let reasons = filters
+            .iter()
+            .map(|f| {
+                if self.subs.unsubscribe(f) {
+                    reason::SUCCESS
+                } else {
+                    reason::NO_SUBSCRIPTION_EXISTED
+                }
+            })
+            .collect();
         self.delivery
             .forget_unselected(&self.subs, &self.ctx.inner.router);
-        self.send(&Packet::UnsubAck(UnsubAck::new(u.pkid)));
+        self.send(&ServerPacket::UnsubAck { pkid, reasons });
     }
 
     pub(super) fn start_append(&mut self, batch: Batch) {
@@ -160,20 +285,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         }));
     }
 
-    /// Acks a durable batch, or ends the connection without acking (MQTT 3.1.1 has no negative
-    /// PUBACK: the client resends after reconnecting).
+    /// Acks a durable batch. A failed append ends a 3.1.1 connection without acking (it has no
+    /// negative PUBACK: the client resends after reconnecting); an MQTT 5 client gets negative
+    /// acks instead (0x97 quota exceeded when the log is full) and the connection goes on.
     pub(super) fn finish_append(&mut self, done: AppendDone) -> Result<(), Closed> {
+        let mut code = reason::SUCCESS;
         if let Err(error) = done.result {
-            return Err(Closed::Ingest {
-                mqtt_topic: done.mqtt_topic,
-                log_topic: done.log_topic,
-                error,
-            });
+            if !self.v5() {
+                return Err(Closed::Ingest {
+                    mqtt_topic: done.mqtt_topic,
+                    log_topic: done.log_topic,
+                    error,
+                });
+            }
+            code = match &error {
+                IngestError::Log(e) if e.is_full() => reason::QUOTA_EXCEEDED,
+                IngestError::Log(LogError::InvalidTopic { .. }) => reason::TOPIC_NAME_INVALID,
+                _ => reason::UNSPECIFIED,
+            };
+            tracing::warn!(client_id = %self.client_id, peer = %self.peer, mqtt_topic = %done.mqtt_topic, log_topic = %done.log_topic, %error, "mqtt: append failed; publishes refused (QoS 0 ones are lost)");
         }
-        for ack in done.acks {
-            let packet = match ack.qos {
-                QoS::ExactlyOnce => Packet::PubRec(PubRec::new(ack.pkid)),
-                _ => Packet::PubAck(PubAck::new(ack.pkid)),
+        for Ack { qos, pkid, refused } in done.acks {
+            let code = refused.unwrap_or(code);
+            let packet = match qos {
+                QoS::ExactlyOnce => {
+                    if code != reason::SUCCESS {
+                        // A refused QoS 2 message ends with the PUBREC (§4.3.3).
+                        self.awaiting_rel.release(pkid);
+                    }
+                    ServerPacket::PubRec { pkid, reason: code }
+                }
+                _ => {
+                    self.qos1_unacked = self.qos1_unacked.saturating_sub(1);
+                    ServerPacket::PubAck { pkid, reason: code }
+                }
             };
             self.send(&packet);
         }
@@ -181,9 +326,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     }
 
     /// Queues a packet for writing.
-    pub(super) fn send(&mut self, packet: &Packet) {
+    pub(super) fn send(&mut self, packet: &ServerPacket) {
         let before = self.out.len();
-        if let Err(e) = self.codec.encode(packet, &mut self.out) {
+        if let Err(e) = self.wire.encode(packet, &mut self.out) {
             self.out.truncate(before);
             tracing::warn!(client_id = %self.client_id, peer = %self.peer, error = %e, "mqtt: cannot encode answer");
         }
