@@ -36,6 +36,8 @@ pub fn test_config(dir: &Path) -> Config {
     config.listeners.quic = any.clone();
     config.listeners.http = any;
     config.log.max_disk_bytes = 256 * 1024 * 1024;
+    // Consumer groups form at once instead of after Kafka's 3 s initial rebalance delay.
+    config.kafka.groups.initial_rebalance_delay_ms = 0;
     config
 }
 
@@ -90,6 +92,10 @@ impl ChildBroker {
     pub fn spawn(bin: &str, data_dir: &Path, toml: &str) -> ChildBroker {
         let mut text = format!("data_dir = {:?}\n", data_dir.display().to_string());
         text.push_str(toml);
+        if !toml.contains("[kafka.groups]") {
+            // As in `test_config`: no initial rebalance delay.
+            text.push_str("\n[kafka.groups]\ninitial_rebalance_delay_ms = 0\n");
+        }
         if !toml.contains("[listeners]") {
             text.push_str(
                 "\n[listeners]\nmqtt = \"127.0.0.1:0\"\nkafka = \"127.0.0.1:0\"\nquic = \"off\"\nhttp = \"127.0.0.1:0\"\n",

@@ -23,6 +23,30 @@ struct Cli {
 enum Command {
     /// Run the broker (with no --config: the embedded default, loopback listeners, data in ./headwater-data).
     Serve(ServeArgs),
+    /// Manage the Kafka SASL credentials file (`kafka.sasl.credentials`).
+    #[command(subcommand)]
+    Credentials(CredentialsCommand),
+}
+
+#[derive(Subcommand)]
+enum CredentialsCommand {
+    /// Add or replace a user: stores SCRAM-SHA-256 and SCRAM-SHA-512 keys (salted, no password),
+    /// which serve PLAIN logins too. The password is read from the first line of stdin.
+    Add {
+        /// User name.
+        #[arg(long)]
+        user: String,
+        /// Read the password from stdin (required: a password on the command line would show in `ps`).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        /// Credentials file to update (created with mode 0600 if missing; comments are not kept).
+        /// Without it, the entry is printed to stdout.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// PBKDF2 iterations (at least 4096).
+        #[arg(long, default_value_t = crate::kafka::sasl::scram::MIN_ITERATIONS)]
+        iterations: u32,
+    },
 }
 
 #[derive(Parser)]
@@ -67,6 +91,29 @@ pub fn main() -> ExitCode {
                 Err(e) => {
                     tracing::error!("{e:#}");
                     eprintln!("headwater: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Credentials(CredentialsCommand::Add {
+            user,
+            password_stdin: _,
+            file,
+            iterations,
+        }) => {
+            let stdin = std::io::stdin().lock();
+            match crate::kafka::sasl::credentials::add_from_cli(
+                &user,
+                stdin,
+                file.as_deref(),
+                iterations,
+            ) {
+                Ok(printed) => {
+                    print!("{printed}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("headwater: {e}");
                     ExitCode::FAILURE
                 }
             }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::log::producers::ProducerClaim;
 use crate::log::{self, Appended, BatchHeader, Log, LogError, NewRecord, PartitionHandle};
 use crate::plugin::IngestPlugins;
 
@@ -51,6 +52,22 @@ impl Ingest {
         if !self.plugins.has_plugins(topic) {
             return Ok(self.log.append_batches(&handle, batches).await?);
         }
+        // The chain's output is re-encoded without the producer's id, so an idempotent
+        // producer's sequence range is claimed for it instead; a retry of a request already
+        // written is answered from the log without running the plugins (and their side effects
+        // on other topics) again.
+        let headers: Vec<&BatchHeader> = batches.iter().map(|(h, _)| h).collect();
+        let claim = ProducerClaim::of_request(&headers).map_err(|reason| LogError::Sequence {
+            topic: topic.to_string(),
+            partition,
+            producer_id: headers.first().map_or(-1, |h| h.producer_id),
+            reason,
+        })?;
+        if let Some(claim) = claim {
+            if let Some(original) = self.log.check_claim(&handle, claim)? {
+                return Ok(original);
+            }
+        }
         let mut records = Vec::new();
         for (_, bytes) in &batches {
             records.extend(log::batch::decode(bytes)?.into_iter().map(|r| NewRecord {
@@ -60,7 +77,8 @@ impl Ingest {
                 headers: r.headers,
             }));
         }
-        self.append_via_plugins(topic, Some(handle), records).await
+        self.append_via_plugins(topic, Some(handle), records, claim)
+            .await
     }
 
     /// Records for a topic; the partition is chosen from each record's key (Kafka's murmur2
@@ -71,7 +89,7 @@ impl Ingest {
         records: Vec<NewRecord>,
     ) -> Result<Appended, IngestError> {
         if self.plugins.has_plugins(topic) {
-            return self.append_via_plugins(topic, None, records).await;
+            return self.append_via_plugins(topic, None, records, None).await;
         }
         let handle = self.partition_for_key(topic, records.first()).await?;
         Ok(self.log.append_records(&handle, &records).await?)
@@ -82,6 +100,7 @@ impl Ingest {
         topic: &str,
         partition: Option<Arc<PartitionHandle>>,
         records: Vec<NewRecord>,
+        claim: Option<ProducerClaim>,
     ) -> Result<Appended, IngestError> {
         let output = self
             .plugins
@@ -99,16 +118,28 @@ impl Ingest {
                 (Some(p), true) => p.clone(),
                 _ => self.partition_for_key(&target, records.first()).await?,
             };
-            let appended = self.log.append_records(&handle, &records).await?;
+            let appended = match (claim, &partition, target == topic) {
+                (Some(claim), Some(_), true) => {
+                    self.log
+                        .append_records_claimed(&handle, &records, claim)
+                        .await?
+                }
+                _ => self.log.append_records(&handle, &records).await?,
+            };
             if target == topic {
                 last = Some(appended);
             }
         }
         // Everything dropped by the plugin: ack with the partition's current end, as Kafka does
         // for an empty append.
-        match last {
-            Some(a) => Ok(a),
-            None => {
+        match (last, claim, partition) {
+            (Some(a), _, _) => Ok(a),
+            // The producer's next request follows this one's sequence, so the claim is recorded
+            // even with nothing to write.
+            (None, Some(claim), Some(p)) => {
+                Ok(self.log.append_records_claimed(&p, &[], claim).await?)
+            }
+            (None, _, partition) => {
                 let handle = match partition {
                     Some(p) => p,
                     None => self.partition_for_key(topic, None).await?,

@@ -6,11 +6,12 @@
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::log::Log;
+use crate::log::{CommitCounts, Log};
 use crate::upstream::LagMap;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -63,6 +64,7 @@ pub fn render(sources: &MetricSources) -> String {
     let disk = Gauge::<i64>::default();
     disk.set(sources.log.disk_bytes() as i64);
     registry.register("data_disk_bytes", "Size of the LMDB data file", disk);
+    register_commits(&mut registry, sources.log.commit_counts());
     if let Some(lag) = &sources.upstream_lag {
         let family = Family::<PartitionLabels, Gauge>::default();
         if let Ok(map) = lag.lock() {
@@ -85,4 +87,87 @@ pub fn render(sources: &MetricSources) -> String {
     // Writing to a String cannot fail.
     let _ = encode(&mut out, &registry);
     out
+}
+
+/// The writer's group commits: commits, records per commit (records / commits) and time in commit.
+fn register_commits(registry: &mut Registry, counts: CommitCounts) {
+    let commits = Counter::<u64>::default();
+    commits.inc_by(counts.commits);
+    registry.register(
+        "log_commits",
+        "Group commits (write transactions) made by the log writer",
+        commits,
+    );
+    let records = Counter::<u64>::default();
+    records.inc_by(counts.records);
+    registry.register(
+        "log_committed_records",
+        "Records appended by those commits",
+        records,
+    );
+    let seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+    seconds.inc_by(counts.commit_nanos as f64 / 1e9);
+    registry.register(
+        "log_commit_seconds",
+        "Time spent in LMDB commit (including fsync)",
+        seconds,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::log::{LogOptions, NewRecord, TopicConfig};
+
+    fn value_of(text: &str, name: &str) -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[tokio::test]
+    async fn scrape_shows_offsets_and_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(&LogOptions::for_tests(dir.path(), 64 << 20)).unwrap();
+        let topic = log
+            .create_topic("t", 1, TopicConfig::default())
+            .await
+            .unwrap();
+        let record = |v: &'static str| NewRecord {
+            timestamp: 1,
+            key: None,
+            value: Some(Bytes::from_static(v.as_bytes())),
+            headers: vec![],
+        };
+        log.append_records(&topic.partitions[0], &[record("a"), record("b")])
+            .await
+            .unwrap();
+        log.append_records(&topic.partitions[0], &[record("c")])
+            .await
+            .unwrap();
+        let text = render(&MetricSources {
+            log: log.clone(),
+            upstream_lag: None,
+        });
+        assert_eq!(
+            value_of(
+                &text,
+                "headwater_log_end_offset{topic=\"t\",partition=\"0\"}"
+            ),
+            Some(3.0),
+            "{text}"
+        );
+        assert_eq!(
+            value_of(&text, "headwater_log_committed_records_total"),
+            Some(3.0)
+        );
+        // Creating the topic was a commit too.
+        let commits = value_of(&text, "headwater_log_commits_total").unwrap();
+        assert!((2.0..=3.0).contains(&commits), "{text}");
+        drop(topic);
+        log.close().await;
+    }
 }

@@ -39,6 +39,8 @@ pub enum StartError {
     Unsupported(String),
     #[error("starting the QUIC listener: {0}")]
     Quic(#[from] quic::QuicError),
+    #[error("Kafka listener security: {0}")]
+    KafkaSecurity(#[from] kafka::server::SecurityError),
 }
 
 /// The addresses the listeners actually bound (port 0 resolved), `None` where disabled.
@@ -110,7 +112,7 @@ impl Broker {
             let listener = bind_tcp("Kafka", addr).await?;
             let bound = local("Kafka", &listener, addr)?;
             addrs.kafka = Some(bound);
-            let ctx = KafkaContext::new(ingest.clone(), &config.kafka);
+            let ctx = KafkaContext::new(ingest.clone(), &config.kafka)?;
             tasks.spawn(kafka::run(listener, ctx, shutdown.clone()));
             tracing::info!(addr = %bound, "Kafka listening");
         }

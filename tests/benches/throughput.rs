@@ -13,9 +13,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use headwater::log::{batch, BatchHeader, Log, LogOptions, NewRecord, TopicConfig, TopicDefaults};
 use headwater_tests::ChildBroker;
+use raw_heed::RawLog;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+#[path = "support/raw_heed.rs"]
+mod raw_heed;
 
 const BIN: &str = env!("CARGO_BIN_EXE_headwater-test-broker");
 const RECORD_BYTES: usize = 100;
@@ -55,35 +59,6 @@ fn sample_batch(records: usize) -> Bytes {
         })
         .collect();
     batch::encode(&recs).expect("encode")
-}
-
-/// Raw heed: one fsync'd commit per batch value, keys in append order.
-fn raw_heed(batch: &Bytes, commits: usize) -> Duration {
-    let dir = tempfile::tempdir().unwrap();
-    let env = unsafe {
-        heed::EnvOpenOptions::new()
-            .map_size(8 << 30)
-            .max_dbs(2)
-            .open(dir.path())
-            .unwrap()
-    };
-    let wtxn = env.write_txn().unwrap();
-    let db: heed::Database<heed::types::Bytes, heed::types::Bytes> = env
-        .create_databases_and_commit(wtxn, |dbs, wtxn| -> Result<_, heed::Error> {
-            Ok(heed::CommitOrAbort::<_, ()>::Commit(
-                dbs.create_database(wtxn, Some("log"))?,
-            ))
-        })
-        .unwrap()
-        .unwrap_commit();
-    let start = Instant::now();
-    for i in 0..commits {
-        let mut wtxn = env.write_txn().unwrap();
-        let key = (i as u64).to_be_bytes();
-        db.put(&mut wtxn, &key, batch).unwrap();
-        wtxn.commit().unwrap();
-    }
-    start.elapsed()
 }
 
 /// Headwater's log: `appenders` tasks each appending `commits / appenders` batches.
@@ -216,7 +191,7 @@ async fn main() {
     let records = commits * per_batch;
     let bytes = commits * batch.len();
 
-    let raw = raw_heed(&batch, commits);
+    let raw = RawLog::open().append_batches(&batch, commits);
     rows.push(row(
         "raw heed put+commit (fsync), 1000-record batch per commit",
         records,
@@ -248,7 +223,7 @@ async fn main() {
     ));
     let small = sample_batch(1);
     let small_commits = scale(300);
-    let raw_small = raw_heed(&small, small_commits);
+    let raw_small = RawLog::open().append_batches(&small, small_commits);
     rows.push(row(
         "raw heed put+commit (fsync), 1 record per commit",
         small_commits,

@@ -3,7 +3,8 @@
 Usage: python3 kafka_clients.py BOOTSTRAP
 Produces with each client (acks=all), consumes with each client as a consumer-group member,
 commits, and checks what came back. Exits non-zero with a message on the first mismatch.
-Idempotence is off for kafka-python (its 3.x default) until Headwater answers InitProducerId.
+Both producers are idempotent: kafka-python 3.x by default, confluent-kafka with
+enable.idempotence=true (InitProducerId, then sequence-checked batches).
 """
 
 import sys
@@ -30,7 +31,7 @@ def kafka_python_round_trip():
     admin.close()
 
     producer = KafkaProducer(
-        bootstrap_servers=BOOTSTRAP, acks="all", enable_idempotence=False, linger_ms=5
+        bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5
     )
     for i in range(N):
         producer.send("py-kp", key=f"k{i % 5}".encode(), value=f"kp-{i}".encode()).get(timeout=15)
@@ -59,7 +60,14 @@ def kafka_python_round_trip():
 
 def confluent_round_trip():
     errors = []
-    producer = Producer({"bootstrap.servers": BOOTSTRAP, "acks": "all", "compression.type": "lz4"})
+    producer = Producer(
+        {
+            "bootstrap.servers": BOOTSTRAP,
+            "acks": "all",
+            "compression.type": "lz4",
+            "enable.idempotence": True,
+        }
+    )
     for i in range(N):
         producer.produce(
             "py-ck",

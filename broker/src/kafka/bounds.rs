@@ -446,6 +446,28 @@ mod tests {
                         }
                         r.encode(&mut buf, version).unwrap();
                     }
+                    ApiKey::InitProducerId => {
+                        let mut r = kafka_protocol::messages::InitProducerIdRequest::default();
+                        r.transactional_id = shape
+                            .first()
+                            .map(|(t, _)| StrBytes::from_string(t.clone()).into());
+                        r.transaction_timeout_ms = shape.len() as i32;
+                        if version >= 3 {
+                            r.producer_id = (shape.len() as i64).into();
+                            r.producer_epoch = 2;
+                        }
+                        r.encode(&mut buf, version).unwrap();
+                    }
+                    ApiKey::SaslHandshake => {
+                        let mut r = SaslHandshakeRequest::default();
+                        r.mechanism = StrBytes::from_static_str("SCRAM-SHA-512");
+                        r.encode(&mut buf, version).unwrap();
+                    }
+                    ApiKey::SaslAuthenticate => {
+                        let mut r = SaslAuthenticateRequest::default();
+                        r.auth_bytes = bytes::Bytes::from(shape.len().to_string().repeat(40));
+                        r.encode(&mut buf, version).unwrap();
+                    }
                     other => match crate::kafka::group::schema_tests::encode(other, version, shape)
                         .or_else(|| {
                             crate::kafka::admin::schema_tests::encode(other, version, shape)

@@ -8,20 +8,31 @@
 //! Any error ends only this connection, with a warning naming the peer and the reason; a peer
 //! that simply goes away is logged at debug level. At shutdown an idle connection closes at
 //! once; a busy one finishes its request (a waiting fetch returns early) and then closes.
+//!
+//! The loop is generic over the stream, so plain TCP and TLS connections share it. It holds
+//! the connection's SASL [`Session`]: before a frame is decoded its API key is checked against
+//! the session (an unauthenticated client gets nothing but ApiVersions and the SASL exchange),
+//! and SASL requests are answered by the session, not the dispatcher.
+//!
+//! Idle timeout (`kafka.idle_timeout_ms`, Kafka's `connections.max.idle.ms`): the clock starts
+//! when the connection opens and restarts after each answered request; it runs only while the
+//! loop waits for bytes, so a long-poll fetch being served is never idle, and a client that
+//! trickles a frame byte by byte without completing it is.
 
 use std::io;
 use std::net::SocketAddr;
 
 use bytes::BytesMut;
 use kafka_protocol::messages::ApiKey;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::{dispatch, Reply};
 use super::frame::{self, FrameError, Progress};
 use super::request::{self, RequestError};
 use super::response::{self, EncodeError};
+use super::sasl::{Session, Step};
 use super::{api_versions, KafkaContext};
 
 /// Most bytes read ahead of a frame's known end at once.
@@ -53,6 +64,8 @@ pub enum ConnectionError {
     Truncated(usize),
     #[error("{0}")]
     Refused(String),
+    #[error("no request for {0} ms (kafka.idle_timeout_ms)")]
+    Idle(u128),
 }
 
 impl ConnectionError {
@@ -65,39 +78,83 @@ impl ConnectionError {
     }
 }
 
-/// Serves one connection until the peer closes it, an error, or shutdown.
-pub async fn serve(
-    stream: TcpStream,
+/// Serves one connection (TCP or TLS) until the peer closes it, an error, or shutdown.
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
     info: ConnInfo,
     ctx: KafkaContext,
     shutdown: CancellationToken,
 ) {
-    let _ = stream.set_nodelay(true);
-    match serve_requests(stream, info, &ctx, &shutdown).await {
-        Ok(()) => tracing::debug!(peer = %info.peer, "Kafka connection closed"),
-        Err(e) if e.is_disconnect() => {
-            tracing::debug!(peer = %info.peer, error = %e, "Kafka client went away")
+    let mut session = Session::new(ctx.security.sasl.is_some());
+    let result = serve_requests(stream, info, &ctx, &mut session, &shutdown).await;
+    let user = session.user().unwrap_or_default();
+    match result {
+        Ok(()) => tracing::debug!(peer = %info.peer, user, "Kafka connection closed"),
+        Err(e @ ConnectionError::Idle(_)) => {
+            tracing::debug!(peer = %info.peer, user, reason = %e, "closing idle Kafka connection")
         }
-        Err(e) => tracing::warn!(peer = %info.peer, reason = %e, "closing Kafka connection"),
+        Err(e) if e.is_disconnect() => {
+            tracing::debug!(peer = %info.peer, user, error = %e, "Kafka client went away")
+        }
+        Err(e) => {
+            tracing::warn!(peer = %info.peer, user, reason = %e, "closing Kafka connection")
+        }
     }
 }
 
-async fn serve_requests(
-    mut stream: TcpStream,
+async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     info: ConnInfo,
     ctx: &KafkaContext,
+    session: &mut Session,
     shutdown: &CancellationToken,
 ) -> Result<(), ConnectionError> {
     let mut buf = BytesMut::with_capacity(4096);
     let mut out = BytesMut::new();
+    let idle = ctx.security.idle_timeout;
+    let mut idle_since = Instant::now();
     loop {
         if shutdown.is_cancelled() {
             return Ok(());
         }
-        match frame::decode(&mut buf, ctx.max_frame_bytes)? {
+        match frame::decode(&mut buf, session.max_frame(ctx.max_frame_bytes))? {
             Progress::Frame(frame) => {
                 out.clear();
+                if session.expects_raw_token() {
+                    let Some(sasl) = ctx.security.sasl.as_deref() else {
+                        return Err(ConnectionError::Refused("SASL state without SASL".into()));
+                    };
+                    match session.raw_token(sasl, &frame, &mut out) {
+                        Step::Send => {
+                            send(&mut stream, &out).await?;
+                            idle_since = Instant::now();
+                            continue;
+                        }
+                        Step::SendThenClose(reason) | Step::Close(reason) => {
+                            return Err(ConnectionError::Refused(reason))
+                        }
+                    }
+                }
+                if let Some(key) = frame.first_chunk::<2>() {
+                    session
+                        .admits(i16::from_be_bytes(*key))
+                        .map_err(ConnectionError::Refused)?;
+                }
                 let reply = match request::decode(frame) {
+                    Ok(request) if session.intercepts(request.api) => {
+                        let Some(sasl) = ctx.security.sasl.as_deref() else {
+                            // A session only intercepts when SASL is configured.
+                            return Err(ConnectionError::Refused("SASL state without SASL".into()));
+                        };
+                        match session.handle(sasl, request, &mut out)? {
+                            Step::Send => Reply::Send,
+                            Step::SendThenClose(reason) => {
+                                send(&mut stream, &out).await?;
+                                return Err(ConnectionError::Refused(reason));
+                            }
+                            Step::Close(reason) => return Err(ConnectionError::Refused(reason)),
+                        }
+                    }
                     Ok(request) => dispatch(ctx, &info, request, &mut out, shutdown).await?,
                     Err(RequestError::UnsupportedVersion {
                         api: ApiKey::ApiVersions,
@@ -119,10 +176,11 @@ async fn serve_requests(
                     Err(e) => return Err(e.into()),
                 };
                 match reply {
-                    Reply::Send => stream.write_all(&out).await?,
+                    Reply::Send => send(&mut stream, &out).await?,
                     Reply::Silent => {}
                     Reply::Close(reason) => return Err(ConnectionError::Refused(reason)),
                 }
+                idle_since = Instant::now();
                 if out.capacity() > KEEP_CAPACITY {
                     out = BytesMut::new();
                 }
@@ -132,9 +190,19 @@ async fn serve_requests(
             }
             Progress::NeedMore(missing) => {
                 buf.reserve(missing.min(READ_CHUNK));
+                let idle_deadline = async {
+                    match idle {
+                        Some(limit) => tokio::time::sleep_until(idle_since + limit).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 let read = tokio::select! {
                     read = stream.read_buf(&mut buf) => read?,
                     _ = shutdown.cancelled() => return Ok(()),
+                    _ = idle_deadline => {
+                        let ms = idle.map(|d| d.as_millis()).unwrap_or_default();
+                        return Err(ConnectionError::Idle(ms));
+                    }
                 };
                 if read == 0 {
                     return if buf.is_empty() {
@@ -146,4 +214,10 @@ async fn serve_requests(
             }
         }
     }
+}
+
+/// Writes an answer out; TLS buffers what it is given, so it needs the flush (a no-op on TCP).
+async fn send<S: AsyncWrite + Unpin>(stream: &mut S, out: &[u8]) -> io::Result<()> {
+    stream.write_all(out).await?;
+    stream.flush().await
 }

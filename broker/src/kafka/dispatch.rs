@@ -6,9 +6,10 @@ use tokio_util::sync::CancellationToken;
 use super::admin;
 use super::connection::ConnInfo;
 use super::group;
+use super::init_producer_id;
 use super::request::{Body, Request};
 use super::response::{self, EncodeError};
-use super::{api_versions, fetch, list_offsets, metadata, produce, KafkaContext};
+use super::{api_versions, fetch, list_offsets, metadata, produce, sasl, KafkaContext};
 
 /// What the connection does once a request is handled.
 pub enum Reply {
@@ -121,6 +122,10 @@ pub async fn dispatch(
             let answer = admin::incremental_alter_configs::handle(ctx, body).await;
             response::encode(out, api, version, correlation_id, &answer)?
         }
+        Body::InitProducerId(body) => {
+            let answer = init_producer_id::handle(ctx.log(), body).await;
+            response::encode(out, api, version, correlation_id, &answer)?
+        }
         Body::DescribeCluster(body) => {
             let answer = admin::describe_cluster::handle(body, version, ctx.advertised(conn.local));
             response::encode(out, api, version, correlation_id, &answer)?
@@ -132,6 +137,20 @@ pub async fn dispatch(
         Body::OffsetForLeaderEpoch(body) => {
             let answer = group::offset_for_leader_epoch::handle(ctx.log(), body);
             response::encode(out, api, version, correlation_id, &answer)?
+        }
+        // Before authentication the connection's SASL session answers these; here the
+        // connection is already authenticated or SASL is off, and Kafka answers the same.
+        Body::SaslHandshake(_) | Body::SaslAuthenticate(_) => {
+            let message = "SASL request on a connection that is already authenticated or \
+                           has SASL disabled";
+            match sasl::illegal_state(api, message) {
+                sasl::Illegal::Handshake(a) => {
+                    response::encode(out, api, version, correlation_id, &a)?
+                }
+                sasl::Illegal::Authenticate(a) => {
+                    response::encode(out, api, version, correlation_id, &a)?
+                }
+            }
         }
     }
     Ok(Reply::Send)

@@ -28,6 +28,8 @@ pub fn log_error(e: &LogError) -> ResponseError {
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
         LogError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        LogError::TopicExists(_) => ResponseError::TopicAlreadyExists,
+        LogError::Sequence { reason, .. } => super::produce::sequence_error(reason),
         LogError::Full
         | LogError::Lmdb(_)
         | LogError::Io { .. }

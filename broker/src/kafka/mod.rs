@@ -17,15 +17,19 @@
 //!   [`list_offsets`]. [`errors`] maps log errors to Kafka error codes.
 //! - [`admin`]: the admin API (CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs,
 //!   AlterConfigs, IncrementalAlterConfigs, DescribeCluster, DeleteRecords), one file per API.
+//! - [`tls`] and [`sasl`]: optional TLS on the listener and SASL authentication (PLAIN,
+//!   SCRAM-SHA-256/512); each connection holds a SASL session that admits nothing but
+//!   ApiVersions and the SASL exchange until the client has authenticated.
 //! - [`group`]: consumer groups (this node coordinates every group), committed offsets that
 //!   survive restarts, and OffsetForLeaderEpoch.
 //!
 //! Headwater is a single-node cluster and says so: Metadata lists one broker (node 0), which is
 //! the controller and the leader of every partition, with leader epoch 0 and itself as the only
 //! replica. Fetch sessions (KIP-227) are never created; every fetch is a full, sessionless one,
-//! which clients accept as a clean fallback. Transactions and idempotent producers are not
-//! implemented yet: InitProducerId is not advertised, and batches that need them are refused
-//! with Kafka's error for that case.
+//! which clients accept as a clean fallback. Idempotent producers are supported
+//! ([`init_producer_id`] hands out ids; the log checks sequences, see `log::producers`);
+//! transactions are not: a transactional InitProducerId and transactional batches are refused
+//! with errors that make clients fail clearly.
 //!
 //! A malformed or oversized frame closes only the connection that sent it, with a warning
 //! naming the peer and the reason.
@@ -40,12 +44,15 @@ pub mod fetch;
 pub mod frame;
 mod fuzz;
 pub mod group;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
 pub mod request;
 pub mod response;
+pub mod sasl;
 pub mod server;
+pub mod tls;
 
 #[cfg(test)]
 mod tests;
@@ -77,18 +84,26 @@ pub struct KafkaContext {
     advertised_port: Option<u16>,
     /// The consumer group coordinator (every group's, on a single node) and committed offsets.
     groups: group::Coordinator,
+    /// TLS, SASL and the idle timeout: what a connection must pass to be served.
+    security: server::Security,
 }
 
 impl KafkaContext {
-    pub fn new(ingest: Ingest, section: &KafkaSection) -> KafkaContext {
-        KafkaContext {
+    /// Loads the TLS and credentials files the section names; a file that cannot be loaded is
+    /// an error, never a listener with less security than configured.
+    pub fn new(
+        ingest: Ingest,
+        section: &KafkaSection,
+    ) -> Result<KafkaContext, server::SecurityError> {
+        Ok(KafkaContext {
             max_frame_bytes: section.max_frame_bytes,
             max_connections: section.max_connections,
             advertised_host: section.advertised_host.clone(),
             advertised_port: None,
-            groups: group::Coordinator::new(ingest.log().clone()),
+            groups: group::Coordinator::with_config(ingest.log().clone(), &section.groups),
+            security: server::Security::load(section)?,
             ingest,
-        }
+        })
     }
 
     /// Advertises this port instead of the local one (for port forwarding or NAT).

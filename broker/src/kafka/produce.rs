@@ -10,9 +10,16 @@
 //! its readers rely on. Kafka's rules for what a client may not send are kept:
 //! - transactional batches: INVALID_TXN_STATE, Kafka's answer to a transactional write it has
 //!   no ongoing transaction for (Headwater has no transaction coordinator yet);
-//! - idempotent batches (a producer id): UNKNOWN_PRODUCER_ID, since no producer state is kept
-//!   and accepting them would silently drop the duplicate protection the client counts on;
 //! - control batches: INVALID_RECORD, only a broker writes those.
+//!
+//! Idempotent batches (a producer id, from InitProducerId) are checked by the log's writer,
+//! atomically with the append (`log::producers`): a retry of a batch already written is answered
+//! with its original offsets and not written again; an older epoch is INVALID_PRODUCER_EPOCH and
+//! a gap in the sequence OUT_OF_ORDER_SEQUENCE_NUMBER ([`sequence_error`]).
+//! One gap remains: on a topic with ingest plugins, `Ingest` re-encodes the records the plugin
+//! chain returns, without the producer's id, so those appends are accepted but not
+//! deduplicated (as for a non-idempotent producer); the log would need the producer's sequence
+//! range passed alongside the plugin output to close it.
 //!
 //! All partitions of a request are appended concurrently, so the log's writer commits them in
 //! one group; the answer goes out only after every append has resolved, i.e. is durable.
@@ -30,6 +37,7 @@ use super::bounds::{between, from, Schema, Ty};
 use super::errors;
 use super::KafkaContext;
 use crate::log::batch::{self, HEADER_LEN};
+use crate::log::producers::SequenceError;
 use crate::log::BatchHeader;
 
 /// ProduceRequest (flexible from v9).
@@ -215,6 +223,23 @@ fn partition_response(index: i32, result: Result<(i64, i64), Refusal>) -> Partit
     out
 }
 
+/// The Kafka error for an idempotent batch the log refused, as Apache Kafka answers it.
+pub fn sequence_error(reason: &SequenceError) -> ResponseError {
+    match reason {
+        // Kafka 2.7+ (KIP-588) answers a Produce from an older epoch with INVALID_PRODUCER_EPOCH
+        // rather than the fatal PRODUCER_FENCED, which is kept for the transaction APIs.
+        SequenceError::StaleEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        SequenceError::NewEpochNotAtZero { .. } | SequenceError::OutOfOrder { .. } => {
+            ResponseError::OutOfOrderSequenceNumber
+        }
+        // Kafka's LogValidator refuses a negative sequence with a producer id as INVALID_RECORD;
+        // a request mixing retries with new batches, or several producers, is malformed alike.
+        SequenceError::Invalid { .. }
+        | SequenceError::MixedDuplicates
+        | SequenceError::Scattered => ResponseError::InvalidRecord,
+    }
+}
+
 /// Splits and checks one partition's records; pure, so it is tested without a log.
 pub fn validate(records: Option<Bytes>) -> Result<Vec<(BatchHeader, Bytes)>, Refusal> {
     let records = records.unwrap_or_default();
@@ -243,15 +268,6 @@ fn check_header(h: &BatchHeader) -> Result<(), Refusal> {
         return Err(Refusal::new(
             ResponseError::InvalidTxnState,
             "transactions are not supported by Headwater yet",
-        ));
-    }
-    if h.producer_id >= 0 {
-        return Err(Refusal::new(
-            ResponseError::UnknownProducerId,
-            format!(
-                "producer id {} is unknown: idempotent producers are not supported by Headwater yet",
-                h.producer_id
-            ),
         ));
     }
     // The log assigns `last_offset_delta + 1` offsets and readers size their buffers from
@@ -342,10 +358,8 @@ mod tests {
             code(batch(true, 7, Compression::None)),
             Some(ResponseError::InvalidTxnState)
         );
-        assert_eq!(
-            code(batch(false, 7, Compression::None)),
-            Some(ResponseError::UnknownProducerId)
-        );
+        // Idempotent batches pass; the log checks their sequences.
+        assert_eq!(code(batch(false, 7, Compression::None)), None);
         let mut corrupt = batch(false, -1, Compression::None).to_vec();
         let last = corrupt.len() - 1;
         corrupt[last] ^= 1;

@@ -8,6 +8,7 @@
 //! `Bytes` so that produce records stay zero-copy slices of the frame.
 
 use bytes::Bytes;
+use kafka_protocol::messages::InitProducerIdRequest;
 use kafka_protocol::messages::{
     AlterConfigsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest,
     DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
@@ -20,10 +21,12 @@ use kafka_protocol::messages::{
     OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader,
     SyncGroupRequest,
 };
+use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
 use kafka_protocol::protocol::Decodable;
 
 use super::bounds::{self, BoundsError, Schema};
-use super::{admin, api_versions, fetch, group, list_offsets, metadata, produce};
+use super::init_producer_id;
+use super::{admin, api_versions, fetch, group, list_offsets, metadata, produce, sasl};
 
 /// One API Headwater implements.
 #[derive(Debug)]
@@ -119,6 +122,12 @@ pub const APIS: &[Api] = &[
         schema: &group::list_groups::SCHEMA,
     },
     Api {
+        key: ApiKey::SaslHandshake,
+        min: 0,
+        max: 1,
+        schema: &sasl::HANDSHAKE_SCHEMA,
+    },
+    Api {
         key: ApiKey::ApiVersions,
         min: 0,
         max: 4,
@@ -155,6 +164,12 @@ pub const APIS: &[Api] = &[
         schema: &admin::delete_records::SCHEMA,
     },
     Api {
+        key: ApiKey::InitProducerId,
+        min: 0,
+        max: 5,
+        schema: &init_producer_id::SCHEMA,
+    },
+    Api {
         key: ApiKey::DescribeConfigs,
         min: 1,
         max: 4,
@@ -183,6 +198,12 @@ pub const APIS: &[Api] = &[
         min: 0,
         max: 2,
         schema: &admin::describe_cluster::SCHEMA,
+    },
+    Api {
+        key: ApiKey::SaslAuthenticate,
+        min: 0,
+        max: 2,
+        schema: &sasl::AUTHENTICATE_SCHEMA,
     },
 ];
 
@@ -217,6 +238,9 @@ pub enum Body {
     CreatePartitions(CreatePartitionsRequest),
     IncrementalAlterConfigs(IncrementalAlterConfigsRequest),
     DescribeCluster(DescribeClusterRequest),
+    InitProducerId(InitProducerIdRequest),
+    SaslHandshake(SaslHandshakeRequest),
+    SaslAuthenticate(SaslAuthenticateRequest),
 }
 
 /// A decoded request.
@@ -355,6 +379,13 @@ fn decode_body(api: ApiKey, version: i16, buf: &mut Bytes) -> anyhow::Result<Bod
         ApiKey::DescribeCluster => {
             Body::DescribeCluster(DescribeClusterRequest::decode(buf, version)?)
         }
+        ApiKey::InitProducerId => {
+            Body::InitProducerId(InitProducerIdRequest::decode(buf, version)?)
+        }
+        ApiKey::SaslHandshake => Body::SaslHandshake(SaslHandshakeRequest::decode(buf, version)?),
+        ApiKey::SaslAuthenticate => {
+            Body::SaslAuthenticate(SaslAuthenticateRequest::decode(buf, version)?)
+        }
         // `api()` only lets the keys above through.
         other => anyhow::bail!("{other:?} has no decoder in Headwater"),
     })
@@ -391,6 +422,15 @@ mod tests {
                     ApiKey::ListOffsets => frame(api.key, version, &ListOffsetsRequest::default()),
                     ApiKey::Metadata => frame(api.key, version, &MetadataRequest::default()),
                     ApiKey::ApiVersions => frame(api.key, version, &ApiVersionsRequest::default()),
+                    ApiKey::InitProducerId => {
+                        frame(api.key, version, &InitProducerIdRequest::default())
+                    }
+                    ApiKey::SaslHandshake => {
+                        frame(api.key, version, &SaslHandshakeRequest::default())
+                    }
+                    ApiKey::SaslAuthenticate => {
+                        frame(api.key, version, &SaslAuthenticateRequest::default())
+                    }
                     other => match group::schema_tests::default_frame(other, version, |k, v, b| {
                         frame(k, v, b)
                     })

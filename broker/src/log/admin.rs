@@ -29,6 +29,33 @@ use super::{Log, LogError, LogInner, PartitionHandle, TopicHandle};
 pub const CLEANUP_DELETE: &str = "delete";
 
 impl Log {
+    /// Creates a topic, or fails with `TopicExists` if one of that name exists when the writer
+    /// gets to it (Kafka's CreateTopics), even if another request created it a moment before.
+    pub async fn create_topic_exclusive(
+        &self,
+        name: &str,
+        partitions: u32,
+        config: TopicConfig,
+    ) -> Result<Arc<TopicHandle>, LogError> {
+        super::validate_topic_name(name)?;
+        if partitions == 0 {
+            return Err(LogError::InvalidTopic {
+                name: name.to_string(),
+                reason: "a topic needs at least one partition",
+            });
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::CreateTopic {
+            name: name.to_string(),
+            partitions,
+            config,
+            exclusive: true,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| LogError::Stopped)?
+    }
+
     /// Deletes a topic with all its data; resolves once the deletion is durable.
     pub async fn delete_topic(&self, name: &str) -> Result<(), LogError> {
         let (reply, rx) = oneshot::channel();

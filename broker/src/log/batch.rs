@@ -6,6 +6,8 @@
 //! and offers no way to patch the base offset in place; records themselves are encoded and decoded
 //! with `kafka-protocol`.
 
+mod decompress;
+
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
@@ -22,6 +24,13 @@ const ATTR_COMPRESSION_MASK: i16 = 0x07;
 const ATTR_TIMESTAMP_TYPE: i16 = 1 << 3;
 const ATTR_TRANSACTIONAL: i16 = 1 << 4;
 const ATTR_CONTROL: i16 = 1 << 5;
+/// Most bytes one batch's records may decompress to in [`decode`]: 64 MiB, four times the
+/// default `kafka.max_frame_bytes` (the largest batch a producer can send). Compressed
+/// telemetry rarely shrinks more than 10x, so real batches stay well below it, while a
+/// decompression bomb (a small batch expanding to gigabytes) costs at most this much memory
+/// and is refused as [`BatchError::TooLarge`]. Fetch serves stored batches without
+/// decompressing them, so Kafka consumers are not limited by it.
+pub const MAX_DECOMPRESSED_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BatchError {
@@ -37,6 +46,8 @@ pub enum BatchError {
     Decode(String),
     #[error("record batch could not be encoded: {0}")]
     Encode(String),
+    #[error("record batch decompresses to more than {limit} bytes (a decompression bomb?)")]
+    TooLarge { limit: usize },
 }
 
 /// A view of one v2 batch header. Field names follow the Kafka protocol documentation.
@@ -249,8 +260,15 @@ const MIN_RECORD_BYTES: usize = 7;
 ///
 /// `kafka-protocol` 0.18 reserves memory for a batch's stated record count before reading any
 /// record, so a small batch claiming billions of records would abort the process. Each batch's
-/// count is therefore checked against its (decompressed) size first.
+/// count is therefore checked against its (decompressed) size first. Each batch's records
+/// decompress to at most [`MAX_DECOMPRESSED_BYTES`] (see `decompress`); a batch over it is
+/// [`BatchError::TooLarge`], which callers report with its topic, partition and offset.
 pub fn decode(buf: &Bytes) -> Result<Vec<StoredRecord>, BatchError> {
+    decode_with_limit(buf, MAX_DECOMPRESSED_BYTES)
+}
+
+/// [`decode`] with another cap on each batch's decompressed records.
+pub fn decode_with_limit(buf: &Bytes, limit: usize) -> Result<Vec<StoredRecord>, BatchError> {
     let mut rest = buf.clone();
     let mut out = Vec::new();
     while !rest.is_empty() {
@@ -264,7 +282,7 @@ pub fn decode(buf: &Bytes) -> Result<Vec<StoredRecord>, BatchError> {
         let mut one = rest.split_to(header.total_len());
         let count = header.records_count as usize;
         let checked = |payload: &mut Bytes, codec: Compression| -> anyhow::Result<Bytes> {
-            let plain = decompress(payload, codec)?;
+            let plain = decompress::decompress(payload.split_to(payload.len()), codec, limit)?;
             if count.saturating_mul(MIN_RECORD_BYTES) > plain.len() {
                 anyhow::bail!(
                     "batch claims {count} records in {} bytes of records",
@@ -274,7 +292,12 @@ pub fn decode(buf: &Bytes) -> Result<Vec<StoredRecord>, BatchError> {
             Ok(plain)
         };
         let set = RecordBatchDecoder::decode_with_custom_compression(&mut one, Some(checked))
-            .map_err(|e| BatchError::Decode(e.to_string()))?;
+            .map_err(|e| match e.downcast_ref::<decompress::TooLarge>() {
+                Some(too_large) => BatchError::TooLarge {
+                    limit: too_large.limit,
+                },
+                None => BatchError::Decode(e.to_string()),
+            })?;
         for r in set.records {
             if r.control {
                 continue;
@@ -293,19 +316,6 @@ pub fn decode(buf: &Bytes) -> Result<Vec<StoredRecord>, BatchError> {
         }
     }
     Ok(out)
-}
-
-/// The records section of a batch, decompressed with `kafka-protocol`'s codecs.
-fn decompress(payload: &mut Bytes, codec: Compression) -> anyhow::Result<Bytes> {
-    use kafka_protocol::compression::{self as c, Decompressor};
-    let take = |b: &mut Bytes| Ok(b.split_to(b.len()));
-    match codec {
-        Compression::None => take(payload),
-        Compression::Gzip => c::Gzip::decompress(payload, take),
-        Compression::Snappy => c::Snappy::decompress(payload, take),
-        Compression::Lz4 => c::Lz4::decompress(payload, take),
-        Compression::Zstd => c::Zstd::decompress(payload, take),
-    }
 }
 
 /// True when a batch's timestamps mean log-append time.
@@ -388,6 +398,51 @@ mod tests {
             matches!(err, BatchError::Decode(ref m) if m.contains("claims")),
             "{err}"
         );
+    }
+
+    /// A gzip batch whose records section is `section` (header fields and CRC made to match).
+    fn gzip_batch_with_section(section: &[u8]) -> Bytes {
+        let template = encode_with(&[record(1)], Compression::Gzip).unwrap();
+        let mut bytes = template[..HEADER_LEN].to_vec();
+        bytes.extend_from_slice(section);
+        let batch_length = (bytes.len() - LOG_OVERHEAD) as i32;
+        bytes[8..12].copy_from_slice(&batch_length.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[CRC_START..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        Bytes::from(bytes)
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_an_error_for_its_batch_not_an_allocation() {
+        // 1 GiB of zeros, gzipped while streaming (about 1 MiB), as a producer could send it.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let piece = vec![0u8; 1 << 20];
+        for _ in 0..1024 {
+            std::io::Write::write_all(&mut gz, &piece).unwrap();
+        }
+        let bomb = gzip_batch_with_section(&gz.finish().unwrap());
+        assert!(bomb.len() < 2 << 20, "bomb batch is {} bytes", bomb.len());
+        validate(&bomb).expect("the bomb is a well-formed batch: CRC and header check out");
+        assert_eq!(
+            decode(&bomb),
+            Err(BatchError::TooLarge {
+                limit: MAX_DECOMPRESSED_BYTES
+            })
+        );
+    }
+
+    #[test]
+    fn the_limit_applies_per_batch_and_spares_batches_below_it() {
+        let big = NewRecord {
+            value: Some(Bytes::from(vec![0u8; 512 * 1024])),
+            ..record(1)
+        };
+        let bytes = encode_with(&[big.clone(), big], Compression::Zstd).unwrap();
+        assert!(matches!(
+            decode_with_limit(&bytes, 1 << 20),
+            Err(BatchError::TooLarge { limit }) if limit == 1 << 20
+        ));
+        assert_eq!(decode_with_limit(&bytes, 2 << 20).unwrap().len(), 2);
     }
 
     #[test]

@@ -6,10 +6,15 @@
 //! learn of new data from [`AppendEvent`]s, sent after each commit. Topic administration
 //! (delete a topic, add partitions, change its config, delete records) is in `admin`; it too
 //! goes through the writer.
+//!
+//! Idempotent producers' sequence checks ([`producers`]) run in the writer too, atomically with
+//! the append they judge, and their state is committed in the same transaction.
 
 mod admin;
 pub mod batch;
+pub mod producers;
 pub mod retention;
+mod stats;
 pub mod store;
 mod writer;
 
@@ -23,6 +28,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use admin::{validate_config, CLEANUP_DELETE};
 pub use batch::{BatchError, BatchHeader, NewRecord, StoredRecord};
+pub use stats::CommitCounts;
 pub use store::{PartitionState, StoredBatch, TopicConfig, TopicMeta};
 pub use writer::Appended;
 
@@ -69,8 +75,17 @@ pub enum LogError {
     InvalidPartitions { topic: String, reason: String },
     #[error("invalid topic config: {0}")]
     InvalidConfig(String),
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
     #[error("{0}")]
     Reply(String),
+    #[error("idempotent producer {producer_id} on {topic}/{partition}: {reason}")]
+    Sequence {
+        topic: String,
+        partition: i32,
+        producer_id: i64,
+        reason: producers::SequenceError,
+    },
 }
 
 impl LogError {
@@ -246,6 +261,8 @@ struct LogInner {
     next_partition_id: Mutex<u32>,
     defaults: TopicDefaults,
     events: broadcast::Sender<AppendEvent>,
+    /// What the writer thread has committed so far, for metrics.
+    stats: stats::CommitStats,
 }
 
 impl LogInner {
@@ -289,9 +306,11 @@ impl Log {
             next_partition_id: Mutex::new(next_id),
             defaults: options.defaults.clone(),
             events,
+            stats: Default::default(),
         });
+        let producers = producers::Producers::load(&inner.store)?;
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
-        let writer = writer::spawn(inner.clone(), rx);
+        let writer = writer::spawn(inner.clone(), rx, producers);
         Ok(Log {
             inner,
             commands: tx,
@@ -353,6 +372,7 @@ impl Log {
             name: name.to_string(),
             partitions,
             config,
+            exclusive: false,
             reply,
         })
         .await?;
@@ -369,6 +389,7 @@ impl Log {
         self.send(Command::Append {
             partition: partition.clone(),
             batches,
+            claim: None,
             reply,
         })
         .await?;
@@ -460,6 +481,11 @@ impl Log {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Retention { now_ms, reply }).await?;
         rx.await.map_err(|_| LogError::Stopped)?
+    }
+
+    /// Group commits made so far and the records they carried.
+    pub fn commit_counts(&self) -> CommitCounts {
+        self.inner.stats.read()
     }
 
     /// Bytes the environment occupies on disk.

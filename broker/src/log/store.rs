@@ -4,7 +4,9 @@
 //! - `topics`: topic name → [`TopicMeta`] (JSON: small, rarely written, easy to evolve);
 //! - `partitions`: partition id (u32) → [`PartitionState`] (24 bytes, rewritten every group commit);
 //! - `log`: partition id (u32) ‖ base offset (u64) → one Kafka v2 record batch;
-//! - `meta`: string key → bytes (replication cursors, group offsets, anything small).
+//! - `meta`: string key → bytes (replication cursors, group offsets, anything small);
+//! - `producers`: partition id (u32) ‖ producer id (i64) → idempotent producer state
+//!   (see `producers`), written in the same transaction as the batches it describes.
 //!
 //! Reads open a short read transaction, copy what they need out and close it before returning, so no
 //! transaction is ever held across an `.await` or a slow client.
@@ -117,6 +119,7 @@ pub struct Store {
     pub partitions: Database<'static, RawBytes, RawBytes>,
     pub log: Database<'static, RawBytes, RawBytes>,
     pub meta: Database<'static, Str, RawBytes>,
+    pub producers: Database<'static, RawBytes, RawBytes>,
 }
 
 impl Store {
@@ -139,13 +142,14 @@ impl Store {
         // one data directory once.
         let env = unsafe { options.open(dir) }?;
         let wtxn = env.write_txn()?;
-        let (topics, partitions, log, meta) = env
+        let (topics, partitions, log, meta, producers) = env
             .create_databases_and_commit(wtxn, |dbs, wtxn| -> Result<_, heed::Error> {
                 Ok(CommitOrAbort::<_, ()>::Commit((
                     dbs.create_database(wtxn, Some("topics"))?,
                     dbs.create_database(wtxn, Some("partitions"))?,
                     dbs.create_database(wtxn, Some("log"))?,
                     dbs.create_database(wtxn, Some("meta"))?,
+                    dbs.create_database(wtxn, Some("producers"))?,
                 )))
             })?
             // The closure never aborts, so this is always `Commit`.
@@ -156,6 +160,7 @@ impl Store {
             partitions,
             log,
             meta,
+            producers,
         })
     }
 

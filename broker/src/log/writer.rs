@@ -11,19 +11,24 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use super::batch::{self, BatchHeader};
-use std::ops::Bound::Excluded;
+use super::batch::BatchHeader;
+
+mod append;
+mod sweep;
+
+use append::{stage_append, AppendOutcome};
+use sweep::stage_retention;
 
 use super::admin;
-use super::store::{batch_key, key_range, PartitionState, Store, TopicConfig, TopicMeta};
+use super::producers::{self, ProducerClaim, Producers};
+use super::retention;
+use super::store::{PartitionState, Store, TopicConfig, TopicMeta};
 use super::{AppendEvent, LogError, LogInner, PartitionHandle, TopicHandle};
 
 /// Most commands folded into one transaction; bounds commit latency under heavy load.
 const MAX_GROUP_COMMANDS: usize = 4096;
 /// Most batch bytes folded into one transaction.
 const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
-/// Most batches one retention sweep deletes per partition, to keep the transaction short.
-const MAX_RETENTION_DELETES: usize = 10_000;
 
 /// Where an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,12 +42,18 @@ pub enum Command {
     Append {
         partition: Arc<PartitionHandle>,
         batches: Vec<(BatchHeader, Bytes)>,
+        /// For batches that are not the producer's own (an ingest plugin's output): the
+        /// sequence range of the request they stand for, checked instead of the batches'.
+        claim: Option<ProducerClaim>,
         reply: oneshot::Sender<Result<Appended, LogError>>,
     },
     CreateTopic {
         name: String,
         partitions: u32,
         config: TopicConfig,
+        /// Refuse with `TopicExists` instead of answering with the existing topic (CreateTopics);
+        /// decided here, in commit order, so a racing auto-create cannot be mistaken for ours.
+        exclusive: bool,
         reply: oneshot::Sender<Result<Arc<TopicHandle>, LogError>>,
     },
     PutMeta {
@@ -76,6 +87,12 @@ pub enum Command {
         offset: i64,
         reply: oneshot::Sender<Result<i64, LogError>>,
     },
+    /// Hand out a producer id and epoch (InitProducerId); `current` is the pair the producer
+    /// already holds, if any.
+    InitProducerId {
+        current: Option<(i64, i16)>,
+        reply: oneshot::Sender<Result<(i64, i16), LogError>>,
+    },
     /// Commit what is queued with it, answer, and end the thread.
     Stop { reply: oneshot::Sender<()> },
 }
@@ -103,6 +120,17 @@ enum Pending {
     Meta(oneshot::Sender<Result<(), LogError>>),
     Retention(oneshot::Sender<Result<u64, LogError>>, Option<u64>),
     Offset(oneshot::Sender<Result<i64, LogError>>, Option<i64>),
+    /// An idempotent producer's retry of batches already written: the original offsets, sent
+    /// once the group (which may hold the original) commits. Not counted as appended.
+    Repeat(oneshot::Sender<Result<Appended, LogError>>, Appended),
+    /// A batch refused by the sequence checks. The refusal may rest on state staged earlier in
+    /// this group, so it waits for the commit: if the group fails, the producer gets the
+    /// group's (retriable) failure instead.
+    Refused(oneshot::Sender<Result<Appended, LogError>>, LogError),
+    ProducerId(
+        oneshot::Sender<Result<(i64, i16), LogError>>,
+        Option<(i64, i16)>,
+    ),
     Stop(oneshot::Sender<()>),
 }
 
@@ -119,6 +147,7 @@ impl Pending {
                 Pending::Topic(reply, None)
             }
             Command::DeleteRecords { reply, .. } => Pending::Offset(reply, None),
+            Command::InitProducerId { reply, .. } => Pending::ProducerId(reply, None),
             Command::Stop { reply } => Pending::Stop(reply),
         }
     }
@@ -131,6 +160,8 @@ impl Pending {
             Pending::Meta(tx) => drop(tx.send(Err(err))),
             Pending::Retention(tx, _) => drop(tx.send(Err(err))),
             Pending::Offset(tx, _) => drop(tx.send(Err(err))),
+            Pending::Repeat(tx, _) | Pending::Refused(tx, _) => drop(tx.send(Err(err))),
+            Pending::ProducerId(tx, _) => drop(tx.send(Err(err))),
             Pending::Stop(tx) => drop(tx.send(())),
         }
     }
@@ -146,19 +177,27 @@ impl Pending {
             Pending::Meta(tx) => drop(tx.send(Ok(()))),
             Pending::Retention(tx, n) => drop(tx.send(outcome(n))),
             Pending::Offset(tx, o) => drop(tx.send(outcome(o))),
+            Pending::Repeat(tx, a) => drop(tx.send(Ok(a))),
+            Pending::Refused(tx, e) => drop(tx.send(Err(e))),
+            Pending::ProducerId(tx, p) => drop(tx.send(outcome(p))),
             Pending::Stop(tx) => drop(tx.send(())),
         }
     }
 }
 
-pub fn spawn(inner: Arc<LogInner>, rx: mpsc::Receiver<Command>) -> std::thread::JoinHandle<()> {
+pub fn spawn(
+    inner: Arc<LogInner>,
+    rx: mpsc::Receiver<Command>,
+    producers: Producers,
+) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("log-writer".into())
-        .spawn(move || run(inner, rx))
+        .spawn(move || run(inner, rx, producers))
         .expect("spawning the log writer thread at startup")
 }
 
-fn run(inner: Arc<LogInner>, mut rx: mpsc::Receiver<Command>) {
+/// `producers` is the idempotent producers' state: only this thread reads or changes it.
+fn run(inner: Arc<LogInner>, mut rx: mpsc::Receiver<Command>, mut producers: Producers) {
     let mut group = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         let mut bytes = first.weight();
@@ -173,7 +212,7 @@ fn run(inner: Arc<LogInner>, mut rx: mpsc::Receiver<Command>) {
             }
         }
         let stop = group.iter().any(|c| matches!(c, Command::Stop { .. }));
-        commit_group(&inner, std::mem::take(&mut group));
+        commit_group(&inner, &mut producers, std::mem::take(&mut group));
         if stop {
             tracing::debug!("log writer stopped on request");
             return;
@@ -212,10 +251,12 @@ fn refuse<T>(reply: oneshot::Sender<Result<T, LogError>>, err: LogError) {
     let _ = reply.send(Err(err));
 }
 
-fn commit_group(inner: &LogInner, group: Vec<Command>) {
+fn commit_group(inner: &LogInner, producers: &mut Producers, group: Vec<Command>) {
     let mut pending = Vec::with_capacity(group.len());
     let mut staged: Staged = HashMap::new();
     let mut changes = TopicChanges::default();
+    let mut staged_producers = producers::Staging::default();
+    let now_ms = retention::now_ms();
     let result = (|| -> Result<(), LogError> {
         let store = &inner.store;
         let mut wtxn = store.env.write_txn()?;
@@ -234,9 +275,19 @@ fn commit_group(inner: &LogInner, group: Vec<Command>) {
                 Command::Append {
                     partition,
                     batches,
+                    claim,
                     reply,
-                } => match stage_append(store, &mut wtxn, &mut staged, partition, batches) {
-                    Ok(a) => pending.push(Pending::Append(reply, Some(a))),
+                } => match stage_append(
+                    store,
+                    &mut wtxn,
+                    &mut staged,
+                    (producers, &mut staged_producers, now_ms),
+                    partition,
+                    (batches, claim),
+                ) {
+                    Ok(AppendOutcome::Appended(a)) => pending.push(Pending::Append(reply, Some(a))),
+                    Ok(AppendOutcome::Repeat(a)) => pending.push(Pending::Repeat(reply, a)),
+                    Ok(AppendOutcome::Refused(e)) => pending.push(Pending::Refused(reply, e)),
                     Err(e) => {
                         pending.push(Pending::Append(reply, None));
                         failure = Some(e);
@@ -244,9 +295,18 @@ fn commit_group(inner: &LogInner, group: Vec<Command>) {
                 },
                 Command::CreateTopic {
                     name,
+                    exclusive: true,
+                    reply,
+                    ..
+                } if changes.current(inner, &name).is_some() => {
+                    refuse(reply, LogError::TopicExists(name));
+                }
+                Command::CreateTopic {
+                    name,
                     partitions,
                     config,
                     reply,
+                    ..
                 } => match stage_topic(inner, &mut wtxn, &changes, name, partitions, config) {
                     Ok(topic) => {
                         changes
@@ -266,7 +326,19 @@ fn commit_group(inner: &LogInner, group: Vec<Command>) {
                     }
                 }
                 Command::Retention { now_ms, reply } => {
-                    match stage_retention(inner, &mut wtxn, &mut staged, now_ms) {
+                    let swept =
+                        stage_retention(inner, &mut wtxn, &mut staged, now_ms).and_then(|n| {
+                            producers.stage_expiry(
+                                store,
+                                &mut wtxn,
+                                &mut staged_producers,
+                                now_ms,
+                                producers::PRODUCER_ID_EXPIRATION_MS,
+                                producers::MAX_PRODUCER_ENTRIES,
+                            )?;
+                            Ok(n)
+                        });
+                    match swept {
                         Ok(n) => pending.push(Pending::Retention(reply, Some(n))),
                         Err(e) => {
                             pending.push(Pending::Retention(reply, None));
@@ -281,7 +353,16 @@ fn commit_group(inner: &LogInner, group: Vec<Command>) {
                         &mut staged,
                         &mut changes,
                         &name,
-                    ) {
+                    )
+                    .and_then(|staged_delete| {
+                        producers.stage_delete_partitions(
+                            store,
+                            &mut wtxn,
+                            &mut staged_producers,
+                            &changes.deleted_ids,
+                        )?;
+                        Ok(staged_delete)
+                    }) {
                         Ok(Ok(())) => pending.push(Pending::Meta(reply)),
                         Ok(Err(refusal)) => refuse(reply, refusal),
                         Err(e) => {
@@ -330,6 +411,15 @@ fn commit_group(inner: &LogInner, group: Vec<Command>) {
                         }
                     }
                 }
+                Command::InitProducerId { current, reply } => {
+                    match producers.stage_init(store, &mut wtxn, &mut staged_producers, current) {
+                        Ok(p) => pending.push(Pending::ProducerId(reply, Some(p))),
+                        Err(e) => {
+                            pending.push(Pending::ProducerId(reply, None));
+                            failure = Some(e);
+                        }
+                    }
+                }
                 Command::Stop { reply } => pending.push(Pending::Stop(reply)),
             }
         }
@@ -344,11 +434,16 @@ fn commit_group(inner: &LogInner, group: Vec<Command>) {
                 .partitions
                 .put(&mut wtxn, &id.to_be_bytes(), &state.to_bytes())?;
         }
+        let started = std::time::Instant::now();
         wtxn.commit()?;
+        inner
+            .stats
+            .record(appended_records(&pending), started.elapsed());
         Ok(())
     })();
     match result {
         Ok(()) => {
+            producers.apply(staged_producers);
             publish(inner, &staged, changes);
             pending.into_iter().for_each(Pending::succeed);
         }
@@ -363,6 +458,17 @@ fn commit_group(inner: &LogInner, group: Vec<Command>) {
             pending.into_iter().for_each(|p| p.fail(&err));
         }
     }
+}
+
+/// Records the appends of a group added to the log.
+fn appended_records(pending: &[Pending]) -> u64 {
+    pending
+        .iter()
+        .map(|p| match p {
+            Pending::Append(_, Some(a)) => (a.last_offset - a.base_offset + 1).max(0) as u64,
+            _ => 0,
+        })
+        .sum()
 }
 
 fn stage_meta(
@@ -409,35 +515,6 @@ fn publish(inner: &LogInner, staged: &Staged, changes: TopicChanges) {
     }
 }
 
-fn stage_append(
-    store: &Store,
-    wtxn: &mut heed::RwTxn,
-    staged: &mut Staged,
-    partition: Arc<PartitionHandle>,
-    batches: Vec<(BatchHeader, Bytes)>,
-) -> Result<Appended, LogError> {
-    let entry = staged
-        .entry(partition.id)
-        .or_insert_with(|| (partition.clone(), partition.state()));
-    let state = &mut entry.1;
-    let base_offset = state.next_offset;
-    let mut scratch = Vec::new();
-    for (header, bytes) in batches {
-        scratch.clear();
-        scratch.extend_from_slice(&bytes);
-        batch::set_base_offset(&mut scratch, state.next_offset);
-        let key = batch_key(partition.id, state.next_offset);
-        store.log.put(wtxn, &key, &scratch)?;
-        state.next_offset += header.offset_count() as i64;
-        state.bytes += scratch.len() as u64;
-    }
-    Ok(Appended {
-        base_offset,
-        last_offset: state.next_offset - 1,
-        log_start: state.log_start,
-    })
-}
-
 fn stage_topic(
     inner: &LogInner,
     wtxn: &mut heed::RwTxn,
@@ -474,91 +551,6 @@ fn stage_topic(
         &meta,
         &vec![PartitionState::default(); ids.len()],
     ))
-}
-
-fn stage_retention(
-    inner: &LogInner,
-    wtxn: &mut heed::RwTxn,
-    staged: &mut Staged,
-    now_ms: i64,
-) -> Result<u64, LogError> {
-    let topics: Vec<Arc<TopicHandle>> = inner
-        .topics
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .values()
-        .cloned()
-        .collect();
-    let mut deleted = 0u64;
-    for topic in topics {
-        let retention_ms = topic
-            .config
-            .retention_ms
-            .unwrap_or(inner.defaults.retention_ms);
-        let retention_bytes = topic
-            .config
-            .retention_bytes
-            .unwrap_or(inner.defaults.retention_bytes);
-        if retention_ms < 0 && retention_bytes < 0 {
-            continue;
-        }
-        for partition in &topic.partitions {
-            let entry = staged
-                .entry(partition.id)
-                .or_insert_with(|| (partition.clone(), partition.state()));
-            deleted += sweep_partition(
-                &inner.store,
-                wtxn,
-                partition.id,
-                &mut entry.1,
-                now_ms,
-                retention_ms,
-                retention_bytes,
-            )?;
-        }
-    }
-    Ok(deleted)
-}
-
-/// Deletes a partition's oldest batches while they are older than `retention_ms` or while the
-/// partition would still hold at least `retention_bytes` without them (Kafka's rule for segments).
-fn sweep_partition(
-    store: &Store,
-    wtxn: &mut heed::RwTxn,
-    partition_id: u32,
-    state: &mut PartitionState,
-    now_ms: i64,
-    retention_ms: i64,
-    retention_bytes: i64,
-) -> Result<u64, LogError> {
-    let lo = batch_key(partition_id, 0);
-    let hi = batch_key(partition_id + 1, 0);
-    let mut doomed = Vec::new();
-    let mut bytes_left = state.bytes as i64;
-    for item in store.log.range(wtxn, &key_range(&lo, Excluded(&hi)))? {
-        if doomed.len() >= MAX_RETENTION_DELETES {
-            break;
-        }
-        let (key, value) = item?;
-        let header = BatchHeader::parse(value)?;
-        let too_old = retention_ms >= 0 && header.newest_timestamp() < now_ms - retention_ms;
-        let too_big = retention_bytes >= 0 && bytes_left - value.len() as i64 >= retention_bytes;
-        if !(too_old || too_big) {
-            break;
-        }
-        bytes_left -= value.len() as i64;
-        doomed.push((key.to_vec(), header.last_offset() + 1));
-    }
-    let count = doomed.len() as u64;
-    if let Some((_, new_start)) = doomed.last() {
-        // DeleteRecords may have put the start inside the batch after the deleted ones.
-        state.log_start = state.log_start.max(*new_start);
-    }
-    for (key, _) in doomed {
-        store.log.delete(wtxn, &key)?;
-    }
-    state.bytes = bytes_left.max(0) as u64;
-    Ok(count)
 }
 
 /// Files the outcome of a command that answers with a topic handle.

@@ -103,10 +103,7 @@ fn plan(ctx: &KafkaContext, topic: &CreatableTopic) -> Result<Plan, Refusal> {
     validate_topic_name(name)
         .map_err(|e| Refusal::new(ResponseError::InvalidTopicException, e.to_string()))?;
     if ctx.log().topic(name).is_some() {
-        return Err(Refusal::new(
-            ResponseError::TopicAlreadyExists,
-            format!("Topic '{name}' already exists."),
-        ));
+        return Err(already_exists(name));
     }
     if topic.replication_factor != 1 && topic.replication_factor != -1 {
         return Err(Refusal::new(
@@ -158,12 +155,26 @@ fn plan(ctx: &KafkaContext, topic: &CreatableTopic) -> Result<Plan, Refusal> {
 }
 
 async fn create(ctx: &KafkaContext, name: &str, plan: Plan) -> Result<Plan, Refusal> {
+    // The check in `plan` answers the common case early; this one is authoritative: a producer
+    // may auto-create the topic between the two.
     match ctx
         .log()
-        .create_topic(name, plan.partitions, plan.config.clone())
+        .create_topic_exclusive(name, plan.partitions, plan.config.clone())
         .await
     {
         Ok(_) => Ok(plan),
+        Err(crate::log::LogError::TopicExists(_)) => Err(already_exists(name)),
         Err(e) => Err(Refusal::from(&e)),
     }
 }
+
+fn already_exists(name: &str) -> Refusal {
+    Refusal::new(
+        ResponseError::TopicAlreadyExists,
+        format!("Topic '{name}' already exists."),
+    )
+}
+
+#[cfg(test)]
+#[path = "create_topics_tests.rs"]
+mod tests;

@@ -4,7 +4,8 @@
 //! client v5 and up; v6 names topics by id, which Headwater does not have. A deleted topic's
 //! data is gone once the answer arrives; a producer or consumer still using it gets
 //! UNKNOWN_TOPIC_OR_PARTITION, and a topic created again under the same name starts empty at
-//! offset 0.
+//! offset 0. As in Kafka, every group's committed offsets for the topic are deleted with it, so
+//! consumers of a recreated topic do not resume from positions in data that no longer exists.
 
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
@@ -29,6 +30,10 @@ pub async fn handle(ctx: &KafkaContext, request: DeleteTopicsRequest) -> DeleteT
             result.error_message = refusal.text();
         } else {
             tracing::info!(topic = %name.as_str(), "topic deleted");
+            // The topic is gone either way; offsets left behind expire with their group.
+            if let Err(e) = ctx.groups.forget_topic(name.as_str()).await {
+                tracing::warn!(topic = %name.as_str(), error = %e, "could not delete committed offsets of a deleted topic");
+            }
         }
         result.name = Some(name);
         response.responses.push(result);

@@ -72,6 +72,7 @@ pub async fn handle(
         response.error_code = ResponseError::InvalidGroupId.code();
         return response;
     }
+    groups.housekeeping().await;
     let first = groups.with(|g, now| g.join(&group, params, now));
     let outcome = match first {
         Joined::MemberIdRequired(id) => {

@@ -13,6 +13,11 @@
 //!   passes in [`state::Groups::tick`], run before every group operation and by the waiters at
 //!   the next deadline, so sessions expire without a background task: a dead member is
 //!   noticed as soon as a live one talks to the group or a waiter's deadline comes.
+//! - [`lifetime`]: how groups end. Offsets of a group without members expire after
+//!   `offsets_retention_minutes` without activity, groups that hold neither members nor
+//!   offsets are forgotten, and a deleted topic's offsets leave every group. Checked every
+//!   `offsets_retention_check_interval_ms` on the next JoinGroup or OffsetCommit, so memory
+//!   stays bounded under churn of short-lived groups without a background task.
 //! - One file per API handler: request in, response out.
 //!
 //! Waiting requests hold their connection, exactly as with Apache Kafka; librdkafka talks to
@@ -25,6 +30,7 @@ pub mod find_coordinator;
 pub mod heartbeat;
 pub mod join_group;
 pub mod leave_group;
+pub mod lifetime;
 pub mod list_groups;
 pub mod offset_commit;
 pub mod offset_fetch;
@@ -41,9 +47,10 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::protocol::StrBytes;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, RwLock};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::GroupsSection;
 use crate::log::Log;
 use offsets::{Committed, OffsetCache};
 use state::{Groups, Step};
@@ -63,28 +70,61 @@ struct Inner {
     state: Mutex<Shared>,
     /// Woken after every change of membership state.
     changed: Notify,
+    /// Orders durable offset writes: commits share it (they may run together and be committed
+    /// in one group by the log writer); deletions (DeleteGroups, retention, deleted topics)
+    /// hold it alone, so a deletion planned from the cache cannot overtake a commit that
+    /// changed the cache meanwhile.
+    offset_writes: RwLock<()>,
+    /// Offsets of a group inactive this long expire (`offsets_retention_minutes`).
+    retention_ms: i64,
+    /// Time between retention sweeps (`offsets_retention_check_interval_ms`).
+    sweep_interval_ms: i64,
 }
 
 struct Shared {
     groups: Groups,
     offsets: OffsetCache,
+    /// Wall-clock ms of the next retention sweep.
+    next_sweep_ms: i64,
+}
+
+/// Milliseconds since the Unix epoch: offset retention must survive restarts, so it uses the
+/// wall clock (as Kafka does), not `Instant`.
+pub fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
 }
 
 impl Coordinator {
+    /// A coordinator with Kafka's defaults (see [`GroupsSection`]).
     pub fn new(log: Log) -> Coordinator {
+        Coordinator::with_config(log, &GroupsSection::default())
+    }
+
+    pub fn with_config(log: Log, config: &GroupsSection) -> Coordinator {
         // Member ids must not repeat across restarts: a client could still hold an old one.
         let salt = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or_default();
+        let groups = Groups::new(salt)
+            .with_initial_rebalance_delay(Duration::from_millis(config.initial_rebalance_delay_ms));
+        let ms = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let sweep_interval_ms = ms(config.offsets_retention_check_interval_ms).max(1);
         Coordinator {
             inner: Arc::new(Inner {
                 log,
                 state: Mutex::new(Shared {
-                    groups: Groups::new(salt),
+                    groups,
                     offsets: OffsetCache::default(),
+                    next_sweep_ms: wall_ms().saturating_add(sweep_interval_ms),
                 }),
                 changed: Notify::new(),
+                offset_writes: RwLock::new(()),
+                retention_ms: ms(config.offsets_retention_minutes).saturating_mul(60_000),
+                sweep_interval_ms,
             }),
         }
     }
@@ -153,10 +193,13 @@ impl Coordinator {
     /// Committed offsets of `group`, loading them from the log on first use.
     pub fn committed(&self, group: &str) -> Result<offsets::GroupOffsets, ResponseError> {
         let mut shared = self.lock();
-        let all = shared.offsets.load(&self.inner.log).map_err(|e| {
-            tracing::warn!(error = %e, "could not load committed offsets");
-            ResponseError::CoordinatorLoadInProgress
-        })?;
+        let all = shared
+            .offsets
+            .load(&self.inner.log, wall_ms())
+            .map_err(|e| {
+                tracing::warn!(error = %e, "could not load committed offsets");
+                ResponseError::CoordinatorLoadInProgress
+            })?;
         Ok(all.get(group).cloned().unwrap_or_default())
     }
 
@@ -165,7 +208,7 @@ impl Coordinator {
         let mut shared = self.lock();
         let all = shared
             .offsets
-            .load(&self.inner.log)
+            .load(&self.inner.log, wall_ms())
             .map_err(|_| ResponseError::CoordinatorLoadInProgress)?;
         Ok(all
             .iter()
@@ -180,42 +223,49 @@ impl Coordinator {
         group: &str,
         entries: Vec<(String, i32, Committed)>,
     ) -> Result<(), ResponseError> {
+        let _shared_write = self.inner.offset_writes.read().await;
         self.committed(group)?;
-        let meta = entries
+        let now_ms = wall_ms();
+        let mut meta: Vec<(String, Option<Vec<u8>>)> = entries
             .iter()
             .map(|(t, p, c)| (offsets::key(group, t, *p), Some(offsets::encode_value(c))))
             .collect();
+        meta.push((
+            offsets::active_key(group),
+            Some(offsets::encode_active(now_ms)),
+        ));
         self.inner.log.put_meta(meta).await.map_err(|e| {
             tracing::warn!(group, error = %e, "could not persist committed offsets");
             super::errors::log_error(&e)
         })?;
         let mut shared = self.lock();
         if let Some(all) = shared.offsets.loaded() {
-            let group = all.entry(group.to_string()).or_default();
+            let offsets = all.entry(group.to_string()).or_default();
             for (t, p, c) in entries {
-                group.insert((t, p), c);
+                offsets.insert((t, p), c);
             }
+            shared.offsets.touch(group, now_ms);
         }
         Ok(())
     }
 
     /// Deletes the committed offsets of `group`.
     pub async fn delete_offsets(&self, group: &str) -> Result<(), ResponseError> {
-        let keys: Vec<(String, Option<Vec<u8>>)> = self
+        let _alone = self.inner.offset_writes.write().await;
+        let mut keys: Vec<(String, Option<Vec<u8>>)> = self
             .committed(group)?
             .keys()
             .map(|(t, p)| (offsets::key(group, t, *p), None))
             .collect();
         if !keys.is_empty() {
+            keys.push((offsets::active_key(group), None));
             self.inner
                 .log
                 .put_meta(keys)
                 .await
                 .map_err(|e| super::errors::log_error(&e))?;
         }
-        if let Some(all) = self.lock().offsets.loaded() {
-            all.remove(group);
-        }
+        self.lock().offsets.remove_group(group);
         Ok(())
     }
 }
@@ -224,3 +274,7 @@ impl Coordinator {
 pub fn non_empty(s: &Option<StrBytes>) -> Option<&str> {
     s.as_deref().filter(|s| !s.is_empty())
 }
+
+#[cfg(test)]
+#[path = "coordinator_tests.rs"]
+mod tests;

@@ -55,6 +55,7 @@ pub async fn handle(
     request: OffsetCommitRequest,
 ) -> OffsetCommitResponse {
     let group = request.group_id.0.to_string();
+    groups.housekeeping().await;
     let allowed = if group.is_empty() {
         Err(ResponseError::InvalidGroupId)
     } else {

@@ -7,6 +7,11 @@
 //! in a group id are percent-escaped, which keeps one group's prefix from matching another's.
 //! The whole set is read once, on first use (not at construction, so a failing read is an
 //! error the client retries, COORDINATOR_LOAD_IN_PROGRESS, rather than silently empty offsets).
+//!
+//! Next to a group's offsets, `group/<group>/active-at` (i64 BE, wall-clock ms) records when
+//! the group was last seen active: written with every commit and, for groups with members, by
+//! each retention sweep (see `lifetime`). Offsets expire from that moment, so the clock
+//! survives restarts; a group stored before this entry existed counts as active when loaded.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -29,14 +34,31 @@ pub type GroupOffsets = BTreeMap<(String, i32), Committed>;
 #[derive(Debug, Default)]
 pub struct OffsetCache {
     groups: Option<HashMap<String, GroupOffsets>>,
+    /// Group → when it was last seen active (wall-clock ms), for offset retention.
+    active_ms: HashMap<String, i64>,
 }
 
 impl OffsetCache {
-    /// Loads every committed offset from `log` unless already loaded.
-    pub fn load(&mut self, log: &Log) -> Result<&mut HashMap<String, GroupOffsets>, LogError> {
+    /// Loads every committed offset from `log` unless already loaded; `now_ms` is the activity
+    /// time of groups stored without one.
+    pub fn load(
+        &mut self,
+        log: &Log,
+        now_ms: i64,
+    ) -> Result<&mut HashMap<String, GroupOffsets>, LogError> {
         if self.groups.is_none() {
             let mut groups: HashMap<String, GroupOffsets> = HashMap::new();
+            let mut active_ms = HashMap::new();
             for (key, value) in log.scan_meta(PREFIX)? {
+                if let Some(group) = parse_active_key(&key) {
+                    match <[u8; 8]>::try_from(value.as_slice()) {
+                        Ok(ms) => {
+                            active_ms.insert(group, i64::from_be_bytes(ms));
+                        }
+                        Err(_) => tracing::warn!(key, "ignoring malformed group activity entry"),
+                    }
+                    continue;
+                }
                 match (parse_key(&key), decode_value(&value)) {
                     (Some((group, topic, partition)), Some(committed)) => {
                         groups
@@ -47,6 +69,13 @@ impl OffsetCache {
                     _ => tracing::warn!(key, "ignoring malformed committed-offset entry"),
                 }
             }
+            // Activity entries of groups without offsets are not kept: nothing would expire
+            // them (their keys are deleted with the group's next sweep or deletion anyway).
+            active_ms.retain(|g, _| groups.contains_key(g));
+            for group in groups.keys() {
+                active_ms.entry(group.clone()).or_insert(now_ms);
+            }
+            self.active_ms = active_ms;
             self.groups = Some(groups);
         }
         Ok(self.groups.get_or_insert_with(HashMap::new))
@@ -55,6 +84,29 @@ impl OffsetCache {
     /// The loaded offsets, if [`OffsetCache::load`] succeeded before.
     pub fn loaded(&mut self) -> Option<&mut HashMap<String, GroupOffsets>> {
         self.groups.as_mut()
+    }
+
+    /// Records that `group` was active at `now_ms`.
+    pub fn touch(&mut self, group: &str, now_ms: i64) {
+        match self.active_ms.get_mut(group) {
+            Some(ms) => *ms = (*ms).max(now_ms),
+            None => {
+                self.active_ms.insert(group.to_string(), now_ms);
+            }
+        }
+    }
+
+    /// When `group` was last seen active, if it has offsets.
+    pub fn active_ms(&self, group: &str) -> Option<i64> {
+        self.active_ms.get(group).copied()
+    }
+
+    /// Forgets a group's offsets in memory.
+    pub fn remove_group(&mut self, group: &str) {
+        if let Some(all) = self.groups.as_mut() {
+            all.remove(group);
+        }
+        self.active_ms.remove(group);
     }
 }
 
@@ -68,6 +120,22 @@ fn unescape(group: &str) -> String {
 
 pub fn key(group: &str, topic: &str, partition: i32) -> String {
     format!("{PREFIX}{}/offset/{topic}/{partition}", escape(group))
+}
+
+/// Key of a group's last-activity entry.
+pub fn active_key(group: &str) -> String {
+    format!("{PREFIX}{}/active-at", escape(group))
+}
+
+fn parse_active_key(key: &str) -> Option<String> {
+    let group = key.strip_prefix(PREFIX)?.strip_suffix("/active-at")?;
+    // An escaped group id has no '/'; anything else is some other entry.
+    (!group.contains('/')).then(|| unescape(group))
+}
+
+/// The value of a last-activity entry.
+pub fn encode_active(now_ms: i64) -> Vec<u8> {
+    now_ms.to_be_bytes().to_vec()
 }
 
 fn parse_key(key: &str) -> Option<(String, String, i32)> {
@@ -116,6 +184,9 @@ mod tests {
             prop_assert!(k.starts_with(&prefix));
             let c = Committed { offset, leader_epoch, metadata };
             prop_assert_eq!(decode_value(&encode_value(&c)), Some(c));
+            prop_assert_eq!(parse_active_key(&active_key(&group)), Some(group.clone()));
+            prop_assert_eq!(parse_active_key(&k), None);
+            prop_assert_eq!(parse_key(&active_key(&group)), None);
         }
     }
 

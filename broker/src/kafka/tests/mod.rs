@@ -8,6 +8,8 @@ mod apis;
 mod connections;
 mod fixtures;
 mod groups;
+mod idempotence;
+mod roundtrip;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,14 +47,16 @@ struct Broker {
     _dir: tempfile::TempDir,
 }
 
-async fn start(section: KafkaSection) -> Broker {
+async fn start(mut section: KafkaSection) -> Broker {
+    // Groups form at once: the initial rebalance delay would only slow these tests down.
+    section.groups.initial_rebalance_delay_ms = 0;
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(&LogOptions::for_tests(dir.path(), 64 * 1024 * 1024)).unwrap();
     let ingest = Ingest::new(log.clone(), Arc::new(IngestPlugins::default()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let ctx = KafkaContext::new(ingest, &section);
+    let ctx = KafkaContext::new(ingest, &section).unwrap();
     let task = tokio::spawn(run(listener, ctx, shutdown.clone()));
     Broker {
         addr,

@@ -170,6 +170,11 @@ fn leaving_rebalances_the_rest_and_the_last_one_out_empties_the_group() {
     assert_eq!(g.leave("g", &a, None, secs(t0, 3)), Ok(()));
     let group = g.get("g").unwrap();
     assert_eq!((group.state, group.generation), (GroupState::Empty, 4));
+    assert_eq!(
+        group.emptied_at(),
+        Some(secs(t0, 3)),
+        "retention counts from here"
+    );
     assert!(g.delete("g"));
 }
 
@@ -331,4 +336,123 @@ fn session_timeouts_outside_the_allowed_range_are_refused() {
         g.join("g", p, Instant::now()),
         Joined::Step(Step::Failed(ResponseError::InvalidSessionTimeout))
     );
+}
+
+const DELAY: Duration = Duration::from_secs(3);
+
+fn delayed() -> Groups {
+    Groups::new(1).with_initial_rebalance_delay(DELAY)
+}
+
+#[test]
+fn the_first_join_waits_for_the_initial_delay() {
+    let mut g = delayed();
+    let t0 = Instant::now();
+    let a = member_id(&mut g, "g", t0);
+    assert_eq!(g.join("g", range(&a), t0), Joined::Wait(a.clone()));
+    assert_eq!(g.next_deadline(), Some(t0 + DELAY));
+    g.tick(secs(t0, 2));
+    assert_eq!(g.poll_join("g", &a, secs(t0, 2)), Step::Wait);
+    g.tick(secs(t0, 3));
+    let Step::Done(answer) = g.poll_join("g", &a, secs(t0, 3)) else {
+        panic!("the delay passed and the round did not end");
+    };
+    assert_eq!((answer.generation, answer.members.len()), (1, 1));
+}
+
+#[test]
+fn members_starting_together_form_the_group_in_one_rebalance() {
+    let mut g = delayed();
+    let t0 = Instant::now();
+    let ids: Vec<String> = (0..5).map(|_| member_id(&mut g, "g", t0)).collect();
+    // One joins every second; each newcomer earns another wait when the current one ends.
+    for (n, id) in ids.iter().enumerate() {
+        let at = secs(t0, n as u64);
+        g.tick(at);
+        assert_eq!(g.join("g", range(id), at), Joined::Wait(id.clone()));
+    }
+    // Waits: 0–3 (newcomers) → 3–6 (newcomers at 3 and 4) → 6–9 (none) → done at 9.
+    for n in 5..9 {
+        g.tick(secs(t0, n));
+        assert_eq!(g.get("g").unwrap().state, GroupState::PreparingRebalance);
+    }
+    g.tick(secs(t0, 9));
+    for id in &ids {
+        let Step::Done(answer) = g.poll_join("g", id, secs(t0, 9)) else {
+            panic!("{id} was not answered");
+        };
+        assert_eq!(answer.generation, 1, "one rebalance for the whole fleet");
+    }
+    assert_eq!(g.get("g").unwrap().members.len(), 5);
+}
+
+#[test]
+fn the_initial_delay_stays_within_the_rebalance_timeout() {
+    let mut g = delayed();
+    let t0 = Instant::now();
+    let first = member_id(&mut g, "g", t0);
+    assert!(matches!(g.join("g", range(&first), t0), Joined::Wait(_)));
+    // A newcomer every 2 s would extend the wait forever; the rebalance timeout (30 s) caps it.
+    let mut n = 0;
+    loop {
+        n += 2;
+        let at = secs(t0, n);
+        g.tick(at);
+        if g.get("g").unwrap().state != GroupState::PreparingRebalance {
+            break;
+        }
+        assert!(n <= 30, "still waiting at {n} s");
+        let id = member_id(&mut g, "g", at);
+        assert!(matches!(g.join("g", range(&id), at), Joined::Wait(_)));
+    }
+    assert_eq!(g.get("g").unwrap().generation, 1);
+}
+
+#[test]
+fn a_group_that_rebalanced_before_gets_one_delay_without_extensions() {
+    let mut g = delayed();
+    let t0 = Instant::now();
+    let a = member_id(&mut g, "g", t0);
+    g.join("g", range(&a), t0);
+    g.tick(secs(t0, 3));
+    g.poll_join("g", &a, secs(t0, 3));
+    assert_eq!(g.leave("g", &a, None, secs(t0, 4)), Ok(()));
+    assert_eq!(g.get("g").unwrap().state, GroupState::Empty);
+    // Generation 2 now: a newcomer during the wait does not extend it.
+    let b = member_id(&mut g, "g", secs(t0, 10));
+    let c = member_id(&mut g, "g", secs(t0, 10));
+    assert!(matches!(
+        g.join("g", range(&b), secs(t0, 10)),
+        Joined::Wait(_)
+    ));
+    assert!(matches!(
+        g.join("g", range(&c), secs(t0, 12)),
+        Joined::Wait(_)
+    ));
+    g.tick(secs(t0, 13));
+    let Step::Done(answer) = g.poll_join("g", &c, secs(t0, 13)) else {
+        panic!("the round did not end after one delay");
+    };
+    assert_eq!(
+        (answer.generation, g.get("g").unwrap().members.len()),
+        (3, 2)
+    );
+}
+
+#[test]
+fn a_rebalance_of_a_live_group_is_not_delayed() {
+    let mut g = delayed();
+    let t0 = Instant::now();
+    let a = member_id(&mut g, "g", t0);
+    g.join("g", range(&a), t0);
+    g.tick(secs(t0, 3));
+    g.poll_join("g", &a, secs(t0, 3));
+    g.sync("g", &a, None, 1, vec![], secs(t0, 3));
+    let b = member_id(&mut g, "g", secs(t0, 4));
+    assert!(matches!(
+        g.join("g", range(&b), secs(t0, 4)),
+        Joined::Wait(_)
+    ));
+    // a rejoins: everyone is in, the round ends at once.
+    assert_eq!(done(g.join("g", range(&a), secs(t0, 4))).generation, 2);
 }

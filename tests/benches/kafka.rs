@@ -1,0 +1,447 @@
+//! Kafka side by side with raw LMDB (issue 3, item 9), in one run on one machine:
+//! - durable produce with librdkafka (acks=all, batched) for 100 B and 1 KiB records, against raw
+//!   heed appends of the same records at the commit size the broker really achieved (read from
+//!   its `/metrics`: records / commits);
+//! - 100 concurrent producers sending one record per request, against raw heed at commits of 100;
+//! - consume with librdkafka and with a raw fetch loop, against a raw heed scan;
+//! - produce-to-ack latency at a fixed moderate rate, against a bare fsync'd heed commit.
+//!
+//! Run: `cargo bench -p headwater-tests --bench kafka` (prints Markdown tables).
+//! Scale with `HW_BENCH_SCALE` (default 1.0).
+
+#[path = "support/raw_heed.rs"]
+mod raw_heed;
+#[path = "support/wire.rs"]
+mod wire;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use headwater::log::{batch, NewRecord};
+use headwater_tests::ChildBroker;
+use raw_heed::{quantile, RawLog};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BIN: &str = env!("CARGO_BIN_EXE_headwater-test-broker");
+
+fn scale(n: usize) -> usize {
+    let s: f64 = std::env::var("HW_BENCH_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    ((n as f64) * s).max(1.0) as usize
+}
+
+fn rate(records: u64, took: Duration) -> f64 {
+    records as f64 / took.as_secs_f64()
+}
+
+/// (commits, committed records) from the broker's `/metrics`.
+async fn commit_counts(http: SocketAddr) -> (u64, u64) {
+    let mut stream = tokio::net::TcpStream::connect(http).await.expect("http");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.expect("response");
+    let value = |name: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics")) as u64
+    };
+    (
+        value("headwater_log_commits_total"),
+        value("headwater_log_committed_records_total"),
+    )
+}
+
+/// Runs `work` and returns its rate and the records per commit the broker made meanwhile.
+async fn measured<F: std::future::Future<Output = (u64, Duration)>>(
+    http: SocketAddr,
+    work: F,
+) -> (f64, f64) {
+    let (c0, r0) = commit_counts(http).await;
+    let (records, took) = work.await;
+    let (c1, r1) = commit_counts(http).await;
+    (
+        rate(records, took),
+        (r1 - r0) as f64 / (c1 - c0).max(1) as f64,
+    )
+}
+
+fn producer(bootstrap: &str, linger_ms: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", linger_ms)
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "2000000")
+        .create()
+        .expect("producer")
+}
+
+async fn librdkafka_produce(
+    bootstrap: &str,
+    topic: &str,
+    value: &[u8],
+    records: usize,
+) -> (u64, Duration) {
+    let producer = producer(bootstrap, "5");
+    let start = Instant::now();
+    let mut acks = Vec::with_capacity(records);
+    for _ in 0..records {
+        let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic).payload(value);
+        acks.push(
+            producer
+                .send_result(record)
+                .map_err(|(e, _)| e)
+                .expect("queue"),
+        );
+    }
+    for ack in acks {
+        ack.await.expect("delivery").expect("acked");
+    }
+    (records as u64, start.elapsed())
+}
+
+fn one_record_batch(value: &[u8]) -> Bytes {
+    batch::encode(&[NewRecord {
+        timestamp: 1_700_000_000_000,
+        key: None,
+        value: Some(Bytes::copy_from_slice(value)),
+        headers: vec![],
+    }])
+    .expect("encode")
+}
+
+/// `producers` connections, each sending `per` one-record produce requests back to back.
+async fn one_record_producers(
+    kafka: SocketAddr,
+    producers: usize,
+    per: usize,
+    value: &[u8],
+) -> (u64, Duration) {
+    let batch = one_record_batch(value);
+    // Create the topic first so connections do not race to create it.
+    wire::Wire::connect(kafka)
+        .await
+        .produce("one", batch.clone())
+        .await;
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..producers)
+        .map(|_| {
+            let batch = batch.clone();
+            tokio::spawn(async move {
+                let mut client = wire::Wire::connect(kafka).await;
+                for _ in 0..per {
+                    client.produce("one", batch.clone()).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("producer task");
+    }
+    ((producers * per) as u64, start.elapsed())
+}
+
+fn librdkafka_consume(bootstrap: &str, topic: &str, records: u64) -> (u64, Duration) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "bench")
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "52428800")
+        // librdkafka pauses a partition's fetching for fetch.queue.backoff.ms (1 s) once
+        // queued.min.messages (100,000) are waiting in its queue: a client-side throttle that
+        // would measure the pause, not the broker.
+        .set("queued.min.messages", "2000000")
+        .set("queued.max.messages.kbytes", "2000000")
+        .set("fetch.queue.backoff.ms", "10")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, Offset::Beginning)
+        .expect("assignment");
+    consumer.assign(&assignment).expect("assign");
+    // The clock starts at the first record: connecting and finding the offset are not consuming.
+    let mut start = None;
+    let mut seen = 0u64;
+    while seen < records {
+        if let Some(message) = consumer.poll(Duration::from_secs(10)) {
+            let message = message.expect("consume");
+            std::hint::black_box(message.payload());
+            start.get_or_insert_with(Instant::now);
+            seen += 1;
+        } else {
+            panic!("librdkafka consumer stalled at {seen} of {records}");
+        }
+    }
+    (seen, start.map(|s| s.elapsed()).unwrap_or_default())
+}
+
+async fn raw_consume(kafka: SocketAddr, topic: &str, records: u64) -> (u64, Duration) {
+    let mut client = wire::Wire::connect(kafka).await;
+    let start = Instant::now();
+    let (mut seen, mut offset) = (0u64, 0i64);
+    while seen < records {
+        let (n, next) = client.fetch(topic, offset, 50 << 20).await;
+        seen += n;
+        offset = next;
+    }
+    (seen, start.elapsed())
+}
+
+/// Sends one record every `1 / per_second` with librdkafka (linger.ms=0) and returns each
+/// record's send-to-ack time.
+async fn librdkafka_latencies(
+    bootstrap: &str,
+    per_second: u64,
+    records: usize,
+    value: &[u8],
+) -> Vec<Duration> {
+    let producer = producer(bootstrap, "0");
+    // Warm up the connection and metadata.
+    let warm: FutureRecord<'_, (), [u8]> = FutureRecord::to("latency").payload(value);
+    producer
+        .send(warm, Duration::from_secs(10))
+        .await
+        .expect("warm-up");
+    let mut ticks = tokio::time::interval(Duration::from_nanos(1_000_000_000 / per_second));
+    let mut waiting = Vec::with_capacity(records);
+    for _ in 0..records {
+        ticks.tick().await;
+        let sent = Instant::now();
+        let record: FutureRecord<'_, (), [u8]> = FutureRecord::to("latency").payload(value);
+        let ack = producer
+            .send_result(record)
+            .map_err(|(e, _)| e)
+            .expect("queue");
+        waiting.push(tokio::spawn(async move {
+            ack.await.expect("delivery").expect("acked");
+            sent.elapsed()
+        }));
+    }
+    let mut out = Vec::with_capacity(records);
+    for w in waiting {
+        out.push(w.await.expect("latency task"));
+    }
+    out
+}
+
+/// The same with the raw client: one request in flight, sent on the tick.
+async fn raw_latencies(
+    kafka: SocketAddr,
+    per_second: u64,
+    records: usize,
+    value: &[u8],
+) -> Vec<Duration> {
+    let batch = one_record_batch(value);
+    let mut client = wire::Wire::connect(kafka).await;
+    client.produce("latency-raw", batch.clone()).await;
+    let mut ticks = tokio::time::interval(Duration::from_nanos(1_000_000_000 / per_second));
+    let mut out = Vec::with_capacity(records);
+    for _ in 0..records {
+        ticks.tick().await;
+        let sent = Instant::now();
+        client.produce("latency-raw", batch.clone()).await;
+        out.push(sent.elapsed());
+    }
+    out
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1e3)
+}
+
+#[tokio::main]
+async fn main() {
+    let small = vec![b'x'; 100];
+    let large = vec![b'x'; 1024];
+    let n_small = scale(1_000_000);
+    let n_large = scale(300_000);
+    let (producers, per_producer) = (100, scale(300));
+    let (latency_rate, latency_records) = (1_000, scale(5_000));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = ChildBroker::spawn(BIN, &dir.path().join("data"), "");
+    let kafka = broker.addrs.kafka.expect("kafka listener");
+    let http = broker.addrs.http.expect("http listener");
+    let bootstrap = broker.kafka();
+
+    let (produce_small, commit_small) = measured(
+        http,
+        librdkafka_produce(&bootstrap, "p100", &small, n_small),
+    )
+    .await;
+    let (produce_large, commit_large) =
+        measured(http, librdkafka_produce(&bootstrap, "p1k", &large, n_large)).await;
+    let (produce_one, commit_one) = measured(
+        http,
+        one_record_producers(kafka, producers, per_producer, &small),
+    )
+    .await;
+    let consume_rdkafka = {
+        let bootstrap = bootstrap.clone();
+        let n = n_small as u64;
+        let (records, took) =
+            tokio::task::spawn_blocking(move || librdkafka_consume(&bootstrap, "p100", n))
+                .await
+                .expect("consumer thread");
+        rate(records, took)
+    };
+    let consume_raw = {
+        let (records, took) = raw_consume(kafka, "p100", n_small as u64).await;
+        rate(records, took)
+    };
+    let mut lat_rdkafka =
+        librdkafka_latencies(&bootstrap, latency_rate, latency_records, &small).await;
+    let mut lat_raw = raw_latencies(kafka, latency_rate, latency_records, &small).await;
+    assert!(broker.terminate().success());
+
+    // Raw heed after the broker is gone, so the two never share the disk or the CPUs.
+    let per_commit = |c: f64| (c.round() as usize).max(1);
+    let raw_small = rate(
+        n_small as u64,
+        RawLog::open().append_records(&small, n_small, per_commit(commit_small)),
+    );
+    let raw_small_10k = rate(
+        n_small as u64,
+        RawLog::open().append_records(&small, n_small, 10_000),
+    );
+    let raw_large = rate(
+        n_large as u64,
+        RawLog::open().append_records(&large, n_large, per_commit(commit_large)),
+    );
+    let one_total = producers * per_producer;
+    let raw_one_100 = rate(
+        one_total as u64,
+        RawLog::open().append_records(&small, one_total, 100),
+    );
+    let raw_one_same = rate(
+        one_total as u64,
+        RawLog::open().append_records(&small, one_total, per_commit(commit_one)),
+    );
+    let raw_scan = {
+        let mut raw = RawLog::open();
+        raw.append_records(&small, n_small, 10_000);
+        let (entries, took) = raw.scan();
+        rate(entries, took)
+    };
+    let mut lat_heed = RawLog::open().commit_latencies(&small, latency_records);
+
+    let pct = |a: f64, b: f64| format!("{:.0}%", 100.0 * a / b);
+    println!("| measurement | records/s | records per commit | vs raw heed |");
+    println!("|---|---:|---:|---|");
+    let rows = [
+        (
+            "raw heed, 100 B records, commits of 10,000",
+            raw_small_10k,
+            10_000.0,
+            "baseline".to_string(),
+        ),
+        (
+            "raw heed, 100 B records, commits as the broker made them",
+            raw_small,
+            commit_small,
+            "baseline".into(),
+        ),
+        (
+            "Kafka produce, librdkafka acks=all, 100 B",
+            produce_small,
+            commit_small,
+            pct(produce_small, raw_small),
+        ),
+        (
+            "raw heed, 1 KiB records, commits as the broker made them",
+            raw_large,
+            commit_large,
+            "baseline".into(),
+        ),
+        (
+            "Kafka produce, librdkafka acks=all, 1 KiB",
+            produce_large,
+            commit_large,
+            pct(produce_large, raw_large),
+        ),
+        (
+            "raw heed, 100 B records, commits of 100",
+            raw_one_100,
+            100.0,
+            "baseline".into(),
+        ),
+        (
+            "raw heed, 100 B records, commits as the broker made them",
+            raw_one_same,
+            commit_one,
+            "baseline".into(),
+        ),
+        (
+            "Kafka produce, 100 producers x 1 record per request, acks=all",
+            produce_one,
+            commit_one,
+            format!(
+                "{} of commits-of-100; {} at the same commit size",
+                pct(produce_one, raw_one_100),
+                pct(produce_one, raw_one_same)
+            ),
+        ),
+        (
+            "raw heed scan, 100 B records",
+            raw_scan,
+            f64::NAN,
+            "baseline".into(),
+        ),
+        (
+            "Kafka consume, librdkafka, 100 B",
+            consume_rdkafka,
+            f64::NAN,
+            pct(consume_rdkafka, raw_scan),
+        ),
+        (
+            "Kafka consume, raw fetch loop, 100 B",
+            consume_raw,
+            f64::NAN,
+            pct(consume_raw, raw_scan),
+        ),
+    ];
+    for (name, records_per_s, commit, note) in rows {
+        let commit = if commit.is_nan() {
+            "-".to_string()
+        } else {
+            format!("{commit:.1}")
+        };
+        println!("| {name} | {records_per_s:.0} | {commit} | {note} |");
+    }
+    println!();
+    println!("| latency, {latency_rate} records/s, 100 B | p50 ms | p99 ms | p99 vs bare commit |");
+    println!("|---|---:|---:|---|");
+    let heed_p99 = quantile(&mut lat_heed, 0.99);
+    for (name, samples) in [
+        ("bare heed commit (fsync), 1 record", &mut lat_heed),
+        (
+            "Kafka produce-to-ack, librdkafka linger.ms=0",
+            &mut lat_rdkafka,
+        ),
+        ("Kafka produce-to-ack, raw client", &mut lat_raw),
+    ] {
+        let p50 = quantile(samples, 0.5);
+        let p99 = quantile(samples, 0.99);
+        println!(
+            "| {name} | {} | {} | {:.2}x |",
+            ms(p50),
+            ms(p99),
+            p99.as_secs_f64() / heed_p99.as_secs_f64()
+        );
+    }
+}
