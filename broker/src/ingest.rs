@@ -9,7 +9,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::log::producers::ProducerClaim;
-use crate::log::{self, Appended, BatchHeader, Log, LogError, NewRecord, PartitionHandle};
+use crate::log::{
+    self, AppendTicket, Appended, BatchHeader, Log, LogError, NewRecord, PartitionHandle,
+};
 use crate::plugin::IngestPlugins;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +24,22 @@ pub enum IngestError {
     UnknownPartition { topic: String, partition: i32 },
     #[error("ingest plugin failed: {0}")]
     Plugin(String),
+}
+
+/// A produce handed to the log: queued with the writer, or already finished.
+pub enum Submitted {
+    Queued(AppendTicket),
+    Finished(Result<Appended, IngestError>),
+}
+
+impl Submitted {
+    /// Where the records landed once durable, or why they were refused.
+    pub async fn outcome(self) -> Result<Appended, IngestError> {
+        match self {
+            Submitted::Queued(ticket) => Ok(ticket.durable().await?),
+            Submitted::Finished(result) => result,
+        }
+    }
 }
 
 /// Appends records to the log on behalf of every protocol.
@@ -48,10 +66,42 @@ impl Ingest {
         partition: i32,
         batches: Vec<(BatchHeader, Bytes)>,
     ) -> Result<Appended, IngestError> {
-        let handle = self.partition(topic, partition).await?;
-        if !self.plugins.has_plugins(topic) {
-            return Ok(self.log.append_batches(&handle, batches).await?);
+        self.submit_batches(topic, partition, batches)
+            .await
+            .outcome()
+            .await
+    }
+
+    /// [`Ingest::produce_batches`] in two steps: this returns once the append is queued with
+    /// the log writer (so appends keep the order of the calls), and [`Submitted::outcome`]
+    /// waits until it is durable. With ingest plugins the chain and the append run here, so
+    /// the outcome is ready at once.
+    pub async fn submit_batches(
+        &self,
+        topic: &str,
+        partition: i32,
+        batches: Vec<(BatchHeader, Bytes)>,
+    ) -> Submitted {
+        let handle = match self.partition(topic, partition).await {
+            Ok(handle) => handle,
+            Err(e) => return Submitted::Finished(Err(e)),
+        };
+        if self.plugins.has_plugins(topic) {
+            return Submitted::Finished(self.produce_via_plugins(topic, handle, batches).await);
         }
+        match self.log.submit_batches(&handle, batches).await {
+            Ok(ticket) => Submitted::Queued(ticket),
+            Err(e) => Submitted::Finished(Err(e.into())),
+        }
+    }
+
+    async fn produce_via_plugins(
+        &self,
+        topic: &str,
+        handle: Arc<PartitionHandle>,
+        batches: Vec<(BatchHeader, Bytes)>,
+    ) -> Result<Appended, IngestError> {
+        let partition = handle.index as i32;
         // The chain's output is re-encoded without the producer's id, so an idempotent
         // producer's sequence range is claimed for it instead; a retry of a request already
         // written is answered from the log without running the plugins (and their side effects

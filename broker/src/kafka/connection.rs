@@ -1,13 +1,16 @@
 //! One Kafka connection: read a frame, decode it, handle it, write the answer, repeat.
 //!
-//! Requests are handled one at a time in arrival order, so answers go out in order (Kafka's
-//! rule) and a connection holds at most one request frame plus one read chunk and one answer.
-//! The buffer grows by at most [`READ_CHUNK`] per read towards the frame's declared length,
-//! which [`frame::decode`] has already checked against `kafka.max_frame_bytes`.
+//! Requests are handled in arrival order and answered in that order (Kafka's rule). A produce
+//! is answered once its appends are durable, but the loop does not wait for that before it
+//! reads on: up to [`super::pipeline::MAX_IN_FLIGHT`] produces may wait for their commits
+//! together (see [`super::pipeline`]), while any other request first waits for the answers
+//! before it. The read buffer grows by at most [`READ_CHUNK`] per read towards the frame's
+//! declared length, which [`frame::decode`] has already checked against `kafka.max_frame_bytes`.
 //!
 //! Any error ends only this connection, with a warning naming the peer and the reason; a peer
 //! that simply goes away is logged at debug level. At shutdown an idle connection closes at
-//! once; a busy one finishes its request (a waiting fetch returns early) and then closes.
+//! once; a busy one finishes its request (a waiting fetch returns early), sends the answers of
+//! the produces in flight, and then closes.
 //!
 //! The loop is generic over the stream, so plain TCP and TLS connections share it. It holds
 //! the connection's SASL [`Session`]: before a frame is decoded its API key is checked against
@@ -28,8 +31,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::dispatch::{dispatch, Reply};
+use super::dispatch::{self, dispatch, Reply};
 use super::frame::{self, FrameError, Progress};
+use super::pipeline::Pipeline;
 use super::request::{self, RequestError};
 use super::response::{self, EncodeError};
 use super::sasl::{Session, Step};
@@ -111,14 +115,22 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<(), ConnectionError> {
     let mut buf = BytesMut::with_capacity(4096);
     let mut out = BytesMut::new();
+    let mut produces = Pipeline::new(ctx.max_frame_bytes);
     let idle = ctx.security.idle_timeout;
     let mut idle_since = Instant::now();
     loop {
         if shutdown.is_cancelled() {
-            return Ok(());
+            return drain(&mut produces, &mut stream, None).await;
         }
         match frame::decode(&mut buf, session.max_frame(ctx.max_frame_bytes))? {
             Progress::Frame(frame) => {
+                // Everything but a produce waits for the answers before it; a produce waits
+                // only for room in the pipeline.
+                let is_produce = frame.first_chunk::<2>().map(|k| i16::from_be_bytes(*k))
+                    == Some(ApiKey::Produce as i16);
+                let room = is_produce.then_some(frame.len());
+                drain(&mut produces, &mut stream, room).await?;
+                let frame_len = frame.len();
                 out.clear();
                 if session.expects_raw_token() {
                     let Some(sasl) = ctx.security.sasl.as_deref() else {
@@ -155,7 +167,14 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
                             Step::Close(reason) => return Err(ConnectionError::Refused(reason)),
                         }
                     }
-                    Ok(request) => dispatch(ctx, &info, request, &mut out, shutdown).await?,
+                    Ok(request) => match dispatch::start_produce(ctx, request).await {
+                        Ok(pending) => {
+                            produces.push(pending, frame_len);
+                            idle_since = Instant::now();
+                            continue;
+                        }
+                        Err(request) => dispatch(ctx, &info, request, &mut out, shutdown).await?,
+                    },
                     Err(RequestError::UnsupportedVersion {
                         api: ApiKey::ApiVersions,
                         version,
@@ -175,11 +194,7 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                     Err(e) => return Err(e.into()),
                 };
-                match reply {
-                    Reply::Send => send(&mut stream, &out).await?,
-                    Reply::Silent => {}
-                    Reply::Close(reason) => return Err(ConnectionError::Refused(reason)),
-                }
+                deliver(&mut stream, reply, &out).await?;
                 idle_since = Instant::now();
                 if out.capacity() > KEEP_CAPACITY {
                     out = BytesMut::new();
@@ -190,21 +205,29 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Progress::NeedMore(missing) => {
                 buf.reserve(missing.min(READ_CHUNK));
+                // Waiting for our own commits is not idleness.
+                let idle_limit = idle.filter(|_| produces.is_empty());
                 let idle_deadline = async {
-                    match idle {
+                    match idle_limit {
                         Some(limit) => tokio::time::sleep_until(idle_since + limit).await,
                         None => std::future::pending().await,
                     }
                 };
                 let read = tokio::select! {
                     read = stream.read_buf(&mut buf) => read?,
-                    _ = shutdown.cancelled() => return Ok(()),
+                    Some((reply, answer)) = produces.next_answer() => {
+                        deliver(&mut stream, reply?, &answer).await?;
+                        idle_since = Instant::now();
+                        continue;
+                    }
+                    _ = shutdown.cancelled() => return drain(&mut produces, &mut stream, None).await,
                     _ = idle_deadline => {
                         let ms = idle.map(|d| d.as_millis()).unwrap_or_default();
                         return Err(ConnectionError::Idle(ms));
                     }
                 };
                 if read == 0 {
+                    drain(&mut produces, &mut stream, None).await?;
                     return if buf.is_empty() {
                         Ok(())
                     } else {
@@ -213,6 +236,34 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         }
+    }
+}
+
+/// Sends the answers of in-flight produces, oldest first, until a produce of `room` bytes fits
+/// (`None`: until none is left).
+async fn drain<S: AsyncWrite + Unpin>(
+    produces: &mut Pipeline,
+    stream: &mut S,
+    room: Option<usize>,
+) -> Result<(), ConnectionError> {
+    while !(produces.is_empty() || room.is_some_and(|len| produces.has_room(len))) {
+        if let Some((reply, answer)) = produces.next_answer().await {
+            deliver(stream, reply?, &answer).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Does what a handled request's [`Reply`] says with its answer in `out`.
+async fn deliver<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    reply: Reply,
+    out: &[u8],
+) -> Result<(), ConnectionError> {
+    match reply {
+        Reply::Send => Ok(send(stream, out).await?),
+        Reply::Silent => Ok(()),
+        Reply::Close(reason) => Err(ConnectionError::Refused(reason)),
     }
 }
 

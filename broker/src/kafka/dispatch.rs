@@ -1,6 +1,7 @@
 //! Routes a decoded request to its handler and encodes the answer.
 
 use bytes::BytesMut;
+use kafka_protocol::messages::ApiKey;
 use tokio_util::sync::CancellationToken;
 
 use super::admin;
@@ -21,6 +22,60 @@ pub enum Reply {
     Close(String),
 }
 
+/// A produce whose appends are queued with the log writer (see [`start_produce`]).
+pub struct PendingProduce {
+    started: produce::Started,
+    version: i16,
+    correlation_id: i32,
+}
+
+impl PendingProduce {
+    /// Waits until the produce's appends are durable and appends its framed answer to `out`.
+    pub async fn answer(self, out: &mut BytesMut) -> Result<Reply, EncodeError> {
+        match self.started.finish().await {
+            produce::Outcome::Respond(answer) => {
+                response::encode(
+                    out,
+                    ApiKey::Produce,
+                    self.version,
+                    self.correlation_id,
+                    &answer,
+                )?;
+                Ok(Reply::Send)
+            }
+            produce::Outcome::Silent => Ok(Reply::Silent),
+            produce::Outcome::Close(reason) => Ok(Reply::Close(reason)),
+        }
+    }
+}
+
+/// Queues a produce request's appends and returns without waiting for them to be durable;
+/// any other request is given back.
+pub async fn start_produce(
+    ctx: &KafkaContext,
+    request: Request,
+) -> Result<PendingProduce, Request> {
+    let Request {
+        api,
+        version,
+        header,
+        body,
+    } = request;
+    match body {
+        Body::Produce(body) => Ok(PendingProduce {
+            started: produce::start(ctx, body).await,
+            version,
+            correlation_id: header.correlation_id,
+        }),
+        body => Err(Request {
+            api,
+            version,
+            header,
+            body,
+        }),
+    }
+}
+
 /// Handles one request, appending its framed answer to `out`.
 pub async fn dispatch(
     ctx: &KafkaContext,
@@ -39,13 +94,16 @@ pub async fn dispatch(
             let answer = metadata::handle(ctx, body, version, ctx.advertised(conn.local)).await;
             response::encode(out, api, version, correlation_id, &answer)?
         }
-        Body::Produce(body) => match produce::handle(ctx, body).await {
-            produce::Outcome::Respond(answer) => {
-                response::encode(out, api, version, correlation_id, &answer)?
+        Body::Produce(body) => {
+            let started = produce::start(ctx, body).await;
+            return PendingProduce {
+                started,
+                version,
+                correlation_id,
             }
-            produce::Outcome::Silent => return Ok(Reply::Silent),
-            produce::Outcome::Close(reason) => return Ok(Reply::Close(reason)),
-        },
+            .answer(out)
+            .await;
+        }
         Body::Fetch(body) => {
             let answer = fetch::handle(ctx, body, version, shutdown).await;
             response::encode(out, api, version, correlation_id, &answer)?

@@ -47,6 +47,7 @@ pub mod group;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
+mod pipeline;
 pub mod produce;
 pub mod request;
 pub mod response;

@@ -16,13 +16,15 @@
 //! atomically with the append (`log::producers`): a retry of a batch already written is answered
 //! with its original offsets and not written again; an older epoch is INVALID_PRODUCER_EPOCH and
 //! a gap in the sequence OUT_OF_ORDER_SEQUENCE_NUMBER ([`sequence_error`]).
-//! One gap remains: on a topic with ingest plugins, `Ingest` re-encodes the records the plugin
-//! chain returns, without the producer's id, so those appends are accepted but not
-//! deduplicated (as for a non-idempotent producer); the log would need the producer's sequence
-//! range passed alongside the plugin output to close it.
+//! On a topic with ingest plugins the stored records are the chain's output, re-encoded without
+//! the producer's id; the producer's sequence range is claimed for them instead, so retries and
+//! gaps are caught there too.
 //!
-//! All partitions of a request are appended concurrently, so the log's writer commits them in
-//! one group; the answer goes out only after every append has resolved, i.e. is durable.
+//! [`start`] queues the appends of every partition of a request with the log writer, in request
+//! order; [`Started::finish`] waits until they are durable (they were queued together, so they
+//! share commits) and builds the answer. A connection may start its next produce before the
+//! previous one is finished (see `connection`), which is what lets one producer with several
+//! requests in flight fill a group commit.
 //! With `acks = 0` nothing is answered, and, as Kafka does, a failure closes the connection so
 //! the producer notices and refreshes its metadata.
 
@@ -31,11 +33,11 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
-use tokio::task::JoinSet;
 
 use super::bounds::{between, from, Schema, Ty};
 use super::errors;
 use super::KafkaContext;
+use crate::ingest::Submitted;
 use crate::log::batch::{self, HEADER_LEN};
 use crate::log::producers::SequenceError;
 use crate::log::BatchHeader;
@@ -88,14 +90,26 @@ impl Refusal {
 }
 
 pub async fn handle(ctx: &KafkaContext, request: ProduceRequest) -> Outcome {
+    start(ctx, request).await.finish().await
+}
+
+/// A produce request whose appends are queued with the log writer.
+pub struct Started {
+    request: ProduceRequest,
+    /// Per topic, per partition: the queued append or why it was refused up front.
+    results: Vec<Vec<Result<Submitted, Refusal>>>,
+}
+
+/// Validates every partition's batches and queues their appends, in request order, without
+/// waiting for them to be durable: a connection can queue its next request meanwhile and the
+/// writer still applies them in order.
+pub async fn start(ctx: &KafkaContext, request: ProduceRequest) -> Started {
     let acks = request.acks;
     let acks_valid = (-1..=1).contains(&acks);
-    // (topic index, partition index) -> result, filled by validation or by the append tasks.
-    let mut results: Vec<Vec<Result<(i64, i64), Refusal>>> = Vec::new();
-    let mut appends = JoinSet::new();
-    for (ti, topic) in request.topic_data.iter().enumerate() {
+    let mut results = Vec::with_capacity(request.topic_data.len());
+    for topic in &request.topic_data {
         let mut row = Vec::with_capacity(topic.partition_data.len());
-        for (pi, partition) in topic.partition_data.iter().enumerate() {
+        for partition in &topic.partition_data {
             let checked = if acks_valid {
                 validate(partition.records.clone())
             } else {
@@ -104,104 +118,83 @@ pub async fn handle(ctx: &KafkaContext, request: ProduceRequest) -> Outcome {
                     format!("acks must be 0, 1 or -1, not {acks}"),
                 ))
             };
-            match checked {
-                Ok(batches) => {
-                    let ingest = ctx.ingest.clone();
-                    let name = topic.name.to_string();
-                    let index = partition.index;
-                    appends.spawn(async move {
-                        let result = ingest
-                            .produce_batches(&name, index, batches)
-                            .await
-                            .map(|a| (a.base_offset, a.log_start))
-                            .map_err(|e| {
-                                let code = errors::ingest_error(&e);
-                                if errors::is_server_side(code) {
-                                    tracing::warn!(topic = %name, partition = index, error = %e, "produce failed");
-                                }
-                                Refusal::new(code, e.to_string())
-                            });
-                        (ti, pi, result)
-                    });
-                    row.push(Ok((-1, -1)));
-                }
-                Err(refusal) => row.push(Err(refusal)),
-            }
+            row.push(match checked {
+                Ok(batches) => Ok(ctx
+                    .ingest
+                    .submit_batches(topic.name.as_str(), partition.index, batches)
+                    .await),
+                Err(refusal) => Err(refusal),
+            });
         }
         results.push(row);
     }
-    while let Some(joined) = appends.join_next().await {
-        match joined {
-            // `ti`/`pi` come from enumerating the very lists `results` was built from.
-            Ok((ti, pi, result)) => results[ti][pi] = result,
-            // A panicked append task: its slot keeps the placeholder, so fail them all below.
-            Err(e) => {
-                tracing::error!(error = %e, "a produce append task failed");
-                return fail_all(request, acks, "internal error while appending");
-            }
-        }
-    }
-
-    if acks == 0 {
-        let failures: Vec<String> = results
-            .iter()
-            .flatten()
-            .filter_map(|r| r.as_ref().err().map(|f| f.message.clone()))
-            .collect();
-        return match failures.first() {
-            None => Outcome::Silent,
-            Some(first) => Outcome::Close(format!(
-                "acks=0 produce failed for {} partition(s): {first}",
-                failures.len()
-            )),
-        };
-    }
-
-    let mut response = ProduceResponse::default();
-    response.responses = request
-        .topic_data
-        .into_iter()
-        .zip(results)
-        .map(|(topic, row)| {
-            let mut out = TopicProduceResponse::default();
-            out.name = topic.name;
-            out.partition_responses = topic
-                .partition_data
-                .iter()
-                .zip(row)
-                .map(|(p, result)| partition_response(p.index, result))
-                .collect();
-            out
-        })
-        .collect();
-    Outcome::Respond(response)
+    Started { request, results }
 }
 
-fn fail_all(request: ProduceRequest, acks: i16, why: &str) -> Outcome {
-    if acks == 0 {
-        return Outcome::Close(why.to_string());
-    }
-    let mut response = ProduceResponse::default();
-    response.responses = request
-        .topic_data
-        .into_iter()
-        .map(|topic| {
-            let mut out = TopicProduceResponse::default();
-            out.name = topic.name;
-            out.partition_responses = topic
-                .partition_data
+impl Started {
+    /// Waits until every queued append is durable (they were queued together, so they share
+    /// commits) and builds the answer.
+    pub async fn finish(self) -> Outcome {
+        let Started { request, results } = self;
+        let mut outcomes: Vec<Vec<Result<(i64, i64), Refusal>>> = Vec::with_capacity(results.len());
+        for (topic, row) in request.topic_data.iter().zip(results) {
+            let mut done = Vec::with_capacity(row.len());
+            for (partition, submitted) in topic.partition_data.iter().zip(row) {
+                done.push(match submitted {
+                    Ok(submitted) => durable(submitted, topic.name.as_str(), partition.index).await,
+                    Err(refusal) => Err(refusal),
+                });
+            }
+            outcomes.push(done);
+        }
+        if request.acks == 0 {
+            let failures: Vec<&str> = outcomes
                 .iter()
-                .map(|p| {
-                    partition_response(
-                        p.index,
-                        Err(Refusal::new(ResponseError::UnknownServerError, why)),
-                    )
-                })
+                .flatten()
+                .filter_map(|r| r.as_ref().err().map(|f| f.message.as_str()))
                 .collect();
-            out
+            return match failures.first() {
+                None => Outcome::Silent,
+                Some(first) => Outcome::Close(format!(
+                    "acks=0 produce failed for {} partition(s): {first}",
+                    failures.len()
+                )),
+            };
+        }
+        let mut response = ProduceResponse::default();
+        response.responses = request
+            .topic_data
+            .into_iter()
+            .zip(outcomes)
+            .map(|(topic, row)| {
+                let mut out = TopicProduceResponse::default();
+                out.name = topic.name;
+                out.partition_responses = topic
+                    .partition_data
+                    .iter()
+                    .zip(row)
+                    .map(|(p, result)| partition_response(p.index, result))
+                    .collect();
+                out
+            })
+            .collect();
+        Outcome::Respond(response)
+    }
+}
+
+/// (base offset, log start) of a durable append, or the refusal with its Kafka code.
+async fn durable(submitted: Submitted, topic: &str, partition: i32) -> Result<(i64, i64), Refusal> {
+    submitted
+        .outcome()
+        .await
+        .map(|a| (a.base_offset, a.log_start))
+        .map_err(|e| {
+            let code = errors::ingest_error(&e);
+            if errors::is_server_side(code) {
+                tracing::warn!(topic, partition, error = %e, "produce failed");
+            }
+            Refusal::new(code, e.to_string())
         })
-        .collect();
-    Outcome::Respond(response)
 }
 
 fn partition_response(index: i32, result: Result<(i64, i64), Refusal>) -> PartitionProduceResponse {

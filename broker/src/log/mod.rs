@@ -385,6 +385,20 @@ impl Log {
         partition: &Arc<PartitionHandle>,
         batches: Vec<(BatchHeader, Bytes)>,
     ) -> Result<Appended, LogError> {
+        self.submit_batches(partition, batches)
+            .await?
+            .durable()
+            .await
+    }
+
+    /// Queues an append with the writer and returns without waiting for it to be durable, so a
+    /// connection can queue its next request meanwhile. Appends are applied in the order they
+    /// are queued.
+    pub async fn submit_batches(
+        &self,
+        partition: &Arc<PartitionHandle>,
+        batches: Vec<(BatchHeader, Bytes)>,
+    ) -> Result<AppendTicket, LogError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Append {
             partition: partition.clone(),
@@ -393,7 +407,7 @@ impl Log {
             reply,
         })
         .await?;
-        rx.await.map_err(|_| LogError::Stopped)?
+        Ok(AppendTicket(rx))
     }
 
     /// Encodes records into one batch and appends it; resolves once durable.
@@ -516,6 +530,17 @@ impl Log {
 
     async fn send(&self, cmd: Command) -> Result<(), LogError> {
         self.commands.send(cmd).await.map_err(|_| LogError::Stopped)
+    }
+}
+
+/// An append queued with the writer; [`AppendTicket::durable`] waits for its commit.
+#[must_use = "the append's outcome is only known by awaiting `durable`"]
+pub struct AppendTicket(oneshot::Receiver<Result<Appended, LogError>>);
+
+impl AppendTicket {
+    /// Where the append landed, once it is on disk (or why it was refused).
+    pub async fn durable(self) -> Result<Appended, LogError> {
+        self.0.await.map_err(|_| LogError::Stopped)?
     }
 }
 

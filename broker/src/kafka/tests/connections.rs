@@ -28,6 +28,45 @@ async fn acks_zero_is_not_answered_and_later_requests_stay_in_order() {
 }
 
 #[tokio::test]
+async fn pipelined_produces_keep_request_order_and_later_requests_see_them() {
+    let broker = broker().await;
+    let mut client = Client::connect(broker.addr).await;
+    // More produces than the pipeline holds, to two partitions, then a fetch, before reading.
+    let mut sent = Vec::new();
+    for i in 0..12 {
+        let partition = i % 2;
+        let value = format!("v{i}");
+        let id = client
+            .send(
+                9,
+                &produce_request("pipe", partition, -1, records(&[&value], 0)),
+            )
+            .await;
+        sent.push((id, partition));
+    }
+    let fetch = client.send(11, &fetch_request("pipe", 1, 0, 0)).await;
+    let mut next = [0i64; 2];
+    for (id, partition) in sent {
+        let answer = client.recv::<ProduceRequest>(9, id).await;
+        let p = &answer.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, 0);
+        assert_eq!(
+            p.base_offset, next[partition as usize],
+            "offsets follow request order"
+        );
+        next[partition as usize] += 1;
+    }
+    let fetched = client.recv::<FetchRequest>(11, fetch).await;
+    let got = fetched.responses[0].partitions[0].records.clone().unwrap();
+    let expected: Vec<(i64, String)> = (0..6).map(|i| (i, format!("v{}", 2 * i + 1))).collect();
+    assert_eq!(
+        values(&got),
+        expected,
+        "the fetch sees every produce sent before it"
+    );
+}
+
+#[tokio::test]
 async fn bad_frames_close_only_their_connection() {
     let broker = start(KafkaSection {
         max_frame_bytes: 64 * 1024,
