@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use headwater::log::{batch, NewRecord};
+use headwater::log::{batch, BatchHeader, NewRecord};
 use headwater_tests::ChildBroker;
 use raw_heed::{quantile, RawLog};
 use rdkafka::config::ClientConfig;
@@ -63,18 +63,49 @@ async fn commit_counts(http: SocketAddr) -> (u64, u64) {
     )
 }
 
-/// Runs `work` and returns its rate and the records per commit the broker made meanwhile.
+/// CPU time (user + system) a process has used, in seconds.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at state, field 3;
+    // utime and stime are fields 14 and 15, in clock ticks (100 per second on Linux).
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// One measured run: its rate, the records per commit the broker made meanwhile, and the CPU
+/// the broker and this process (the clients) used, in cores.
+struct Run {
+    rate: f64,
+    per_commit: f64,
+    broker_cores: f64,
+    client_cores: f64,
+}
+
 async fn measured<F: std::future::Future<Output = (u64, Duration)>>(
-    http: SocketAddr,
+    broker: &ChildBroker,
     work: F,
-) -> (f64, f64) {
+) -> Run {
+    let http = broker.addrs.http.expect("http listener");
+    let pid = broker.pid().to_string();
     let (c0, r0) = commit_counts(http).await;
+    let (b0, s0) = (cpu_seconds(&pid), cpu_seconds("self"));
     let (records, took) = work.await;
+    let (b1, s1) = (cpu_seconds(&pid), cpu_seconds("self"));
     let (c1, r1) = commit_counts(http).await;
-    (
-        rate(records, took),
-        (r1 - r0) as f64 / (c1 - c0).max(1) as f64,
-    )
+    let secs = took.as_secs_f64();
+    Run {
+        rate: rate(records, took),
+        per_commit: (r1 - r0) as f64 / (c1 - c0).max(1) as f64,
+        broker_cores: (b1 - b0) / secs,
+        client_cores: (s1 - s0) / secs,
+    }
 }
 
 fn producer(bootstrap: &str, linger_ms: &str) -> FutureProducer {
@@ -152,6 +183,36 @@ async fn one_record_producers(
         t.await.expect("producer task");
     }
     ((producers * per) as u64, start.elapsed())
+}
+
+/// `connections` raw clients, each sending `per` produce requests of one `records`-record batch.
+async fn raw_batch_producers(
+    kafka: SocketAddr,
+    connections: usize,
+    per: usize,
+    batch: Bytes,
+) -> (u64, Duration) {
+    let records = BatchHeader::parse(&batch).expect("batch").records_count as u64;
+    wire::Wire::connect(kafka)
+        .await
+        .produce("batches", batch.clone())
+        .await;
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..connections)
+        .map(|_| {
+            let batch = batch.clone();
+            tokio::spawn(async move {
+                let mut client = wire::Wire::connect(kafka).await;
+                for _ in 0..per {
+                    client.produce("batches", batch.clone()).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("producer task");
+    }
+    ((connections * per) as u64 * records, start.elapsed())
 }
 
 fn librdkafka_consume(bootstrap: &str, topic: &str, records: u64) -> (u64, Duration) {
@@ -271,67 +332,77 @@ async fn main() {
     let n_small = scale(1_000_000);
     let n_large = scale(300_000);
     let (producers, per_producer) = (100, scale(300));
+    let (batch_connections, batches_each) = (4, scale(250));
     let (latency_rate, latency_records) = (1_000, scale(5_000));
 
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = ChildBroker::spawn(BIN, &dir.path().join("data"), "");
     let kafka = broker.addrs.kafka.expect("kafka listener");
-    let http = broker.addrs.http.expect("http listener");
     let bootstrap = broker.kafka();
 
-    let (produce_small, commit_small) = measured(
-        http,
+    let produce_small = measured(
+        &broker,
         librdkafka_produce(&bootstrap, "p100", &small, n_small),
     )
     .await;
-    let (produce_large, commit_large) =
-        measured(http, librdkafka_produce(&bootstrap, "p1k", &large, n_large)).await;
-    let (produce_one, commit_one) = measured(
-        http,
+    let produce_large = measured(
+        &broker,
+        librdkafka_produce(&bootstrap, "p1k", &large, n_large),
+    )
+    .await;
+    let thousand = batch::encode(
+        &(0..1000)
+            .map(|i| NewRecord {
+                timestamp: 1_700_000_000_000 + i,
+                key: None,
+                value: Some(Bytes::from(small.clone())),
+                headers: vec![],
+            })
+            .collect::<Vec<_>>(),
+    )
+    .expect("encode");
+    let produce_batches = measured(
+        &broker,
+        raw_batch_producers(kafka, batch_connections, batches_each, thousand),
+    )
+    .await;
+    let produce_one = measured(
+        &broker,
         one_record_producers(kafka, producers, per_producer, &small),
     )
     .await;
     let consume_rdkafka = {
         let bootstrap = bootstrap.clone();
         let n = n_small as u64;
-        let (records, took) =
+        measured(&broker, async move {
             tokio::task::spawn_blocking(move || librdkafka_consume(&bootstrap, "p100", n))
                 .await
-                .expect("consumer thread");
-        rate(records, took)
+                .expect("consumer thread")
+        })
+        .await
     };
-    let consume_raw = {
-        let (records, took) = raw_consume(kafka, "p100", n_small as u64).await;
-        rate(records, took)
-    };
+    let consume_raw = measured(&broker, raw_consume(kafka, "p100", n_small as u64)).await;
     let mut lat_rdkafka =
         librdkafka_latencies(&bootstrap, latency_rate, latency_records, &small).await;
     let mut lat_raw = raw_latencies(kafka, latency_rate, latency_records, &small).await;
     assert!(broker.terminate().success());
 
     // Raw heed after the broker is gone, so the two never share the disk or the CPUs.
-    let per_commit = |c: f64| (c.round() as usize).max(1);
-    let raw_small = rate(
-        n_small as u64,
-        RawLog::open().append_records(&small, n_small, per_commit(commit_small)),
-    );
-    let raw_small_10k = rate(
-        n_small as u64,
-        RawLog::open().append_records(&small, n_small, 10_000),
-    );
-    let raw_large = rate(
-        n_large as u64,
-        RawLog::open().append_records(&large, n_large, per_commit(commit_large)),
-    );
+    let raw = |value: &[u8], records: usize, per_commit: f64| {
+        let per_commit = (per_commit.round() as usize).max(1);
+        rate(
+            records as u64,
+            RawLog::open().append_records(value, records, per_commit),
+        )
+    };
     let one_total = producers * per_producer;
-    let raw_one_100 = rate(
-        one_total as u64,
-        RawLog::open().append_records(&small, one_total, 100),
-    );
-    let raw_one_same = rate(
-        one_total as u64,
-        RawLog::open().append_records(&small, one_total, per_commit(commit_one)),
-    );
+    let batch_total = batch_connections * batches_each * 1000;
+    let raw_small_10k = raw(&small, n_small, 10_000.0);
+    let raw_small = raw(&small, n_small, produce_small.per_commit);
+    let raw_large = raw(&large, n_large, produce_large.per_commit);
+    let raw_batches = raw(&small, batch_total, produce_batches.per_commit);
+    let raw_one_100 = raw(&small, one_total, 100.0);
+    let raw_one_same = raw(&small, one_total, produce_one.per_commit);
     let raw_scan = {
         let mut raw = RawLog::open();
         raw.append_records(&small, n_small, 10_000);
@@ -341,88 +412,92 @@ async fn main() {
     let mut lat_heed = RawLog::open().commit_latencies(&small, latency_records);
 
     let pct = |a: f64, b: f64| format!("{:.0}%", 100.0 * a / b);
-    println!("| measurement | records/s | records per commit | vs raw heed |");
-    println!("|---|---:|---:|---|");
-    let rows = [
-        (
-            "raw heed, 100 B records, commits of 10,000",
-            raw_small_10k,
-            10_000.0,
-            "baseline".to_string(),
-        ),
-        (
-            "raw heed, 100 B records, commits as the broker made them",
-            raw_small,
-            commit_small,
-            "baseline".into(),
-        ),
-        (
-            "Kafka produce, librdkafka acks=all, 100 B",
-            produce_small,
-            commit_small,
-            pct(produce_small, raw_small),
-        ),
-        (
-            "raw heed, 1 KiB records, commits as the broker made them",
-            raw_large,
-            commit_large,
-            "baseline".into(),
-        ),
-        (
-            "Kafka produce, librdkafka acks=all, 1 KiB",
-            produce_large,
-            commit_large,
-            pct(produce_large, raw_large),
-        ),
-        (
-            "raw heed, 100 B records, commits of 100",
-            raw_one_100,
-            100.0,
-            "baseline".into(),
-        ),
-        (
-            "raw heed, 100 B records, commits as the broker made them",
-            raw_one_same,
-            commit_one,
-            "baseline".into(),
-        ),
-        (
-            "Kafka produce, 100 producers x 1 record per request, acks=all",
-            produce_one,
-            commit_one,
-            format!(
-                "{} of commits-of-100; {} at the same commit size",
-                pct(produce_one, raw_one_100),
-                pct(produce_one, raw_one_same)
-            ),
-        ),
-        (
-            "raw heed scan, 100 B records",
-            raw_scan,
-            f64::NAN,
-            "baseline".into(),
-        ),
-        (
-            "Kafka consume, librdkafka, 100 B",
-            consume_rdkafka,
-            f64::NAN,
-            pct(consume_rdkafka, raw_scan),
-        ),
-        (
-            "Kafka consume, raw fetch loop, 100 B",
-            consume_raw,
-            f64::NAN,
-            pct(consume_raw, raw_scan),
-        ),
-    ];
-    for (name, records_per_s, commit, note) in rows {
-        let commit = if commit.is_nan() {
+    println!("| measurement | records/s | records per commit | CPU cores: broker / clients | vs raw heed |");
+    println!("|---|---:|---:|---:|---|");
+    let baseline = |name: &str, rate: f64, per_commit: f64| {
+        let per_commit = if per_commit.is_nan() {
             "-".to_string()
         } else {
-            format!("{commit:.1}")
+            format!("{per_commit:.1}")
         };
-        println!("| {name} | {records_per_s:.0} | {commit} | {note} |");
-    }
+        println!("| {name} | {rate:.0} | {per_commit} | - | baseline |");
+    };
+    let measured_row = |name: &str, run: &Run, versus: String| {
+        let per_commit = if run.per_commit > 0.0 {
+            format!("{:.1}", run.per_commit)
+        } else {
+            "-".to_string()
+        };
+        println!(
+            "| {name} | {:.0} | {per_commit} | {:.2} / {:.2} | {versus} |",
+            run.rate, run.broker_cores, run.client_cores
+        );
+    };
+    baseline(
+        "raw heed, 100 B records, commits of 10,000",
+        raw_small_10k,
+        10_000.0,
+    );
+    baseline(
+        "raw heed, 100 B records, commits as the broker made them (librdkafka)",
+        raw_small,
+        produce_small.per_commit,
+    );
+    measured_row(
+        "Kafka produce, librdkafka acks=all, 100 B",
+        &produce_small,
+        pct(produce_small.rate, raw_small),
+    );
+    baseline(
+        "raw heed, 1 KiB records, commits as the broker made them",
+        raw_large,
+        produce_large.per_commit,
+    );
+    measured_row(
+        "Kafka produce, librdkafka acks=all, 1 KiB",
+        &produce_large,
+        pct(produce_large.rate, raw_large),
+    );
+    baseline(
+        "raw heed, 100 B records, commits as the broker made them (raw client)",
+        raw_batches,
+        produce_batches.per_commit,
+    );
+    measured_row(
+        &format!("Kafka produce, raw client, 1,000 x 100 B per request, {batch_connections} connections, acks=all"),
+        &produce_batches,
+        pct(produce_batches.rate, raw_batches),
+    );
+    baseline(
+        "raw heed, 100 B records, commits of 100",
+        raw_one_100,
+        100.0,
+    );
+    baseline(
+        "raw heed, 100 B records, commits as the broker made them (100 producers)",
+        raw_one_same,
+        produce_one.per_commit,
+    );
+    measured_row(
+        "Kafka produce, 100 producers x 1 record per request, acks=all",
+        &produce_one,
+        format!(
+            "{} of commits-of-100; {} at the same commit size",
+            pct(produce_one.rate, raw_one_100),
+            pct(produce_one.rate, raw_one_same)
+        ),
+    );
+    baseline("raw heed scan, 100 B records", raw_scan, f64::NAN);
+    measured_row(
+        "Kafka consume, librdkafka, 100 B",
+        &consume_rdkafka,
+        pct(consume_rdkafka.rate, raw_scan),
+    );
+    measured_row(
+        "Kafka consume, raw fetch loop, 100 B",
+        &consume_raw,
+        pct(consume_raw.rate, raw_scan),
+    );
     println!();
     println!("| latency, {latency_rate} records/s, 100 B | p50 ms | p99 ms | p99 vs bare commit |");
     println!("|---|---:|---:|---|");
