@@ -15,15 +15,21 @@ mod raw_heed;
 mod wire;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use headwater::log::{batch, BatchHeader, NewRecord};
 use headwater_tests::ChildBroker;
 use raw_heed::{quantile, RawLog};
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DeliveryResult, FutureProducer, FutureRecord, Producer,
+    ProducerContext,
+};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -108,39 +114,83 @@ async fn measured<F: std::future::Future<Output = (u64, Duration)>>(
     }
 }
 
-fn producer(bootstrap: &str, linger_ms: &str) -> FutureProducer {
-    ClientConfig::new()
+fn producer_config(bootstrap: &str, linger_ms: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
         .set("acks", "all")
         .set("linger.ms", linger_ms)
         .set("batch.size", "1000000")
+        .set("batch.num.messages", "100000")
         .set("queue.buffering.max.messages", "1000000")
-        .set("queue.buffering.max.kbytes", "2000000")
+        .set("queue.buffering.max.kbytes", "2000000");
+    config
+}
+
+fn producer(bootstrap: &str, linger_ms: &str) -> FutureProducer {
+    producer_config(bootstrap, linger_ms)
         .create()
         .expect("producer")
 }
 
-async fn librdkafka_produce(
+/// Counts delivery reports: the cheapest way to learn of acks from librdkafka (a future per
+/// record costs the client more than the broker spends on it).
+#[derive(Default)]
+struct Acks {
+    acked: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl ClientContext for Acks {}
+
+impl ProducerContext for Acks {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        let counter = if result.is_ok() {
+            &self.acked
+        } else {
+            &self.failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Produces `records` values with librdkafka (acks=all) and waits for every ack.
+fn librdkafka_produce(
     bootstrap: &str,
     topic: &str,
     value: &[u8],
     records: usize,
 ) -> (u64, Duration) {
-    let producer = producer(bootstrap, "5");
+    let producer: BaseProducer<Acks> = producer_config(bootstrap, "5")
+        .create_with_context(Acks::default())
+        .expect("producer");
     let start = Instant::now();
-    let mut acks = Vec::with_capacity(records);
     for _ in 0..records {
-        let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic).payload(value);
-        acks.push(
-            producer
-                .send_result(record)
-                .map_err(|(e, _)| e)
-                .expect("queue"),
-        );
+        let mut record: BaseRecord<'_, (), [u8]> = BaseRecord::to(topic).payload(value);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(1));
+                }
+                Err((e, _)) => panic!("librdkafka refused a record: {e}"),
+            }
+        }
     }
-    for ack in acks {
-        ack.await.expect("delivery").expect("acked");
+    let context = producer.context();
+    while context.acked.load(Ordering::Relaxed) + context.failed.load(Ordering::Relaxed)
+        < records as u64
+    {
+        producer.poll(Duration::from_millis(5));
     }
+    assert_eq!(
+        context.failed.load(Ordering::Relaxed),
+        0,
+        "every record acked"
+    );
     (records as u64, start.elapsed())
 }
 
@@ -325,6 +375,14 @@ fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1e3)
 }
 
+/// [`librdkafka_produce`] on a blocking thread.
+async fn blocking(bootstrap: &str, topic: &str, value: &[u8], records: usize) -> (u64, Duration) {
+    let (bootstrap, topic, value) = (bootstrap.to_string(), topic.to_string(), value.to_vec());
+    tokio::task::spawn_blocking(move || librdkafka_produce(&bootstrap, &topic, &value, records))
+        .await
+        .expect("producer thread")
+}
+
 #[tokio::main]
 async fn main() {
     let small = vec![b'x'; 100];
@@ -340,16 +398,8 @@ async fn main() {
     let kafka = broker.addrs.kafka.expect("kafka listener");
     let bootstrap = broker.kafka();
 
-    let produce_small = measured(
-        &broker,
-        librdkafka_produce(&bootstrap, "p100", &small, n_small),
-    )
-    .await;
-    let produce_large = measured(
-        &broker,
-        librdkafka_produce(&bootstrap, "p1k", &large, n_large),
-    )
-    .await;
+    let produce_small = measured(&broker, blocking(&bootstrap, "p100", &small, n_small)).await;
+    let produce_large = measured(&broker, blocking(&bootstrap, "p1k", &large, n_large)).await;
     let thousand = batch::encode(
         &(0..1000)
             .map(|i| NewRecord {
