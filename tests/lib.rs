@@ -203,6 +203,25 @@ pub fn system_client(name: &str) -> Option<PathBuf> {
     found
 }
 
+/// python3 with kafka-python and confluent-kafka importable, under the same rule as
+/// [`system_client`]: missing is a skip, or a failure when `HEADWATER_REQUIRE_CLIENTS` is set.
+pub fn python_kafka_clients() -> Option<PathBuf> {
+    let python = system_client("python3")?;
+    let has = Command::new(&python)
+        .args(["-c", "import kafka, confluent_kafka"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !has {
+        if std::env::var_os(REQUIRE_CLIENTS_VAR).is_some() {
+            panic!("kafka-python and confluent-kafka are required ({REQUIRE_CLIENTS_VAR} is set)");
+        }
+        eprintln!("SKIPPED: pip install kafka-python confluent-kafka to run this test");
+        return None;
+    }
+    Some(python)
+}
+
 /// Polls `check` every 20 ms until it returns `Some` or `timeout` passes.
 pub async fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use headwater::config::{KafkaSasl, KafkaTls};
 use headwater::kafka::sasl::{credentials, Mechanism};
-use headwater_tests::{system_client, InProcess, REQUIRE_CLIENTS_VAR};
+use headwater_tests::{python_kafka_clients, system_client, InProcess};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -426,26 +426,9 @@ async fn kcat_mutual_tls_needs_a_client_certificate() {
     hw.broker.stop().await;
 }
 
-fn python_with_clients() -> Option<PathBuf> {
-    let python = system_client("python3")?;
-    let has = Command::new(&python)
-        .args(["-c", "import kafka, confluent_kafka"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !has {
-        if std::env::var_os(REQUIRE_CLIENTS_VAR).is_some() {
-            panic!("kafka-python and confluent-kafka are required ({REQUIRE_CLIENTS_VAR} is set)");
-        }
-        eprintln!("SKIPPED: pip install kafka-python confluent-kafka to run this test");
-        return None;
-    }
-    Some(python)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_clients_over_tls_with_scram_sha256_and_plain() {
-    let Some(python) = python_with_clients() else {
+    let Some(python) = python_kafka_clients() else {
         return;
     };
     let files = Files::new();

@@ -4,28 +4,11 @@
 
 use std::process::Command;
 
-use headwater_tests::{system_client, InProcess, REQUIRE_CLIENTS_VAR};
-
-fn python_with_clients() -> Option<std::path::PathBuf> {
-    let python = system_client("python3")?;
-    let has = Command::new(&python)
-        .args(["-c", "import kafka, confluent_kafka"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !has {
-        if std::env::var_os(REQUIRE_CLIENTS_VAR).is_some() {
-            panic!("kafka-python and confluent-kafka are required ({REQUIRE_CLIENTS_VAR} is set)");
-        }
-        eprintln!("SKIPPED: pip install kafka-python confluent-kafka to run this test");
-        return None;
-    }
-    Some(python)
-}
+use headwater_tests::{python_kafka_clients, InProcess};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_python_and_confluent_kafka_work_unchanged() {
-    let Some(python) = python_with_clients() else {
+    let Some(python) = python_kafka_clients() else {
         return;
     };
     let hw = InProcess::start().await;
