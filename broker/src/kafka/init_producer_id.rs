@@ -6,10 +6,8 @@
 //!
 //! An id comes from the log's durable counter (`Log::init_producer_id`), so ids are never
 //! reused, even across restarts. A producer that presents the id and epoch it holds (v3+, after
-//! an unrecoverable sequence error) gets the same id with the epoch bumped, fencing its older
-//! epoch on every partition; Apache Kafka hands an idempotent (non-transactional) producer a
-//! fresh id instead, which clients treat the same way (both restart their sequences at 0), while
-//! the bump keeps the id space from being consumed by recoveries.
+//! an unrecoverable sequence error) gets a fresh id too, as Apache Kafka answers idempotent
+//! (non-transactional) producers; it restarts its sequences at 0 under the new id.
 //!
 //! Transactions are not implemented. A request with a transactional id is answered with
 //! TRANSACTIONAL_ID_AUTHORIZATION_FAILED: it is the error Kafka gives a client that may not use
@@ -46,9 +44,7 @@ pub async fn handle(log: &Log, request: InitProducerIdRequest) -> InitProducerId
         response.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
         return response;
     }
-    let current = (request.producer_id.0 >= 0 && request.producer_epoch >= 0)
-        .then_some((request.producer_id.0, request.producer_epoch));
-    match log.init_producer_id(current).await {
+    match log.init_producer_id().await {
         Ok((id, epoch)) => {
             response.producer_id = ProducerId(id);
             response.producer_epoch = epoch;
@@ -69,7 +65,7 @@ mod tests {
     use kafka_protocol::protocol::StrBytes;
 
     #[tokio::test]
-    async fn ids_are_fresh_epochs_bump_and_transactions_are_refused() {
+    async fn ids_are_fresh_and_transactions_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(&LogOptions::for_tests(dir.path(), 16 << 20)).unwrap();
         // The codec's default request carries an empty transactional id, not none.
@@ -80,14 +76,13 @@ mod tests {
         assert_ne!(first.producer_id, second.producer_id);
         assert_eq!(first.producer_epoch, 0);
 
-        let mut bump = idempotent();
-        bump.producer_id = first.producer_id;
-        bump.producer_epoch = 0;
-        let bumped = handle(&log, bump).await;
-        assert_eq!(
-            (bumped.producer_id, bumped.producer_epoch),
-            (first.producer_id, 1)
-        );
+        // KIP-360: presenting the id it holds gets a producer a fresh one, as in Kafka.
+        let mut again = idempotent();
+        again.producer_id = second.producer_id;
+        again.producer_epoch = 0;
+        let renewed = handle(&log, again).await;
+        assert!(renewed.producer_id.0 > second.producer_id.0);
+        assert_eq!(renewed.producer_epoch, 0);
 
         let mut txn = idempotent();
         txn.transactional_id = Some(TransactionalId(StrBytes::from_static_str("tx-1")));

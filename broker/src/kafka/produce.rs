@@ -244,6 +244,17 @@ pub fn validate(records: Option<Bytes>) -> Result<Vec<(BatchHeader, Bytes)>, Ref
     }
     let batches = batch::split(records)
         .map_err(|e| Refusal::new(ResponseError::CorruptMessage, e.to_string()))?;
+    // Kafka's rule for v3+ (every version served here). It also keeps an idempotent request to
+    // one sequence check per partition, however small its batches.
+    if batches.len() != 1 {
+        return Err(Refusal::new(
+            ResponseError::InvalidRecord,
+            format!(
+                "a produce request carries exactly one record batch per partition, not {}",
+                batches.len()
+            ),
+        ));
+    }
     for (header, _) in &batches {
         check_header(header)?;
     }
@@ -353,6 +364,10 @@ mod tests {
         );
         // Idempotent batches pass; the log checks their sequences.
         assert_eq!(code(batch(false, 7, Compression::None)), None);
+        // Two batches for one partition: Kafka refuses those from v3 on.
+        let one = batch(false, 7, Compression::None);
+        let two = Bytes::from([one.as_ref(), one.as_ref()].concat());
+        assert_eq!(code(two), Some(ResponseError::InvalidRecord));
         let mut corrupt = batch(false, -1, Compression::None).to_vec();
         let last = corrupt.len() - 1;
         corrupt[last] ^= 1;

@@ -483,6 +483,14 @@ impl Producers {
         }
     }
 
+    /// Whether the producers, with this group's changes, may be more than a tenth over
+    /// [`MAX_PRODUCER_ENTRIES`] (counting every staged change as a new entry), so that expiry
+    /// must run now rather than at the next retention sweep.
+    pub fn over_cap(&self, staging: &Staging) -> bool {
+        self.entries.len() + staging.entries.len()
+            > MAX_PRODUCER_ENTRIES + MAX_PRODUCER_ENTRIES / 10
+    }
+
     /// Writes a planned append's entries in the group's transaction and stages them.
     pub fn stage_entries(
         &self,
@@ -571,23 +579,17 @@ impl Producers {
         Ok(())
     }
 
-    /// Answers InitProducerId. With the id and epoch a producer already holds (`current`,
-    /// KIP-360) and an id this broker handed out, the epoch is bumped: the producer restarts its
-    /// sequences and its older epoch is fenced everywhere. Otherwise (first start, or the epoch
-    /// would overflow) a fresh id with epoch 0 is taken from the stored counter.
+    /// Answers InitProducerId: a fresh id with epoch 0 from the stored counter. As in Kafka, an
+    /// idempotent (non-transactional) producer that presents the id it holds (KIP-360, after an
+    /// unrecoverable sequence error) gets a fresh id too, not a bumped epoch: nothing ties an id
+    /// to one client, so bumping whatever a client presents would let it fence another's.
     pub fn stage_init(
         &self,
         store: &Store,
         wtxn: &mut heed::RwTxn,
         staging: &mut Staging,
-        current: Option<(i64, i16)>,
     ) -> Result<(i64, i16), LogError> {
         let next = staging.next_producer_id.unwrap_or(self.next_producer_id);
-        if let Some((pid, epoch)) = current {
-            if (0..next).contains(&pid) && (0..i16::MAX - 1).contains(&epoch) {
-                return Ok((pid, epoch + 1));
-            }
-        }
         store
             .meta
             .put(wtxn, NEXT_PRODUCER_ID, &(next + 1).to_be_bytes())?;
@@ -610,16 +612,11 @@ impl Producers {
 }
 
 impl Log {
-    /// A producer id and epoch for an idempotent producer (Kafka's InitProducerId); `current` is
-    /// the pair the producer already holds, if any (see [`Producers::stage_init`]). Resolves
-    /// once the id counter is durable.
-    pub async fn init_producer_id(
-        &self,
-        current: Option<(i64, i16)>,
-    ) -> Result<(i64, i16), LogError> {
+    /// A fresh producer id and epoch 0 for an idempotent producer (Kafka's InitProducerId, see
+    /// [`Producers::stage_init`]). Resolves once the id counter is durable.
+    pub async fn init_producer_id(&self) -> Result<(i64, i16), LogError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::InitProducerId { current, reply })
-            .await?;
+        self.send(Command::InitProducerId { reply }).await?;
         rx.await.map_err(|_| LogError::Stopped)?
     }
 

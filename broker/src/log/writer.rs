@@ -87,10 +87,8 @@ pub enum Command {
         offset: i64,
         reply: oneshot::Sender<Result<i64, LogError>>,
     },
-    /// Hand out a producer id and epoch (InitProducerId); `current` is the pair the producer
-    /// already holds, if any.
+    /// Hand out a fresh producer id with epoch 0 (InitProducerId).
     InitProducerId {
-        current: Option<(i64, i16)>,
         reply: oneshot::Sender<Result<(i64, i16), LogError>>,
     },
     /// Commit what is queued with it, answer, and end the thread.
@@ -411,8 +409,8 @@ fn commit_group(inner: &LogInner, producers: &mut Producers, group: Vec<Command>
                         }
                     }
                 }
-                Command::InitProducerId { current, reply } => {
-                    match producers.stage_init(store, &mut wtxn, &mut staged_producers, current) {
+                Command::InitProducerId { reply } => {
+                    match producers.stage_init(store, &mut wtxn, &mut staged_producers) {
                         Ok(p) => pending.push(Pending::ProducerId(reply, Some(p))),
                         Err(e) => {
                             pending.push(Pending::ProducerId(reply, None));
@@ -421,6 +419,20 @@ fn commit_group(inner: &LogInner, producers: &mut Producers, group: Vec<Command>
                     }
                 }
                 Command::Stop { reply } => pending.push(Pending::Stop(reply)),
+            }
+        }
+        // The sweep with retention keeps the producer count in bounds over time; a burst of new
+        // producer ids between two sweeps is bounded here.
+        if failure.is_none() && producers.over_cap(&staged_producers) {
+            if let Err(e) = producers.stage_expiry(
+                store,
+                &mut wtxn,
+                &mut staged_producers,
+                now_ms,
+                producers::PRODUCER_ID_EXPIRATION_MS,
+                producers::MAX_PRODUCER_ENTRIES,
+            ) {
+                failure = Some(e);
             }
         }
         if let Some(e) = failure {

@@ -134,6 +134,14 @@ impl Coordinator {
             for (group, at_ms) in &sweep.record {
                 entries.push((active_key(group), Some(offsets::encode_active(*at_ms))));
             }
+            for group in shared.offsets.take_unrecorded() {
+                let recorded = sweep.record.iter().any(|(g, _)| *g == group);
+                if !recorded && !sweep.expired.contains(&group) {
+                    if let Some(at_ms) = shared.offsets.active_ms(&group) {
+                        entries.push((active_key(&group), Some(offsets::encode_active(at_ms))));
+                    }
+                }
+            }
             (sweep, entries)
         };
         if !entries.is_empty() {

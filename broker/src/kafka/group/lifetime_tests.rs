@@ -113,6 +113,23 @@ async fn offsets_of_an_empty_group_expire_after_the_retention_period() {
 }
 
 #[tokio::test]
+async fn offsets_stored_without_an_activity_time_get_one_that_survives_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    // Offsets as stored before activity times were kept: no `active-at` entry.
+    let key = super::super::offsets::key("old", "t", 0);
+    let value = super::super::offsets::encode_value(&at(3));
+    log.put_meta(vec![(key, Some(value))]).await.unwrap();
+    let start = wall_ms();
+    coordinator(&log).sweep(start).await;
+    // A restart after the retention period still counts from the first load, not from itself.
+    let restarted = coordinator(&log);
+    restarted.sweep(start + 2 * MINUTE).await;
+    assert!(restarted.committed("old").unwrap().is_empty());
+    assert!(stored(&log).is_empty());
+}
+
+#[tokio::test]
 async fn many_short_lived_groups_leave_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path());

@@ -36,6 +36,9 @@ pub struct OffsetCache {
     groups: Option<HashMap<String, GroupOffsets>>,
     /// Group → when it was last seen active (wall-clock ms), for offset retention.
     active_ms: HashMap<String, i64>,
+    /// Groups stored without an activity time (offsets from before it was kept): the time given
+    /// them at load must be written, or every restart would restart their retention clock.
+    unrecorded: Vec<String>,
 }
 
 impl OffsetCache {
@@ -73,12 +76,20 @@ impl OffsetCache {
             // them (their keys are deleted with the group's next sweep or deletion anyway).
             active_ms.retain(|g, _| groups.contains_key(g));
             for group in groups.keys() {
-                active_ms.entry(group.clone()).or_insert(now_ms);
+                if !active_ms.contains_key(group) {
+                    active_ms.insert(group.clone(), now_ms);
+                    self.unrecorded.push(group.clone());
+                }
             }
             self.active_ms = active_ms;
             self.groups = Some(groups);
         }
         Ok(self.groups.get_or_insert_with(HashMap::new))
+    }
+
+    /// Groups whose activity time was given at load and not stored yet (see `unrecorded`).
+    pub fn take_unrecorded(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.unrecorded)
     }
 
     /// The loaded offsets, if [`OffsetCache::load`] succeeded before.

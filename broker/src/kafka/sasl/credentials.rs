@@ -158,9 +158,23 @@ impl ScramEntry {
 
 /// One user, ready to authenticate.
 struct User {
-    password: Option<Vec<u8>>,
     sha256: Option<ScramCredential>,
     sha512: Option<ScramCredential>,
+}
+
+/// The iteration count most users' keys were derived with ([`MIN_ITERATIONS`] if none).
+fn most_common_iterations(users: &HashMap<String, User>) -> u32 {
+    let mut counts: HashMap<u32, usize> = HashMap::new();
+    for c in users
+        .values()
+        .flat_map(|u| u.sha256.iter().chain(u.sha512.iter()))
+    {
+        *counts.entry(c.iterations).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|(iterations, n)| (*n, *iterations))
+        .map_or(MIN_ITERATIONS, |(iterations, _)| iterations)
 }
 
 /// Every user the Kafka listener accepts.
@@ -169,6 +183,9 @@ pub struct Credentials {
     /// Keys made-up salts for unknown users: the same name always gets the same salt, so
     /// repeated attempts cannot tell an unknown user from a known one by a changing salt.
     secret: ring::hmac::Key,
+    /// The iteration count most users have, offered for unknown users so the count does not
+    /// tell them apart.
+    fake_iterations: u32,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -325,7 +342,6 @@ impl Credentials {
             let mut user = User {
                 sha256: scram(&entry.scram_sha_256, ScramHash::Sha256)?,
                 sha512: scram(&entry.scram_sha_512, ScramHash::Sha512)?,
-                password: None,
             };
             if let Some(password) = entry.password {
                 if password.is_empty() {
@@ -346,7 +362,6 @@ impl Credentials {
                 if user.sha512.is_none() {
                     user.sha512 = derive(ScramHash::Sha512)?;
                 }
-                user.password = Some(password.into_bytes());
             }
             if user.sha256.is_none() && user.sha512.is_none() {
                 return Err(invalid(
@@ -355,7 +370,12 @@ impl Credentials {
             }
             users.insert(name, user);
         }
-        Ok(Credentials { users, secret })
+        let fake_iterations = most_common_iterations(&users);
+        Ok(Credentials {
+            users,
+            secret,
+            fake_iterations,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -394,24 +414,21 @@ impl Credentials {
         salt.truncate(SALT_LEN);
         ScramCredential {
             salt,
-            iterations: MIN_ITERATIONS,
+            iterations: self.fake_iterations,
             stored_key,
             server_key,
         }
     }
 
-    /// Checks a PLAIN login. Unknown users cost the same key derivation as known ones.
+    /// Checks a PLAIN login by deriving the user's SCRAM keys from the password. Every user,
+    /// known or not and with a clear password in the file or not, costs the same derivation.
     pub fn verify(&self, user: &str, password: &[u8]) -> bool {
-        use subtle::ConstantTimeEq;
         let Some(entry) = self.users.get(user) else {
             let _ = self
                 .fake(ScramHash::Sha256, user)
                 .verify_password(ScramHash::Sha256, password);
             return false;
         };
-        if let Some(clear) = &entry.password {
-            return bool::from(clear.as_slice().ct_eq(password));
-        }
         match (&entry.sha256, &entry.sha512) {
             (Some(c), _) => c.verify_password(ScramHash::Sha256, password),
             (None, Some(c)) => c.verify_password(ScramHash::Sha512, password),
@@ -467,6 +484,20 @@ mod tests {
         assert!(Credentials::load(&path).unwrap().verify("eve", b"pw"));
         assert!(add_from_cli("eve", &b"\n"[..], None, 4096).is_err());
         assert!(add_from_cli("eve", &b"pw"[..], None, 1000).is_err());
+    }
+
+    #[test]
+    fn unknown_users_are_offered_the_iteration_count_most_users_have() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.toml");
+        add_user(&path, "alice", "wonderland", 8192).unwrap();
+        add_user(&path, "bob", "builder", 8192).unwrap();
+        let creds = Credentials::load(&path).unwrap();
+        for hash in [ScramHash::Sha256, ScramHash::Sha512] {
+            let (fake, known) = creds.scram(hash, "mallory");
+            assert!(!known);
+            assert_eq!(fake.iterations, creds.scram(hash, "alice").0.iterations);
+        }
     }
 
     #[test]

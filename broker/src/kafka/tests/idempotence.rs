@@ -78,15 +78,8 @@ async fn retries_are_deduplicated_and_sequence_errors_use_kafka_codes() {
         45
     );
 
-    // KIP-360 bump: same id, next epoch; the old epoch is fenced with INVALID_PRODUCER_EPOCH (47).
-    let mut bump = InitProducerIdRequest::default().with_transactional_id(None);
-    bump.producer_id = ProducerId(pid);
-    bump.producer_epoch = epoch;
-    let bumped = client.call(4, &bump).await;
-    assert_eq!(
-        (bumped.producer_id.0, bumped.producer_epoch),
-        (pid, epoch + 1)
-    );
+    // A newer epoch (the client's own bump) starts at sequence 0 and fences the old one with
+    // INVALID_PRODUCER_EPOCH (47).
     assert_eq!(
         produce(&mut client, idempotent(pid, epoch + 1, 0, 1)).await,
         (0, 5)
@@ -95,6 +88,14 @@ async fn retries_are_deduplicated_and_sequence_errors_use_kafka_codes() {
         produce(&mut client, idempotent(pid, epoch, 5, 1)).await.0,
         47
     );
+    // KIP-360: presenting the id it holds gets the producer a fresh id, as in Kafka.
+    let mut renew = InitProducerIdRequest::default().with_transactional_id(None);
+    renew.producer_id = ProducerId(pid);
+    renew.producer_epoch = epoch + 1;
+    let renewed = client.call(4, &renew).await;
+    assert_eq!(renewed.error_code, 0);
+    assert!(renewed.producer_id.0 > pid);
+    assert_eq!(renewed.producer_epoch, 0);
 
     let fetched = client.call(11, &fetch_request("idem", 0, 0, 0)).await;
     let records = fetched.responses[0].partitions[0].records.clone().unwrap();

@@ -368,7 +368,7 @@ async fn reopen(log: Log, dir: &std::path::Path) -> Log {
 async fn duplicates_and_gaps_are_caught_before_and_after_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(&options(dir.path())).unwrap();
-    let (pid, epoch) = log.init_producer_id(None).await.unwrap();
+    let (pid, epoch) = log.init_producer_id().await.unwrap();
     let p = log.topic_for_write("idem").await.unwrap().partitions[0].clone();
     assert_eq!(
         append(&log, &p, vec![batch(pid, epoch, 0, 3)])
@@ -436,17 +436,13 @@ async fn duplicates_and_gaps_are_caught_before_and_after_reopen() {
 async fn epochs_fence_old_instances() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(&options(dir.path())).unwrap();
-    let (pid, epoch) = log.init_producer_id(None).await.unwrap();
+    let (pid, epoch) = log.init_producer_id().await.unwrap();
     let p = log.topic_for_write("fence").await.unwrap().partitions[0].clone();
     append(&log, &p, vec![batch(pid, epoch, 0, 2)])
         .await
         .unwrap();
-    let (same, bumped) = log.init_producer_id(Some((pid, epoch))).await.unwrap();
-    assert_eq!(
-        (same, bumped),
-        (pid, epoch + 1),
-        "KIP-360 bump keeps the id"
-    );
+    // A newer epoch of the same id (a client's own bump) fences the older one.
+    let bumped = epoch + 1;
     assert!(matches!(
         reason(append(&log, &p, vec![batch(pid, bumped, 2, 1)]).await),
         SequenceError::NewEpochNotAtZero { .. }
@@ -467,17 +463,12 @@ async fn epochs_fence_old_instances() {
 async fn producer_ids_are_never_reused() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(&options(dir.path())).unwrap();
-    let (a, _) = log.init_producer_id(None).await.unwrap();
-    let (b, _) = log.init_producer_id(None).await.unwrap();
+    let (a, _) = log.init_producer_id().await.unwrap();
+    let (b, _) = log.init_producer_id().await.unwrap();
     assert!(b > a);
     log = reopen(log, dir.path()).await;
-    let (c, epoch) = log.init_producer_id(None).await.unwrap();
+    let (c, epoch) = log.init_producer_id().await.unwrap();
     assert!(c > b, "{c} after {b}");
-    assert_eq!(epoch, 0);
-    // An id this broker never issued, or an exhausted epoch, gets a fresh id.
-    assert_eq!(log.init_producer_id(Some((c + 100, 0))).await.unwrap().1, 0);
-    let (d, epoch) = log.init_producer_id(Some((c, i16::MAX - 1))).await.unwrap();
-    assert!(d > c);
     assert_eq!(epoch, 0);
     log.close().await;
 }
