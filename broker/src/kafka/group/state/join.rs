@@ -7,8 +7,8 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 
 use super::{
-    Group, GroupState, Groups, JoinAnswer, JoinParams, Joined, Member, Step, MAX_GROUP_SIZE,
-    MAX_SESSION_TIMEOUT, MIN_SESSION_TIMEOUT,
+    Group, GroupState, Groups, JoinAnswer, JoinParams, Joined, Member, Step, MAX_GROUPS,
+    MAX_GROUP_SIZE, MAX_SESSION_TIMEOUT, MIN_SESSION_TIMEOUT,
 };
 
 impl Groups {
@@ -26,6 +26,16 @@ impl Groups {
             None
         };
         let initial_delay = self.initial_rebalance_delay;
+        if self.groups.len() >= MAX_GROUPS && !self.groups.contains_key(group_id) {
+            tracing::warn!(
+                group = group_id,
+                max = MAX_GROUPS,
+                "refusing a new consumer group: the coordinator holds its maximum"
+            );
+            // Kafka has no limit on groups; GROUP_MAX_SIZE_REACHED is the fatal, self-explaining
+            // code closest to "no room": a retriable one would have the client retry forever.
+            return fail(ResponseError::GroupMaxSizeReached);
+        }
         let group = self
             .groups
             .entry(group_id.to_string())

@@ -51,6 +51,10 @@ pub const MAX_SESSION_TIMEOUT: Duration = Duration::from_millis(1_800_000);
 /// more get GROUP_MAX_SIZE_REACHED. Kafka's `group.max.size` is unbounded by default; an edge
 /// broker bounds it so a client looping on JoinGroup cannot grow memory without end.
 pub const MAX_GROUP_SIZE: usize = 1_000;
+/// Most groups held at once (members and metadata live in memory). Groups with neither members
+/// nor offsets are forgotten by the offset retention sweep, so the cap is only met by that many
+/// live groups, or a client inventing group ids.
+pub const MAX_GROUPS: usize = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {

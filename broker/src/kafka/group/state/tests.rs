@@ -456,3 +456,18 @@ fn a_rebalance_of_a_live_group_is_not_delayed() {
     // a rejoins: everyone is in, the round ends at once.
     assert_eq!(done(g.join("g", range(&a), secs(t0, 4))).generation, 2);
 }
+
+#[test]
+fn the_number_of_groups_is_bounded() {
+    let mut g = Groups::new(1);
+    let t0 = Instant::now();
+    for i in 0..MAX_GROUPS {
+        member_id(&mut g, &format!("g{i}"), t0);
+    }
+    assert_eq!(
+        g.join("one-too-many", range(""), t0),
+        Joined::Step(Step::Failed(ResponseError::GroupMaxSizeReached))
+    );
+    // Groups already held are still served.
+    member_id(&mut g, "g0", t0);
+}
