@@ -25,6 +25,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub const DEFAULT_KAFKA_IDLE_TIMEOUT_MS: u64 = 600_000;
 pub const DEFAULT_MQTT_MAX_PACKET: usize = 1024 * 1024;
 pub const DEFAULT_MQTT_MAX_INFLIGHT: usize = 64;
+/// Default `mqtt.max_retained`.
+pub const DEFAULT_MQTT_MAX_RETAINED: usize = 100_000;
 pub const DEFAULT_DEAD_LETTER_TOPIC: &str = "dead-letters";
 pub const DEFAULT_PLUGIN_MEMORY_BYTES: u64 = 16 * 1024 * 1024;
 pub const DEFAULT_PLUGIN_TIMEOUT_MS: u64 = 100;
@@ -305,6 +307,11 @@ pub struct MqttSection {
     pub max_packet_bytes: usize,
     /// Most unacknowledged QoS 1/2 deliveries to one client. Default 64.
     pub max_inflight: usize,
+    /// Most MQTT topics with a retained message; a retained publish to a new topic beyond this
+    /// is appended to the log but not retained. Default 100,000. Cost: the payloads live in
+    /// LMDB (counted in the disk quota); memory holds each retained topic name plus about 64
+    /// bytes, and a wildcard SUBSCRIBE walks all of them.
+    pub max_retained: usize,
     /// MQTT topic filters mapped to log topics; the first match wins. Unmatched topics go to the
     /// log topic named after their first level.
     pub routes: Vec<Route>,
@@ -316,6 +323,7 @@ impl Default for MqttSection {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_packet_bytes: DEFAULT_MQTT_MAX_PACKET,
             max_inflight: DEFAULT_MQTT_MAX_INFLIGHT,
+            max_retained: DEFAULT_MQTT_MAX_RETAINED,
             routes: Vec::new(),
         }
     }

@@ -17,7 +17,9 @@
 //! Any protocol violation closes only this connection, logged with client id, peer and reason;
 //! an MQTT 5 client first gets a DISCONNECT with the reason code (see [`Closed::disconnect_reason`]).
 //! DISCONNECT, end of stream and shutdown first finish the publishes already received (so a
-//! QoS 0 sensor that publishes and hangs up loses nothing), bounded by [`DRAIN_TIMEOUT`].
+//! QoS 0 sensor that publishes and hangs up loses nothing), bounded by [`DRAIN_TIMEOUT`]. Then
+//! the client's will, if it still has one, is settled ([`will`]): after the drain, so it follows
+//! the client's own publishes in the log.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -33,7 +35,7 @@ use crate::ingest::IngestError;
 use crate::log::Appended;
 
 use super::codec::CodecError;
-use super::packet::{reason, ClientPacket, ConnAckOut, ConnectCode, ServerPacket, Version};
+use super::packet::{reason, ClientPacket, ConnAckOut, ConnectCode, ServerPacket, Version, WillIn};
 use super::wire::{Incoming, Wire};
 
 mod handlers;
@@ -41,7 +43,10 @@ use super::delivery::Delivery;
 use super::inbound::{Ack, InboundQueue};
 use super::inflight::{AwaitingRelease, Outgoing, MAX_AWAITING_PUBREL};
 use super::registry::Registration;
+use super::retained_out::RetainedOut;
 use super::subscriptions::Subscriptions;
+use super::topic;
+use super::will::{self, Fate};
 use super::MqttContext;
 
 /// Time a new connection has to send its CONNECT.
@@ -147,6 +152,9 @@ pub async fn serve_connection<S>(
         aliases: HashMap::new(),
         qos1_unacked: 0,
         subs: Subscriptions::default(),
+        retained_out: RetainedOut::default(),
+        will: None,
+        session_expiry: None,
         delivery: Delivery::new(ctx.inner.ingest.log().clone()),
         ctx,
     };
@@ -162,6 +170,17 @@ pub async fn serve_connection<S>(
     }
     if !matches!(closed, Closed::Io(_)) {
         conn.final_flush().await;
+    }
+    if let Some(w) = conn.will.take() {
+        let fate = match closed {
+            // Only DISCONNECT 0x04 leaves the will in place (see `handlers`).
+            Closed::ClientDisconnect => Fate::Publish,
+            Closed::Shutdown => Fate::PublishNow,
+            Closed::TakenOver => Fate::TakenOver,
+            _ => Fate::Publish,
+        };
+        let delay = will::delay(&w, conn.session_expiry);
+        will::settle(&conn.ctx, &conn.client_id, w, delay, fate, &shutdown).await;
     }
     if let Some(r) = &conn.registration {
         conn.ctx
@@ -203,6 +222,12 @@ struct Connection<S> {
     /// what [`RECEIVE_MAXIMUM`] bounds).
     qos1_unacked: usize,
     subs: Subscriptions,
+    /// Retained messages still to send for recent SUBSCRIBEs.
+    retained_out: RetainedOut,
+    /// The will from CONNECT; taken away by a normal DISCONNECT.
+    will: Option<WillIn>,
+    /// MQTT 5 session expiry interval the client asked for (bounds the will delay).
+    session_expiry: Option<u32>,
     delivery: Delivery,
     ctx: MqttContext,
 }
@@ -259,6 +284,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 "receive maximum or maximum packet size of 0",
             );
         }
+        if let Some(w) = &connect.will {
+            if let Err(e) = topic::validate_topic_name(&w.topic) {
+                let why = format!("will topic {:?}: {e}", w.topic);
+                return refuse(self, ConnectCode::ProtocolError, &why);
+            }
+        }
         let mut assigned = None;
         if connect.client_id.is_empty() {
             if !connect.clean_start && connect.version == Version::V311 {
@@ -276,8 +307,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         // Persistent sessions are a later issue: clean_session = false (3.1.1) and a session
         // expiry interval (5) are accepted but served as a clean session (nothing is kept after
         // the connection ends, CONNACK says no session is present and, to an MQTT 5 client,
-        // that the session expires at once). The will is parsed and not yet published.
+        // that the session expires at once).
         self.registration = Some(self.ctx.inner.clients.register(&self.client_id));
+        // A will of this client id waiting out its delay is not published (§3.1.3.2.2).
+        self.ctx.inner.wills.cancel(&self.client_id);
+        self.will = connect.will.map(|w| *w);
+        self.session_expiry = connect.session_expiry;
         if connect.keep_alive > 0 {
             self.keep_alive = Some(Duration::from_millis(connect.keep_alive as u64 * 1500));
         }
@@ -299,6 +334,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         ack.receive_maximum = Some(RECEIVE_MAXIMUM);
         ack.maximum_packet_size = Some(advertised_packet_size(self.wire.max_packet_bytes()));
         ack.topic_alias_maximum = Some(TOPIC_ALIAS_MAXIMUM);
+        ack.retain_available = true;
         self.send(&ServerPacket::ConnAck(ack));
         tracing::debug!(client_id = %self.client_id, peer = %self.peer, keep_alive = connect.keep_alive, version = ?connect.version, "mqtt client connected");
         Ok(())
@@ -340,8 +376,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 }
             }
             let mut more = false;
+            if draining.is_none() && !self.retained_out.is_empty() {
+                more = self.retained_out.pump(
+                    &self.ctx.inner.retained,
+                    &mut self.outgoing,
+                    &self.wire,
+                    &mut self.out,
+                    OUT_DELIVERY_LIMIT,
+                    now_ms(),
+                );
+            }
             if draining.is_none() {
-                more = self.delivery.pump(
+                more |= self.delivery.pump(
                     &self.subs,
                     &mut self.outgoing,
                     &self.wire,
@@ -522,9 +568,4 @@ async fn wait_append(pending: &mut Option<PendingAppend>) -> AppendDone {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use super::now_ms;

@@ -359,6 +359,20 @@ impl Delivery {
     }
 }
 
+/// Most bytes of decoded records one read buffers for a subscriber (past its first batch).
+const DECODED_BYTES: usize = 1024 * 1024;
+
+/// What a record holds in memory, roughly: key, value and headers.
+fn record_bytes(r: &log::StoredRecord) -> usize {
+    let len = |b: &Option<bytes::Bytes>| b.as_ref().map_or(0, |b| b.len());
+    len(&r.key)
+        + len(&r.value)
+        + r.headers
+            .iter()
+            .map(|(k, v)| k.len() + len(v))
+            .sum::<usize>()
+}
+
 /// Reads the next batches at `cursor`; `None` if there is nothing (or the read failed).
 fn read(log: &Log, cursor: &Cursor) -> Option<(Buffered, usize)> {
     let p = &cursor.partition;
@@ -369,13 +383,23 @@ fn read(log: &Log, cursor: &Cursor) -> Option<(Buffered, usize)> {
             return None;
         }
     };
-    let end = batches.last()?.last_offset + 1;
+    let mut end = batches.first()?.base_offset;
     let mut bytes = 0;
+    let mut decoded = 0;
     let mut records = VecDeque::new();
     for b in batches {
+        // Compressed batches can be far bigger decoded: stop once this read holds
+        // DECODED_BYTES of records (the first batch always goes, or a big one would stall).
+        if decoded >= DECODED_BYTES {
+            break;
+        }
         bytes += b.bytes.len();
+        end = b.last_offset + 1;
         match log::batch::decode(&b.bytes) {
-            Ok(rs) => records.extend(rs.into_iter().filter(|r| r.offset >= cursor.next)),
+            Ok(rs) => {
+                decoded += rs.iter().map(record_bytes).sum::<usize>();
+                records.extend(rs.into_iter().filter(|r| r.offset >= cursor.next));
+            }
             Err(e) => {
                 tracing::warn!(topic = %p.topic, partition = p.index, offset = b.base_offset, error = %e, "mqtt delivery: skipping undecodable batch")
             }
@@ -490,5 +514,52 @@ fn publish(
         if pkid != 0 {
             outgoing.cancel(pkid);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use kafka_protocol::records::Compression;
+
+    use super::*;
+    use crate::log::{batch, BatchHeader, LogOptions, NewRecord, TopicConfig};
+
+    #[tokio::test]
+    async fn a_read_buffers_a_bounded_amount_of_decompressed_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(&LogOptions::for_tests(dir.path(), 256 << 20)).unwrap();
+        let topic = log
+            .create_topic("zeros", 1, TopicConfig::default())
+            .await
+            .unwrap();
+        let p = topic.partitions[0].clone();
+        // Batches of 1,000 x 1,100 bytes of zeros: over 1 MiB each decoded, a few KiB compressed,
+        // so one 64 KiB read of stored batches would decode to over 10 MiB.
+        let records: Vec<NewRecord> = (0..1000)
+            .map(|_| NewRecord {
+                timestamp: 1,
+                key: None,
+                value: Some(Bytes::from(vec![0u8; 1100])),
+                headers: vec![],
+            })
+            .collect();
+        let compressed = batch::encode_with(&records, Compression::Gzip).unwrap();
+        assert!(compressed.len() * 10 < READ_BYTES);
+        for _ in 0..10 {
+            let header = BatchHeader::parse(&compressed).unwrap();
+            log.append_batches(&p, vec![(header, compressed.clone())])
+                .await
+                .unwrap();
+        }
+        let cursor = Cursor {
+            partition: p.clone(),
+            next: 0,
+        };
+        let (buffered, _) = read(&log, &cursor).unwrap();
+        assert_eq!(buffered.records.len(), 1000, "one batch's worth, not ten");
+        assert_eq!(buffered.end, 1000, "the next read starts after it");
+        drop((cursor, p, topic));
+        log.close().await;
     }
 }

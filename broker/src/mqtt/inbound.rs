@@ -72,6 +72,9 @@ pub struct Batch {
     pub records: Vec<NewRecord>,
     /// In the order the publishes arrived.
     pub acks: Vec<Ack>,
+    /// The last retained publish of the batch, which becomes the topic's retained message (an
+    /// empty payload clears it).
+    pub retained: Option<NewRecord>,
 }
 
 #[derive(Debug, Default)]
@@ -104,6 +107,7 @@ impl InboundQueue {
             mqtt_topic: topic,
             records: Vec::new(),
             acks: Vec::new(),
+            retained: None,
         };
         let mut bytes = 0;
         while let Some(m) = self.queue.front() {
@@ -127,7 +131,11 @@ impl InboundQueue {
                 });
             }
             if m.store && m.refused.is_none() {
-                batch.records.push(record(&m, &self.client_id));
+                let rec = record(&m, &self.client_id);
+                if m.retain {
+                    batch.retained = Some(rec.clone());
+                }
+                batch.records.push(rec);
             }
         }
         Some(batch)
@@ -135,7 +143,7 @@ impl InboundQueue {
 }
 
 /// The log record of a publish: key and `mqtt.topic` header are the full MQTT topic.
-fn record(m: &Inbound, client_id: &str) -> NewRecord {
+pub fn record(m: &Inbound, client_id: &str) -> NewRecord {
     let qos = match m.qos {
         QoS::AtMostOnce => "0",
         QoS::AtLeastOnce => "1",

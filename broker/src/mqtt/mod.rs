@@ -14,6 +14,10 @@
 //! - [`subscriptions`], [`delivery`], [`inflight`]: filters, cursors over the log and the
 //!   outgoing window. There is no in-memory fan-out: every subscriber reads the log, so a record
 //!   written over Kafka reaches MQTT subscribers the same way as one published over MQTT.
+//! - [`retained`]: retained messages, durable in the log's key/value store with an in-memory
+//!   index of topics; [`retained_out`]: sending them to new subscriptions within the window.
+//! - [`will`]: will messages, published through the same path as a PUBLISH when a connection
+//!   ends without a normal DISCONNECT (MQTT 5 will delay included).
 //! - [`topic`]: filter validation and matching; [`registry`]: client-id takeover;
 //!   [`properties`]: MQTT 5 message properties as record headers.
 //!
@@ -43,7 +47,7 @@
 //!
 //! CONNACK says what is offered: an assigned client identifier for an empty one, Receive
 //! Maximum [`connection::RECEIVE_MAXIMUM`], Maximum Packet Size (from `mqtt.max_packet_bytes`),
-//! Topic Alias Maximum [`connection::TOPIC_ALIAS_MAXIMUM`] (client to server), retain not
+//! Topic Alias Maximum [`connection::TOPIC_ALIAS_MAXIMUM`] (client to server), retain
 //! available, wildcard subscriptions and subscription identifiers available, shared
 //! subscriptions not (refused in SUBACK with 0x9E). The client's Receive Maximum bounds the
 //! deliveries in flight to it and its Maximum Packet Size the packets sent to it (larger
@@ -52,12 +56,20 @@
 //! shutdown (0x8B) a DISCONNECT with the reason code. Enhanced authentication is not offered:
 //! a CONNECT with an authentication method gets CONNACK 0x8C, an AUTH packet DISCONNECT 0x82.
 //!
+//! # Retained messages and wills
+//!
+//! A retained PUBLISH is appended to the log like any other (header `mqtt.retain`) and, once
+//! durable, becomes its topic's retained message (an empty payload clears it), durably, before
+//! the publisher is acknowledged; a new subscription gets the matching ones with the retain flag
+//! set (MQTT 5 retain handling honoured), at most `mqtt.max_retained` topics. A will is
+//! published, through the same path, when a connection ends other than by a normal DISCONNECT;
+//! see [`retained`] and [`will`].
+//!
 //! Not yet: persistent sessions (`clean_session = false` and a session expiry interval are
 //! accepted and served as a clean session: CONNACK says no session is present, and to MQTT 5
-//! clients that the session expiry is 0), retained messages (a 3.1.1 retain flag is stored as
-//! `mqtt.retain` and the message treated as any other) and wills (parsed, never published; a
-//! DISCONNECT with 0x04 is noted). MQTT 3.1 clients and unknown protocol levels are refused
-//! with CONNACK "unacceptable protocol version".
+//! clients that the session expiry is 0; the session expiry asked for only bounds the will
+//! delay). MQTT 3.1 clients and unknown protocol levels are refused with CONNACK "unacceptable
+//! protocol version".
 
 pub mod codec;
 pub mod connection;
@@ -67,12 +79,15 @@ pub mod inflight;
 pub mod packet;
 pub mod properties;
 pub mod registry;
+pub mod retained;
+pub mod retained_out;
 pub mod routing;
 pub mod server;
 pub mod subscriptions;
 pub mod topic;
 pub mod v4;
 pub mod v5;
+pub mod will;
 pub mod wire;
 
 #[cfg(test)]
@@ -83,7 +98,8 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::MqttSection;
-use crate::ingest::Ingest;
+use crate::ingest::{Ingest, IngestError};
+use crate::log::{Appended, NewRecord};
 
 pub use connection::serve_connection;
 pub use inbound::{HEADER_QOS, HEADER_TOPIC};
@@ -109,13 +125,25 @@ struct Shared {
     /// One permit per open connection (`mqtt.max_connections`).
     connections: Arc<Semaphore>,
     clients: registry::Registry,
+    retained: retained::RetainedStore,
+    /// Wills waiting out their MQTT 5 delay.
+    wills: will::PendingWills,
 }
 
 impl MqttContext {
-    /// Fails only if a route's filter is not a valid MQTT topic filter.
+    /// Fails only if a route's filter is not a valid MQTT topic filter. Loads the index of
+    /// retained messages from the log (a failed load is logged and starts with none).
     pub fn new(ingest: Ingest, section: &MqttSection) -> Result<MqttContext, RouteError> {
+        let log = ingest.log().clone();
+        let retained = retained::RetainedStore::load(log.clone(), section.max_retained, now_ms())
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "mqtt: cannot load retained messages; starting without them");
+                retained::RetainedStore::empty(log, section.max_retained)
+            });
         Ok(MqttContext {
             inner: Arc::new(Shared {
+                retained,
+                wills: will::PendingWills::new(section.max_connections.max(1)),
                 ingest,
                 router: routing::Router::new(&section.routes)?,
                 max_packet_bytes: section.max_packet_bytes,
@@ -132,8 +160,42 @@ impl MqttContext {
         self.inner.connections.clone().acquire_owned().await.ok()
     }
 
+    /// Appends the records of one MQTT topic through the ingest path and, if one of them was a
+    /// retained publish, makes the last such one the topic's retained message. Both are
+    /// durable when this resolves (see [`retained`] for the order). `Ok(None)` when there was
+    /// nothing to append.
+    pub(crate) async fn append(
+        &self,
+        mqtt_topic: &str,
+        log_topic: &str,
+        records: Vec<NewRecord>,
+        retained: Option<NewRecord>,
+    ) -> Result<Option<Appended>, IngestError> {
+        if records.is_empty() {
+            return Ok(None); // only resent QoS 2 messages, already stored
+        }
+        let appended = self.inner.ingest.publish(log_topic, records).await?;
+        if let Some(record) = retained {
+            self.inner.retained.set(mqtt_topic, &record).await?;
+        }
+        Ok(Some(appended))
+    }
+
+    /// Number of retained messages kept.
+    pub fn retained_count(&self) -> usize {
+        self.inner.retained.len()
+    }
+
     /// Number of clients currently connected (past CONNECT).
     pub fn connected_clients(&self) -> usize {
         self.inner.clients.len()
     }
+}
+
+/// Wall-clock milliseconds since the epoch: record timestamps and message expiry.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

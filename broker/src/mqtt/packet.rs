@@ -56,7 +56,9 @@ pub struct ConnectIn {
     /// `clean_session` in 3.1.1, `clean_start` in 5.
     pub clean_start: bool,
     pub keep_alive: u16,
-    pub has_will: bool,
+    /// The will message, published if the connection ends without a normal DISCONNECT (boxed:
+    /// it would double the size of every decoded packet).
+    pub will: Option<Box<WillIn>>,
     // MQTT 5 only (always `None` from a 3.1.1 client):
     pub session_expiry: Option<u32>,
     /// Most QoS 1/2 deliveries the client accepts unacknowledged.
@@ -66,6 +68,20 @@ pub struct ConnectIn {
     pub topic_alias_maximum: Option<u16>,
     /// Enhanced authentication: not supported, refused in CONNACK.
     pub authentication_method: Option<String>,
+}
+
+/// The will of a CONNECT (§3.1.2.5): a message the broker publishes for the client when its
+/// connection ends abnormally.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WillIn {
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+    /// MQTT 5 will properties that travel with the message (as a PUBLISH's would).
+    pub props: MessageProps,
+    /// MQTT 5 will delay interval in seconds (0 from a 3.1.1 client).
+    pub delay: u32,
 }
 
 /// A PUBLISH from a client.
@@ -89,6 +105,9 @@ pub struct FilterIn {
     pub qos: QoS,
     pub no_local: bool,
     pub retain_as_published: bool,
+    /// MQTT 5 retain handling: 0 send retained messages on subscribe, 1 only if the
+    /// subscription is new, 2 never (always 0 from a 3.1.1 client).
+    pub retain_handling: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

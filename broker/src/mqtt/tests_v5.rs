@@ -13,6 +13,9 @@ use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Option
 use super::*;
 use crate::mqtt::connection::{RECEIVE_MAXIMUM, TOPIC_ALIAS_MAXIMUM};
 
+#[path = "tests_retained_wills.rs"]
+mod retained_wills;
+
 /// A raw MQTT 5 socket.
 struct Raw5 {
     stream: TcpStream,
@@ -171,7 +174,7 @@ async fn connack_tells_v5_clients_what_the_broker_offers() {
     assert!(p
         .max_packet_size
         .is_some_and(|m| m as usize > max && m as usize <= max + 5));
-    assert_eq!(p.retain_available, Some(0));
+    assert_eq!(p.retain_available, Some(1));
     assert_eq!(p.wildcard_subscription_available, Some(1));
     assert_eq!(p.subscription_identifiers_available, Some(1));
     assert_eq!(p.shared_subscription_available, Some(0));
@@ -514,15 +517,6 @@ async fn protocol_violations_get_a_disconnect_with_the_reason() {
     assert_eq!(
         raw.expect_disconnect().await,
         DisconnectReasonCode::TopicNameInvalid
-    );
-    // Retain is not available.
-    let mut raw = Raw5::connected(b.addr, "retain").await;
-    let mut p = Pub5::new("r/x", Q5::AtMostOnce, b"x".to_vec(), None);
-    p.retain = true;
-    raw.send(P5::Publish(p)).await;
-    assert_eq!(
-        raw.expect_disconnect().await,
-        DisconnectReasonCode::RetainNotSupported
     );
     // Too large.
     let section = MqttSection {

@@ -13,6 +13,7 @@ use rumqttc::mqttbytes::v4::{
 use super::codec::packet_name;
 use super::packet::{
     ClientPacket, ConnectCode, ConnectIn, FilterIn, PublishIn, ServerPacket, SubscribeIn, Version,
+    WillIn,
 };
 use super::properties::MessageProps;
 
@@ -24,7 +25,16 @@ pub fn from_v4(packet: Packet) -> ClientPacket {
             client_id: c.client_id,
             clean_start: c.clean_session,
             keep_alive: c.keep_alive,
-            has_will: c.last_will.is_some(),
+            will: c.last_will.map(|w| {
+                Box::new(WillIn {
+                    topic: w.topic,
+                    payload: w.message,
+                    qos: w.qos,
+                    retain: w.retain,
+                    props: MessageProps::default(),
+                    delay: 0,
+                })
+            }),
             ..ConnectIn::default()
         }),
         Packet::Publish(p) => ClientPacket::Publish(PublishIn {
@@ -54,6 +64,7 @@ pub fn from_v4(packet: Packet) -> ClientPacket {
                     qos: f.qos,
                     no_local: false,
                     retain_as_published: false,
+                    retain_handling: 0,
                 })
                 .collect(),
             id: None,

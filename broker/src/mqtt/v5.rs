@@ -14,16 +14,16 @@ use bytes::{Buf, BytesMut};
 use rumqttc::mqttbytes::{self as v4bytes, QoS};
 use rumqttc::v5::mqttbytes::v5::{
     ConnAck, ConnAckProperties, ConnectReturnCode, Disconnect, DisconnectProperties,
-    DisconnectReasonCode, Packet, PingResp, PubAck, PubAckReason, PubComp, PubCompReason, PubRec,
-    PubRecReason, PubRel, PubRelReason, Publish, PublishProperties, SubAck, SubscribeReasonCode,
-    UnsubAck, UnsubAckReason,
+    DisconnectReasonCode, LastWill, Packet, PingResp, PubAck, PubAckReason, PubComp, PubCompReason,
+    PubRec, PubRecReason, PubRel, PubRelReason, Publish, PublishProperties, RetainForwardRule,
+    SubAck, SubscribeReasonCode, UnsubAck, UnsubAckReason,
 };
 use rumqttc::v5::mqttbytes::{self as v5bytes, QoS as QoS5};
 
 use super::codec::{remaining_len, CodecError, MAX_ENCODED};
 use super::packet::{
     reason, ClientPacket, ConnectCode, ConnectIn, FilterIn, PublishIn, PublishOut, ServerPacket,
-    SubscribeIn, Version,
+    SubscribeIn, Version, WillIn,
 };
 use super::properties::MessageProps;
 
@@ -135,6 +135,34 @@ fn qos_out(q: QoS) -> QoS5 {
     }
 }
 
+/// The will of a CONNECT, with its properties as a PUBLISH would carry them.
+fn will_in(w: LastWill) -> Result<WillIn, CodecError> {
+    let topic = String::from_utf8(w.topic.to_vec())
+        .map_err(|_| CodecError::MalformedV5(v5bytes::Error::TopicNotUtf8))?;
+    let (props, delay) = match w.properties {
+        None => (MessageProps::default(), 0),
+        Some(p) => (
+            MessageProps {
+                payload_format: p.payload_format_indicator,
+                message_expiry: p.message_expiry_interval,
+                content_type: p.content_type,
+                response_topic: p.response_topic,
+                correlation_data: p.correlation_data,
+                user: p.user_properties,
+            },
+            p.delay_interval.unwrap_or(0),
+        ),
+    };
+    Ok(WillIn {
+        topic,
+        payload: w.message,
+        qos: qos_in(w.qos),
+        retain: w.retain,
+        props,
+        delay,
+    })
+}
+
 fn from_v5(packet: Packet) -> Result<ClientPacket, CodecError> {
     Ok(match packet {
         Packet::Connect(c, will, _login) => {
@@ -144,7 +172,7 @@ fn from_v5(packet: Packet) -> Result<ClientPacket, CodecError> {
                 client_id: c.client_id,
                 clean_start: c.clean_start,
                 keep_alive: c.keep_alive,
-                has_will: will.is_some(),
+                will: will.map(will_in).transpose()?.map(Box::new),
                 session_expiry: p.session_expiry_interval,
                 receive_maximum: p.receive_maximum,
                 maximum_packet_size: p.max_packet_size,
@@ -204,6 +232,11 @@ fn from_v5(packet: Packet) -> Result<ClientPacket, CodecError> {
                         qos: qos_in(f.qos),
                         no_local: f.nolocal,
                         retain_as_published: f.preserve_retain,
+                        retain_handling: match f.retain_forward_rule {
+                            RetainForwardRule::OnEverySubscribe => 0,
+                            RetainForwardRule::OnNewSubscribe => 1,
+                            RetainForwardRule::Never => 2,
+                        },
                     })
                     .collect(),
                 id,

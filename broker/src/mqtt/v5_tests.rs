@@ -123,7 +123,7 @@ proptest! {
         let want = SubscribeIn {
             pkid,
             filters: filters.into_iter().map(|(path, qos, no_local, retain_as_published)| FilterIn {
-                path, qos, no_local, retain_as_published,
+                path, qos, no_local, retain_as_published, retain_handling: 0,
             }).collect(),
             id,
         };
@@ -287,7 +287,7 @@ fn connect_properties_are_read() {
             client_id: "dev".into(),
             clean_start: false,
             keep_alive: 30,
-            has_will: false,
+            will: None,
             session_expiry: Some(60),
             receive_maximum: Some(5),
             maximum_packet_size: Some(1000),

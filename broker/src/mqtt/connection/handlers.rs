@@ -3,7 +3,7 @@
 //!
 //! Where MQTT 3.1.1 and 5 differ, the difference is decided here on `wire.version`: a refused
 //! publish is a negative PUBACK/PUBREC in MQTT 5 but a closed connection in 3.1.1 (which has no
-//! negative acks), and topic aliases, the receive maximum and retain availability exist only in
+//! negative acks), and topic aliases, the receive maximum and retain handling exist only in
 //! MQTT 5.
 
 use rumqttc::mqttbytes::QoS;
@@ -81,11 +81,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             ClientPacket::Unsubscribe { pkid, filters } => self.on_unsubscribe(pkid, filters),
             ClientPacket::PingReq => self.send(&ServerPacket::PingResp),
             ClientPacket::Disconnect { reason } => {
-                if reason == reason::DISCONNECT_WITH_WILL {
-                    // The hook for wills: the client asks for its will to be published. Wills
-                    // are not implemented yet, so it is only noted.
-                    tracing::info!(client_id = %self.client_id, peer = %self.peer, "mqtt: DISCONNECT with will message; wills are not published yet");
-                } else if reason >= 0x80 {
+                // Any reason but "disconnect with will message" discards the will (§3.14.4).
+                if reason != reason::DISCONNECT_WITH_WILL {
+                    self.will = None;
+                }
+                if reason >= 0x80 {
                     tracing::info!(client_id = %self.client_id, peer = %self.peer, reason, "mqtt: client disconnected with an error reason");
                 }
                 self.disconnect_received = true;
@@ -156,13 +156,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             refused = Some(reason::TOPIC_NAME_INVALID);
         }
         if self.v5() {
-            if p.retain {
-                // CONNACK said retain is not available (§3.3.1.3).
-                return Err(Closed::Rejected {
-                    reason: reason::RETAIN_NOT_SUPPORTED,
-                    message: format!("retained PUBLISH to {topic:?}: retain is not available"),
-                });
-            }
             let unacked = self.qos1_unacked + self.awaiting_rel.len();
             if p.qos != QoS::AtMostOnce && unacked >= usize::from(RECEIVE_MAXIMUM) {
                 return Err(Closed::Rejected {
@@ -190,8 +183,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             }
             QoS::AtMostOnce => true,
         };
-        // A 3.1.1 retain flag is accepted and stored (`mqtt.retain`), but no retained message
-        // is kept yet.
+        // A retained publish is appended like any other (with `mqtt.retain`) and becomes the
+        // topic's retained message once durable (see `retained`).
         self.inbound.push(Inbound {
             topic,
             qos: p.qos,
@@ -224,6 +217,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
             } else if self.subs.contains(&f.path) {
                 self.subs.subscribe(&f.path, options, Default::default());
+                // Retain handling 1: retained messages only for a new subscription (§3.8.3.1).
+                if f.retain_handling == 0 {
+                    self.retained_out.start(&f.path, f.qos, s.id);
+                }
                 f.qos as u8
             } else if self.subs.len() >= MAX_SUBSCRIPTIONS {
                 tracing::warn!(client_id = %self.client_id, peer = %self.peer, filter = %f.path, "mqtt: refusing subscription: {MAX_SUBSCRIPTIONS} filters already");
@@ -235,7 +232,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                         self.delivery.forget_unselected(&self.subs, router);
                         reason::QUOTA_EXCEEDED
                     }
-                    Added::New | Added::Replaced => f.qos as u8,
+                    Added::New | Added::Replaced => {
+                        if f.retain_handling < 2 {
+                            self.retained_out.start(&f.path, f.qos, s.id);
+                        }
+                        f.qos as u8
+                    }
                 }
             };
             codes.push(code);
@@ -250,6 +252,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         let reasons = filters
             .iter()
             .map(|f| {
+                self.retained_out.stop(f);
                 if self.subs.unsubscribe(f) {
                     reason::SUCCESS
                 } else {
@@ -263,19 +266,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     }
 
     pub(super) fn start_append(&mut self, batch: Batch) {
-        let ingest = self.ctx.inner.ingest.clone();
+        let ctx = self.ctx.clone();
         let log_topic = self.ctx.inner.router.log_topic(&batch.mqtt_topic);
         let Batch {
             mqtt_topic,
             records,
             acks,
+            retained,
         } = batch;
         self.pending = Some(Box::pin(async move {
-            let result = if records.is_empty() {
-                Ok(None) // only resent QoS 2 messages, already stored
-            } else {
-                ingest.publish(&log_topic, records).await.map(Some)
-            };
+            let result = ctx.append(&mqtt_topic, &log_topic, records, retained).await;
             AppendDone {
                 acks,
                 mqtt_topic,
