@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use common::*;
+use headwater::log::{batch, NewRecord};
 use headwater_tests::{ChildBroker, InProcess};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
@@ -18,9 +19,7 @@ use kafka_protocol::messages::{
     RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -219,33 +218,24 @@ impl Raw {
 
     /// (error code, base offset) of one idempotent batch to `topic`/0.
     fn produce(&mut self, topic: &str, pid: i64, epoch: i16, seq: i32, count: i32) -> (i16, i64) {
-        let records: Vec<Record> = (0..count)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                partition_leader_epoch: 0,
-                producer_id: pid,
-                producer_epoch: epoch,
-                timestamp_type: TimestampType::Creation,
-                offset: i64::from(i),
-                sequence: seq + i,
+        let records: Vec<NewRecord> = (0..count)
+            .map(|i| NewRecord {
                 // Now, not a fixed date: the default retention would delete old records.
                 timestamp: now_ms(),
                 key: None,
                 value: Some(Bytes::from(format!("s{}", seq + i))),
-                headers: Default::default(),
-                delete_horizon: false,
+                headers: vec![],
             })
             .collect();
-        let mut batch = BytesMut::new();
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
+        let producer = batch::Producer {
+            id: pid,
+            epoch,
+            base_sequence: seq,
         };
-        RecordBatchEncoder::encode(&mut batch, &records, &options).unwrap();
+        let batch = batch::encode_as(&records, producer, Compression::None).unwrap();
         let mut p = PartitionProduceData::default();
         p.index = 0;
-        p.records = Some(batch.freeze());
+        p.records = Some(batch);
         let mut t = TopicProduceData::default();
         t.name = TopicName(StrBytes::from_string(topic.to_string()));
         t.partition_data = vec![p];

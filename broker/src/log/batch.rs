@@ -213,6 +213,33 @@ pub fn encode(records: &[NewRecord]) -> Result<Bytes, BatchError> {
 
 /// Encodes records into one v2 batch with the given compression.
 pub fn encode_with(records: &[NewRecord], compression: Compression) -> Result<Bytes, BatchError> {
+    encode_as(records, Producer::NONE, compression)
+}
+
+/// The producer fields of a batch: an idempotent producer's id and epoch, and the sequence of
+/// the batch's first record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Producer {
+    pub id: i64,
+    pub epoch: i16,
+    pub base_sequence: i32,
+}
+
+impl Producer {
+    /// No producer: a batch from a non-idempotent writer.
+    pub const NONE: Producer = Producer {
+        id: -1,
+        epoch: -1,
+        base_sequence: -1,
+    };
+}
+
+/// Encodes records into one v2 batch written by `producer`.
+pub fn encode_as(
+    records: &[NewRecord],
+    producer: Producer,
+    compression: Compression,
+) -> Result<Bytes, BatchError> {
     if records.is_empty() {
         return Err(BatchError::Invalid("a batch needs at least one record"));
     }
@@ -224,14 +251,14 @@ pub fn encode_with(records: &[NewRecord], compression: Compression) -> Result<By
             control: false,
             delete_horizon: false,
             partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id: producer.id,
+            producer_epoch: producer.epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            // The encoder starts a new batch whenever `offset - sequence` changes; v2 records carry
-            // no sequence of their own, so this keeps one batch and a base sequence of -1
-            // (no idempotent producer).
-            sequence: i as i32 - 1,
+            // The encoder starts a new batch whenever `offset - sequence` changes, and takes the
+            // base sequence from the first record: consecutive sequences keep one batch (and
+            // give -1 when there is no producer).
+            sequence: producer.base_sequence.wrapping_add(i as i32),
             timestamp: r.timestamp,
             key: r.key.clone(),
             value: r.value.clone(),

@@ -4,38 +4,26 @@
 use kafka_protocol::messages::{
     InitProducerIdRequest, InitProducerIdResponse, ProducerId, TransactionalId,
 };
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 
 use super::*;
 
 /// A batch of producer `pid`/`epoch` holding `count` records from sequence `seq`.
 fn idempotent(pid: i64, epoch: i16, seq: i32, count: i32) -> Bytes {
-    let records: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: 0,
-            producer_id: pid,
-            producer_epoch: epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i64::from(i),
-            sequence: seq + i,
+    let records: Vec<NewRecord> = (0..count)
+        .map(|i| NewRecord {
             timestamp: 1_700_000_000_000,
             key: None,
             value: Some(Bytes::from(format!("r{}", seq + i))),
-            headers: Default::default(),
-            delete_horizon: false,
+            headers: vec![],
         })
         .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
+    let producer = batch::Producer {
+        id: pid,
+        epoch,
+        base_sequence: seq,
     };
-    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
-    buf.freeze()
+    batch::encode_as(&records, producer, Compression::None).unwrap()
 }
 
 /// (error code, base offset) of producing `batch` to `idem`/0.

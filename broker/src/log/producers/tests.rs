@@ -2,10 +2,8 @@
 
 use super::*;
 use crate::log::{LogOptions, PartitionHandle, TopicConfig};
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
+use kafka_protocol::records::Compression;
 use std::sync::Arc;
 
 fn meta(first_seq: i32, last_seq: i32, base_offset: i64) -> BatchMeta {
@@ -315,30 +313,20 @@ fn options(dir: &std::path::Path) -> LogOptions {
 
 /// An idempotent batch of `records` records starting at sequence `seq`.
 fn batch(pid: i64, epoch: i16, seq: i32, records: i32) -> (BatchHeader, Bytes) {
-    let records: Vec<Record> = (0..records)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: 0,
-            producer_id: pid,
-            producer_epoch: epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i64::from(i),
-            sequence: seq.wrapping_add(i),
+    let records: Vec<NewRecord> = (0..records)
+        .map(|i| NewRecord {
             timestamp: 1_700_000_000_000,
             key: None,
             value: Some(Bytes::from(format!("v{}", seq.wrapping_add(i)))),
-            headers: Default::default(),
-            delete_horizon: false,
+            headers: vec![],
         })
         .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
+    let producer = crate::log::batch::Producer {
+        id: pid,
+        epoch,
+        base_sequence: seq,
     };
-    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
-    let bytes = buf.freeze();
+    let bytes = crate::log::batch::encode_as(&records, producer, Compression::None).unwrap();
     (crate::log::batch::validate(&bytes).unwrap(), bytes)
 }
 
