@@ -27,6 +27,11 @@ pub const DEFAULT_MQTT_MAX_PACKET: usize = 1024 * 1024;
 pub const DEFAULT_MQTT_MAX_INFLIGHT: usize = 64;
 /// Default `mqtt.max_retained`.
 pub const DEFAULT_MQTT_MAX_RETAINED: usize = 100_000;
+/// Default `mqtt.max_sessions`.
+pub const DEFAULT_MQTT_MAX_SESSIONS: usize = 10_000;
+/// Default `mqtt.session_expiry_max_secs`: 0, no cap (like Mosquitto's
+/// `persistent_client_expiration` unset).
+pub const DEFAULT_MQTT_SESSION_EXPIRY_MAX_SECS: u32 = 0;
 pub const DEFAULT_DEAD_LETTER_TOPIC: &str = "dead-letters";
 pub const DEFAULT_PLUGIN_MEMORY_BYTES: u64 = 16 * 1024 * 1024;
 pub const DEFAULT_PLUGIN_TIMEOUT_MS: u64 = 100;
@@ -312,6 +317,16 @@ pub struct MqttSection {
     /// LMDB (counted in the disk quota); memory holds each retained topic name plus about 64
     /// bytes, and a wildcard SUBSCRIBE walks all of them.
     pub max_retained: usize,
+    /// Most stored persistent sessions (3.1.1 `clean_session = false`, MQTT 5 session expiry
+    /// above 0); a new persistent session beyond this is refused (CONNACK "server unavailable" /
+    /// 0x97 quota exceeded). Default 10,000. Cost: each session is two LMDB entries (its
+    /// subscriptions and one cursor per log partition its filters select; counted in the disk
+    /// quota) plus about 100 bytes of memory for its client id and expiry; messages queued for
+    /// an offline session are the log's records after its cursors and cost nothing more.
+    pub max_sessions: usize,
+    /// Longest session expiry granted, in seconds; it also bounds 3.1.1 persistent sessions,
+    /// which otherwise never expire. 0 (default) is no cap.
+    pub session_expiry_max_secs: u32,
     /// MQTT topic filters mapped to log topics; the first match wins. Unmatched topics go to the
     /// log topic named after their first level.
     pub routes: Vec<Route>,
@@ -324,6 +339,8 @@ impl Default for MqttSection {
             max_packet_bytes: DEFAULT_MQTT_MAX_PACKET,
             max_inflight: DEFAULT_MQTT_MAX_INFLIGHT,
             max_retained: DEFAULT_MQTT_MAX_RETAINED,
+            max_sessions: DEFAULT_MQTT_MAX_SESSIONS,
+            session_expiry_max_secs: DEFAULT_MQTT_SESSION_EXPIRY_MAX_SECS,
             routes: Vec::new(),
         }
     }

@@ -20,6 +20,11 @@
 //! QoS 0 sensor that publishes and hangs up loses nothing), bounded by [`DRAIN_TIMEOUT`]. Then
 //! the client's will, if it still has one, is settled ([`will`]): after the drain, so it follows
 //! the client's own publishes in the log.
+//!
+//! A persistent session ([`super::session`]) is opened in the handshake (after the client id's
+//! lease, so a connection taken over has saved its state first), saved by a timer in the loop
+//! at most every [`super::session::SAVE_INTERVAL`], and saved a last time when the loop ends
+//! ([`persist`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -39,11 +44,13 @@ use super::packet::{reason, ClientPacket, ConnAckOut, ConnectCode, ServerPacket,
 use super::wire::{Incoming, Wire};
 
 mod handlers;
+mod persist;
 use super::delivery::Delivery;
 use super::inbound::{Ack, InboundQueue};
 use super::inflight::{AwaitingRelease, Outgoing, MAX_AWAITING_PUBREL};
 use super::registry::Registration;
 use super::retained_out::RetainedOut;
+use super::session_store::Lease;
 use super::subscriptions::Subscriptions;
 use super::topic;
 use super::will::{self, Fate};
@@ -155,6 +162,8 @@ pub async fn serve_connection<S>(
         retained_out: RetainedOut::default(),
         will: None,
         session_expiry: None,
+        lease: None,
+        persist: None,
         delivery: Delivery::new(ctx.inner.ingest.log().clone()),
         ctx,
     };
@@ -163,6 +172,7 @@ pub async fn serve_connection<S>(
         Err(closed) => closed,
     };
     conn.log_close(&closed);
+    conn.close_session(&closed).await;
     if conn.registration.is_some() && conn.wire.version == Version::V5 {
         if let Some(reason) = closed.disconnect_reason() {
             conn.send_disconnect(reason, &closed);
@@ -228,6 +238,10 @@ struct Connection<S> {
     will: Option<WillIn>,
     /// MQTT 5 session expiry interval the client asked for (bounds the will delay).
     session_expiry: Option<u32>,
+    /// Exclusive use of this client id's stored session, from CONNECT to the final save.
+    lease: Option<Lease>,
+    /// Set when the session outlives the connection (or was resumed by it).
+    persist: Option<persist::Persist>,
     delivery: Delivery,
     ctx: MqttContext,
 }
@@ -304,38 +318,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         } else {
             self.client_id = connect.client_id;
         }
-        // Persistent sessions are a later issue: clean_session = false (3.1.1) and a session
-        // expiry interval (5) are accepted but served as a clean session (nothing is kept after
-        // the connection ends, CONNACK says no session is present and, to an MQTT 5 client,
-        // that the session expires at once).
         self.registration = Some(self.ctx.inner.clients.register(&self.client_id));
         // A will of this client id waiting out its delay is not published (§3.1.3.2.2).
         self.ctx.inner.wills.cancel(&self.client_id);
-        self.will = connect.will.map(|w| *w);
-        self.session_expiry = connect.session_expiry;
-        if connect.keep_alive > 0 {
-            self.keep_alive = Some(Duration::from_millis(connect.keep_alive as u64 * 1500));
-        }
-        // The client's Receive Maximum bounds our window towards it, its Maximum Packet Size
-        // what we send it.
+        // The client's Receive Maximum bounds our window towards it (set before a resumed
+        // session's open deliveries are restored into it), its Maximum Packet Size what we
+        // send it.
         let window = self
             .ctx
             .inner
             .max_inflight
             .min(usize::from(connect.receive_maximum.unwrap_or(u16::MAX)));
         self.outgoing = Outgoing::new(window);
+        let opened = match self
+            .open_session(connect.clean_start, connect.session_expiry, shutdown)
+            .await
+        {
+            Ok(opened) => opened,
+            Err(persist::Refusal::Shutdown) => return Err(Closed::Shutdown),
+            Err(persist::Refusal::Code(code, why)) => return refuse(self, code, &why),
+        };
+        self.will = connect.will.map(|w| *w);
+        self.session_expiry = connect.session_expiry;
+        if connect.keep_alive > 0 {
+            self.keep_alive = Some(Duration::from_millis(connect.keep_alive as u64 * 1500));
+        }
         self.wire.peer_max = connect.maximum_packet_size;
         self.delivery.client_id = self.client_id.clone();
         self.inbound.client_id = self.client_id.clone();
         self.last_heard = Instant::now();
         let mut ack = ConnAckOut::bare(ConnectCode::Success);
         ack.assigned_client_id = assigned;
-        ack.session_expiry = connect.session_expiry.filter(|e| *e > 0).map(|_| 0);
+        ack.session_present = opened.present;
+        ack.session_expiry = opened.expiry;
         ack.receive_maximum = Some(RECEIVE_MAXIMUM);
         ack.maximum_packet_size = Some(advertised_packet_size(self.wire.max_packet_bytes()));
         ack.topic_alias_maximum = Some(TOPIC_ALIAS_MAXIMUM);
         ack.retain_available = true;
         self.send(&ServerPacket::ConnAck(ack));
+        // QoS 2 deliveries of the resumed session that were released: PUBREL again (§4.4).
+        for pkid in opened.release {
+            self.send(&ServerPacket::PubRel { pkid });
+        }
         tracing::debug!(client_id = %self.client_id, peer = %self.peer, keep_alive = connect.keep_alive, version = ?connect.version, "mqtt client connected");
         Ok(())
     }
@@ -408,6 +432,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             let silent_until = self.keep_alive.map(|k| self.last_heard + k);
             let drain_until = draining.as_ref().map(|(_, at)| *at);
             let far = Instant::now() + Duration::from_secs(86_400);
+            let save_at = self.persist.as_ref().map(|p| p.next_save);
 
             tokio::select! {
                 read = self.reader.read_buf(&mut self.inbuf), if can_read => match read {
@@ -444,6 +469,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 }
                 _ = shutdown.cancelled(), if draining.is_none() => {
                     draining = Some((Closed::Shutdown, Instant::now() + DRAIN_TIMEOUT));
+                }
+                _ = tokio::time::sleep_until(save_at.unwrap_or(far)), if save_at.is_some() && draining.is_none() => {
+                    self.save_session().await;
                 }
                 _ = taken_over.cancelled() => return Closed::TakenOver,
                 _ = tokio::task::yield_now(), if more => {}

@@ -178,6 +178,50 @@ impl Delivery {
         since
     }
 
+    /// Restores a persistent session's cursors (after its filters are in `subs`): each saved
+    /// position is clamped to what the log still holds (records deleted by retention before the
+    /// session read them are lost, with a warning) and partitions the filters select that have
+    /// no saved position (created while the session was away) start at their log start.
+    pub fn resume(
+        &mut self,
+        saved: Vec<(Arc<PartitionHandle>, i64)>,
+        subs: &Subscriptions,
+        router: &Router,
+    ) {
+        if subs.is_empty() {
+            return;
+        }
+        if self.events.is_none() {
+            self.events = Some(self.log.subscribe());
+        }
+        self.selected.clear();
+        for (p, next) in saved {
+            if !subs.selects(router, &p.topic) {
+                continue;
+            }
+            let start = p.log_start();
+            let next = if next < start {
+                tracing::warn!(client_id = %self.client_id, topic = %p.topic, partition = p.index, lost = start - next, "mqtt session: records deleted by log retention before this offline session read them");
+                start
+            } else {
+                next.min(p.high_watermark())
+            };
+            self.cursors.insert(
+                p.id,
+                Cursor {
+                    partition: p.clone(),
+                    next,
+                },
+            );
+        }
+        self.rescan(subs, router);
+    }
+
+    /// Each cursor's partition and next offset to read.
+    pub fn positions(&self) -> impl Iterator<Item = (&Arc<PartitionHandle>, i64)> {
+        self.cursors.values().map(|c| (&c.partition, c.next))
+    }
+
     /// Drops cursors no remaining filter needs (after UNSUBSCRIBE).
     pub fn forget_unselected(&mut self, subs: &Subscriptions, router: &Router) {
         self.selected.clear();
@@ -341,13 +385,24 @@ impl Delivery {
         let log_topic = cursor.partition.topic.clone();
         while let Some(rec) = buf.records.front() {
             let own = &self.client_id;
+            // A delivery restored from a resumed session already holds its window slot.
+            let restored = outgoing.is_restored(id, rec.offset);
             if let Some(packet) = target(rec, &log_topic, subs, id, own, to.now_ms) {
                 let room = out.len() < to.out_limit;
-                if !room || (packet.qos != QoS::AtMostOnce && outgoing.is_full()) {
+                if !room || (packet.qos != QoS::AtMostOnce && !restored && outgoing.is_full()) {
                     self.buffered = Some(buf);
                     return Served::Blocked;
                 }
-                publish(rec.offset, packet, outgoing, to.wire, out);
+                match outgoing.take_restored(id, rec.offset) {
+                    // Released QoS 2: the client has it; its PUBREL went out at resume.
+                    Some((_, true)) => {}
+                    Some((pkid, false)) => {
+                        publish(id, rec.offset, packet, Some(pkid), outgoing, to.wire, out)
+                    }
+                    None => publish(id, rec.offset, packet, None, outgoing, to.wire, out),
+                }
+            } else if restored {
+                outgoing.drop_restored(id, rec.offset);
             }
             cursor.next = rec.offset + 1;
             buf.records.pop_front();
@@ -463,6 +518,7 @@ fn target(
         payload: rec.value.clone().unwrap_or_default(),
         props,
         subscription_ids: granted.ids,
+        dup: false,
     })
 }
 
@@ -482,13 +538,18 @@ impl MinQos for QoS {
 
 /// Appends the PUBLISH of the record at `offset` to `out` (the caller checked the window).
 fn publish(
+    partition_id: u32,
     offset: i64,
     mut packet: PublishOut,
+    restored: Option<u16>,
     outgoing: &mut Outgoing,
     wire: &Wire,
     out: &mut BytesMut,
 ) {
     if 4 + packet.topic.len() + packet.payload.len() > MAX_REMAINING {
+        if let Some(pkid) = restored {
+            outgoing.cancel(pkid);
+        }
         tracing::warn!(
             topic = packet.topic,
             offset,
@@ -496,11 +557,20 @@ fn publish(
         );
         return;
     }
-    if packet.qos != QoS::AtMostOnce {
+    if let Some(pkid) = restored {
+        if packet.qos == QoS::AtMostOnce {
+            outgoing.cancel(pkid);
+        } else {
+            // Sent again with the id the client may have seen it under (§4.4).
+            packet.pkid = pkid;
+            packet.dup = true;
+        }
+    } else if packet.qos != QoS::AtMostOnce {
         match outgoing.allocate(packet.qos) {
             Some(id) => packet.pkid = id,
             None => return, // not reached: the caller checked the window
         }
+        outgoing.set_origin(packet.pkid, partition_id, offset);
     }
     let pkid = packet.pkid;
     let before = out.len();

@@ -35,6 +35,24 @@ pub struct Outgoing {
     /// Next id to try; ids run 1..=65535 and wrap.
     next: u16,
     open: HashMap<u16, Stage>,
+    /// Log position (partition store id, offset) of each open delivery read from the log, so a
+    /// persistent session saves a cursor no later than its oldest unacknowledged delivery.
+    origin: HashMap<u16, (u32, i64)>,
+    /// Deliveries a resumed session's previous connection left open, by log position: the
+    /// packet id to re-send the record with (DUP = 1), and whether it is a QoS 2 delivery
+    /// already released (PUBREL sent again at resume; the record itself is not sent again).
+    resend: HashMap<(u32, i64), (u16, bool)>,
+}
+
+/// An open delivery as a persistent session saves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenDelivery {
+    pub partition_id: u32,
+    pub offset: i64,
+    pub pkid: u16,
+    pub qos: QoS,
+    /// QoS 2, PUBREC received and PUBREL sent.
+    pub released: bool,
 }
 
 impl Outgoing {
@@ -43,6 +61,8 @@ impl Outgoing {
             window: max_inflight.clamp(1, u16::MAX as usize),
             next: 1,
             open: HashMap::new(),
+            origin: HashMap::new(),
+            resend: HashMap::new(),
         }
     }
 
@@ -112,11 +132,100 @@ impl Outgoing {
     /// Frees an id whose PUBLISH was never sent.
     pub fn cancel(&mut self, id: u16) {
         self.open.remove(&id);
+        self.origin.remove(&id);
+    }
+
+    /// Records that open delivery `id` is the record at `offset` of partition `partition_id`.
+    pub fn set_origin(&mut self, id: u16, partition_id: u32, offset: i64) {
+        if self.open.contains_key(&id) {
+            self.origin.insert(id, (partition_id, offset));
+        }
+    }
+
+    /// Per partition store id, the lowest offset of an open (unacknowledged) delivery.
+    pub fn unacked_from(&self) -> HashMap<u32, i64> {
+        let mut low: HashMap<u32, i64> = HashMap::new();
+        for &(partition, offset) in self.origin.values() {
+            let e = low.entry(partition).or_insert(offset);
+            *e = (*e).min(offset);
+        }
+        low
+    }
+
+    /// The open deliveries read from the log, for a persistent session to save.
+    pub fn open_deliveries(&self) -> Vec<OpenDelivery> {
+        let mut out: Vec<OpenDelivery> = self
+            .origin
+            .iter()
+            .filter_map(|(&pkid, &(partition_id, offset))| {
+                let stage = *self.open.get(&pkid)?;
+                Some(OpenDelivery {
+                    partition_id,
+                    offset,
+                    pkid,
+                    qos: if stage == Stage::Qos1Sent {
+                        QoS::AtLeastOnce
+                    } else {
+                        QoS::ExactlyOnce
+                    },
+                    released: stage == Stage::Released,
+                })
+            })
+            .collect();
+        out.sort_by_key(|d| (d.partition_id, d.offset));
+        out
+    }
+
+    /// Re-opens the deliveries a resumed session's previous connection left open (at most the
+    /// window; ids already open are skipped). Returns the ids to send PUBREL for again.
+    pub fn restore(&mut self, deliveries: &[OpenDelivery]) -> Vec<u16> {
+        let mut release = Vec::new();
+        for d in deliveries {
+            if self.is_full() || d.pkid == 0 || self.open.contains_key(&d.pkid) {
+                continue;
+            }
+            let stage = match (d.qos, d.released) {
+                (QoS::ExactlyOnce, true) => Stage::Released,
+                (QoS::ExactlyOnce, false) => Stage::Qos2Sent,
+                _ => Stage::Qos1Sent,
+            };
+            self.open.insert(d.pkid, stage);
+            self.origin.insert(d.pkid, (d.partition_id, d.offset));
+            self.resend
+                .insert((d.partition_id, d.offset), (d.pkid, d.released));
+            if d.released {
+                release.push(d.pkid);
+            }
+        }
+        release
+    }
+
+    /// Whether the record at `offset` of `partition_id` is a restored delivery (sent again
+    /// with its id, outside the window, or not at all if released).
+    pub fn is_restored(&self, partition_id: u32, offset: i64) -> bool {
+        self.resend.contains_key(&(partition_id, offset))
+    }
+
+    /// Takes the restored delivery of the record at `offset`, if any: its packet id and
+    /// whether it was released already.
+    pub fn take_restored(&mut self, partition_id: u32, offset: i64) -> Option<(u16, bool)> {
+        self.resend.remove(&(partition_id, offset))
+    }
+
+    /// The delivery cursor passed a restored record without sending it (no longer wanted, e.g.
+    /// expired): its id is freed unless it awaits PUBCOMP.
+    pub fn drop_restored(&mut self, partition_id: u32, offset: i64) {
+        if let Some((pkid, released)) = self.resend.remove(&(partition_id, offset)) {
+            if !released {
+                self.cancel(pkid);
+            }
+        }
     }
 
     fn finish(&mut self, id: u16, expected: Stage) -> bool {
         if self.open.get(&id) == Some(&expected) {
             self.open.remove(&id);
+            self.origin.remove(&id);
             true
         } else {
             false
@@ -187,6 +296,51 @@ mod tests {
         assert!(out.puback(a));
         assert!(!out.puback(a));
         assert_eq!(out.len(), 0);
+    }
+
+    #[test]
+    fn unacked_origins_give_the_lowest_open_offset_per_partition() {
+        let mut out = Outgoing::new(8);
+        let a = out.allocate(QoS::AtLeastOnce).unwrap();
+        let b = out.allocate(QoS::AtLeastOnce).unwrap();
+        let c = out.allocate(QoS::ExactlyOnce).unwrap();
+        out.set_origin(a, 1, 10);
+        out.set_origin(b, 1, 7);
+        out.set_origin(c, 2, 3);
+        assert_eq!(out.unacked_from(), HashMap::from([(1, 7), (2, 3)]));
+        assert!(out.puback(b));
+        assert!(out.pubrec(c));
+        assert_eq!(out.unacked_from(), HashMap::from([(1, 10), (2, 3)]));
+        assert!(out.pubcomp(c));
+        out.cancel(a);
+        assert!(out.unacked_from().is_empty());
+    }
+
+    #[test]
+    fn restored_deliveries_keep_their_ids_and_stages() {
+        let mut out = Outgoing::new(2);
+        let d = |offset, pkid, qos, released| OpenDelivery {
+            partition_id: 1,
+            offset,
+            pkid,
+            qos,
+            released,
+        };
+        let saved = [
+            d(5, 9, QoS::ExactlyOnce, true),
+            d(6, 3, QoS::AtLeastOnce, false),
+            d(7, 4, QoS::AtLeastOnce, false),
+        ];
+        assert_eq!(out.restore(&saved), vec![9], "PUBREL for the released one");
+        assert!(out.is_full(), "the third does not fit the window");
+        assert_eq!(out.open_deliveries(), saved[..2].to_vec());
+        assert!(out.is_restored(1, 6) && !out.is_restored(1, 7));
+        assert_eq!(out.take_restored(1, 6), Some((3, false)));
+        assert!(out.puback(3));
+        assert!(out.pubcomp(9), "the released one completes with PUBCOMP");
+        out.drop_restored(1, 5);
+        assert!(out.is_empty());
+        assert_eq!(out.allocate(QoS::AtLeastOnce), Some(1));
     }
 
     #[test]

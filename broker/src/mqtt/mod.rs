@@ -65,10 +65,17 @@
 //! published, through the same path, when a connection ends other than by a normal DISCONNECT;
 //! see [`retained`] and [`will`].
 //!
-//! Not yet: persistent sessions (`clean_session = false` and a session expiry interval are
-//! accepted and served as a clean session: CONNACK says no session is present, and to MQTT 5
-//! clients that the session expiry is 0; the session expiry asked for only bounds the will
-//! delay). MQTT 3.1 clients and unknown protocol levels are refused with CONNACK "unacceptable
+//! # Persistent sessions
+//!
+//! A 3.1.1 `clean_session = false` or MQTT 5 session expiry above 0 keeps the session in LMDB
+//! ([`session`], [`session_store`]): its filters and, per log partition, the cursor up to
+//! which deliveries were acknowledged. A reconnect with the same client id resumes it (CONNACK
+//! session present) and delivery continues from the cursors, so what was published meanwhile
+//! (it is in the log) arrives and unacknowledged QoS 1/2 messages come again; the exact
+//! guarantee after a crash is in [`session`]. A clean start deletes the stored session; MQTT 5
+//! sessions expire their interval after the disconnect; at most `mqtt.max_sessions` are kept.
+//!
+//! MQTT 3.1 clients and unknown protocol levels are refused with CONNACK "unacceptable
 //! protocol version".
 
 pub mod codec;
@@ -83,6 +90,8 @@ pub mod retained;
 pub mod retained_out;
 pub mod routing;
 pub mod server;
+pub mod session;
+pub mod session_store;
 pub mod subscriptions;
 pub mod topic;
 pub mod v4;
@@ -128,6 +137,10 @@ struct Shared {
     retained: retained::RetainedStore,
     /// Wills waiting out their MQTT 5 delay.
     wills: will::PendingWills,
+    /// Persistent sessions (`mqtt.max_sessions`).
+    sessions: session_store::SessionStore,
+    /// `mqtt.session_expiry_max_secs` (0: no cap).
+    session_expiry_max_secs: u32,
 }
 
 impl MqttContext {
@@ -135,6 +148,15 @@ impl MqttContext {
     /// retained messages from the log (a failed load is logged and starts with none).
     pub fn new(ingest: Ingest, section: &MqttSection) -> Result<MqttContext, RouteError> {
         let log = ingest.log().clone();
+        let sessions = session_store::SessionStore::load(
+            log.clone(),
+            section.max_sessions,
+            now_ms(),
+        )
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "mqtt: cannot load stored sessions; starting without them");
+            session_store::SessionStore::empty(log.clone(), section.max_sessions)
+        });
         let retained = retained::RetainedStore::load(log.clone(), section.max_retained, now_ms())
             .unwrap_or_else(|e| {
                 tracing::error!(error = %e, "mqtt: cannot load retained messages; starting without them");
@@ -142,6 +164,8 @@ impl MqttContext {
             });
         Ok(MqttContext {
             inner: Arc::new(Shared {
+                sessions,
+                session_expiry_max_secs: section.session_expiry_max_secs,
                 retained,
                 wills: will::PendingWills::new(section.max_connections.max(1)),
                 ingest,
@@ -184,6 +208,11 @@ impl MqttContext {
     /// Number of retained messages kept.
     pub fn retained_count(&self) -> usize {
         self.inner.retained.len()
+    }
+
+    /// Number of stored persistent sessions.
+    pub fn stored_sessions(&self) -> usize {
+        self.inner.sessions.len()
     }
 
     /// Number of clients currently connected (past CONNECT).

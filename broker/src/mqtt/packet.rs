@@ -144,6 +144,8 @@ pub enum ClientPacket {
     PingReq,
     Disconnect {
         reason: u8,
+        /// MQTT 5: a new session expiry interval (§3.14.2.2.2).
+        session_expiry: Option<u32>,
     },
     /// MQTT 5 AUTH: enhanced authentication, which the broker does not offer.
     Auth,
@@ -178,13 +180,17 @@ pub enum ConnectCode {
     ClientIdNotValid,
     BadAuthenticationMethod,
     ProtocolError,
+    /// No room for another stored session (`mqtt.max_sessions`).
+    QuotaExceeded,
+    /// The session store could not be read or written.
+    ServerUnavailable,
 }
 
 /// CONNACK. Properties are written to MQTT 5 clients only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnAckOut {
     pub code: ConnectCode,
-    /// Sessions are not kept yet, so this is always false.
+    /// A stored session was resumed (see `session`).
     pub session_present: bool,
     pub assigned_client_id: Option<String>,
     pub session_expiry: Option<u32>,
@@ -229,6 +235,9 @@ pub struct PublishOut {
     pub props: MessageProps,
     /// Identifiers of the subscriptions that matched (MQTT 5).
     pub subscription_ids: Vec<usize>,
+    /// A re-send, to a resumed session, of a delivery its previous connection did not see
+    /// acknowledged (same packet id).
+    pub dup: bool,
 }
 
 /// A packet the broker sends.

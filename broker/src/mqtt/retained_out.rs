@@ -106,6 +106,7 @@ impl RetainedOut {
                 payload: msg.payload,
                 props: msg.props,
                 subscription_ids: scan.id.into_iter().collect(),
+                dup: false,
             };
             if qos != QoS::AtMostOnce {
                 match outgoing.allocate(qos) {

@@ -112,6 +112,14 @@ impl Subscriptions {
         Added::New
     }
 
+    /// Every filter with its options and start offsets (by partition store id), in
+    /// subscription order: what a persistent session saves.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &SubOptions, &HashMap<u32, i64>)> {
+        self.subs
+            .iter()
+            .map(|s| (s.filter.as_str(), &s.options, &s.since))
+    }
+
     pub fn unsubscribe(&mut self, filter: &str) -> bool {
         let before = self.subs.len();
         self.subs.retain(|s| s.filter != filter);

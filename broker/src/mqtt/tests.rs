@@ -27,6 +27,9 @@ use crate::plugin::IngestPlugins;
 #[path = "tests_v5.rs"]
 mod v5;
 
+#[path = "tests_sessions.rs"]
+mod sessions;
+
 const WAIT: Duration = Duration::from_secs(10);
 
 struct Broker {

@@ -17,13 +17,13 @@ use crate::mqtt::connection::{RECEIVE_MAXIMUM, TOPIC_ALIAS_MAXIMUM};
 mod retained_wills;
 
 /// A raw MQTT 5 socket.
-struct Raw5 {
+pub(super) struct Raw5 {
     stream: TcpStream,
     buf: BytesMut,
 }
 
 impl Raw5 {
-    async fn open(addr: SocketAddr) -> Raw5 {
+    pub(super) async fn open(addr: SocketAddr) -> Raw5 {
         Raw5 {
             stream: TcpStream::connect(addr).await.unwrap(),
             buf: BytesMut::new(),
@@ -51,14 +51,14 @@ impl Raw5 {
         raw
     }
 
-    async fn send(&mut self, packet: P5) {
+    pub(super) async fn send(&mut self, packet: P5) {
         // A buffer per packet: rumqttc's CONNECT writer assumes an empty one.
         let mut out = BytesMut::new();
         packet.write(&mut out, None).unwrap();
         let _ = self.stream.write_all(&out).await;
     }
 
-    async fn recv(&mut self) -> Option<P5> {
+    pub(super) async fn recv(&mut self) -> Option<P5> {
         tokio::time::timeout(WAIT, async {
             loop {
                 if !self.buf.is_empty() {
@@ -79,7 +79,7 @@ impl Raw5 {
     }
 
     /// The server's DISCONNECT reason, then the end of the connection.
-    async fn expect_disconnect(&mut self) -> DisconnectReasonCode {
+    pub(super) async fn expect_disconnect(&mut self) -> DisconnectReasonCode {
         let reason = loop {
             match self.recv().await {
                 Some(P5::Disconnect(d)) => break d.reason_code,
@@ -167,7 +167,10 @@ async fn connack_tells_v5_clients_what_the_broker_offers() {
     assert!(p
         .assigned_client_identifier
         .is_some_and(|id| !id.is_empty()));
-    assert_eq!(p.session_expiry_interval, Some(0), "sessions are not kept");
+    assert_eq!(
+        p.session_expiry_interval, None,
+        "the session expiry asked for is granted"
+    );
     assert_eq!(p.receive_max, Some(RECEIVE_MAXIMUM));
     assert_eq!(p.topic_alias_max, Some(TOPIC_ALIAS_MAXIMUM));
     let max = MqttSection::default().max_packet_bytes;

@@ -74,7 +74,10 @@ pub fn from_v4(packet: Packet) -> ClientPacket {
             filters: u.topics,
         },
         Packet::PingReq => ClientPacket::PingReq,
-        Packet::Disconnect => ClientPacket::Disconnect { reason: 0 },
+        Packet::Disconnect => ClientPacket::Disconnect {
+            reason: 0,
+            session_expiry: None,
+        },
         other @ (Packet::ConnAck(_)
         | Packet::SubAck(_)
         | Packet::UnsubAck(_)
@@ -93,14 +96,15 @@ pub fn to_v4(packet: &ServerPacket) -> Option<Packet> {
                 }
                 ConnectCode::ClientIdNotValid => ConnectReturnCode::BadClientId,
                 // Not produced for 3.1.1 clients; the closest 3.1.1 refusal.
-                ConnectCode::BadAuthenticationMethod | ConnectCode::ProtocolError => {
-                    ConnectReturnCode::ServiceUnavailable
-                }
+                ConnectCode::BadAuthenticationMethod
+                | ConnectCode::ProtocolError
+                | ConnectCode::QuotaExceeded
+                | ConnectCode::ServerUnavailable => ConnectReturnCode::ServiceUnavailable,
             };
             Packet::ConnAck(ConnAck::new(code, a.session_present))
         }
         ServerPacket::Publish(p) => Packet::Publish(Publish {
-            dup: false,
+            dup: p.dup,
             qos: p.qos,
             retain: p.retain,
             topic: p.topic.clone(),

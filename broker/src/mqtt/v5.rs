@@ -72,7 +72,10 @@ pub fn decode(
                 return Err(CodecError::ProtocolV5("unknown DISCONNECT reason code"));
             }
             buf.advance(frame_len);
-            return Ok(Some(ClientPacket::Disconnect { reason }));
+            return Ok(Some(ClientPacket::Disconnect {
+                reason,
+                session_expiry: None,
+            }));
         }
         15 => {
             buf.advance(frame_len);
@@ -254,6 +257,7 @@ fn from_v5(packet: Packet) -> Result<ClientPacket, CodecError> {
         Packet::PingReq(_) => ClientPacket::PingReq,
         Packet::Disconnect(d) => ClientPacket::Disconnect {
             reason: d.reason_code as u8,
+            session_expiry: d.properties.and_then(|p| p.session_expiry_interval),
         },
         Packet::Auth(_) => ClientPacket::Auth,
         Packet::ConnAck(_) => ClientPacket::ServerOnly("CONNACK"),
@@ -312,6 +316,8 @@ fn to_v5(packet: &ServerPacket) -> Packet {
                 ConnectCode::ClientIdNotValid => ConnectReturnCode::ClientIdentifierNotValid,
                 ConnectCode::BadAuthenticationMethod => ConnectReturnCode::BadAuthenticationMethod,
                 ConnectCode::ProtocolError => ConnectReturnCode::ProtocolError,
+                ConnectCode::QuotaExceeded => ConnectReturnCode::QuotaExceeded,
+                ConnectCode::ServerUnavailable => ConnectReturnCode::ServerUnavailable,
             };
             let properties = (a.code == ConnectCode::Success).then(|| ConnAckProperties {
                 session_expiry_interval: a.session_expiry,
@@ -411,7 +417,7 @@ fn publish(p: &PublishOut) -> Publish {
         content_type: props.content_type.clone(),
     };
     Publish {
-        dup: false,
+        dup: p.dup,
         qos: qos_out(p.qos),
         retain: p.retain,
         topic: bytes::Bytes::copy_from_slice(p.topic.as_bytes()),

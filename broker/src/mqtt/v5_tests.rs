@@ -148,6 +148,7 @@ proptest! {
             payload: Bytes::from(payload.clone()),
             props: props.clone(),
             subscription_ids: sub_id.into_iter().collect(),
+            dup: false,
         };
         let P5::Publish(p) = read_back(&ServerPacket::Publish(out)) else {
             panic!("not a PUBLISH");
@@ -302,11 +303,17 @@ fn server_side_special_cases() {
     // DISCONNECT without a body is a normal disconnection; with a reason, that reason.
     assert_eq!(
         decode_one(b"\xe0\x00").unwrap(),
-        ClientPacket::Disconnect { reason: 0 }
+        ClientPacket::Disconnect {
+            reason: 0,
+            session_expiry: None
+        }
     );
     assert_eq!(
         decode_one(b"\xe0\x01\x04").unwrap(),
-        ClientPacket::Disconnect { reason: 0x04 }
+        ClientPacket::Disconnect {
+            reason: 0x04,
+            session_expiry: None
+        }
     );
     let mut d = BytesMut::new();
     encode(
@@ -382,6 +389,7 @@ fn packets_larger_than_the_client_accepts_are_not_written() {
         payload: Bytes::from(vec![0u8; 200]),
         props: MessageProps::default(),
         subscription_ids: Vec::new(),
+        dup: false,
     });
     let mut out = BytesMut::new();
     assert!(matches!(

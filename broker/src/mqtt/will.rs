@@ -11,8 +11,9 @@
 //!
 //! MQTT 5 will delay interval: the will waits, in a task, for the delay unless a connection
 //! with the same client id arrives first ([`PendingWills::cancel`], called on every CONNECT),
-//! in which case it is dropped. Sessions are clean today, so the delay is cut to the session
-//! expiry interval the client asked for (0 when it asked for none: published at once). Delayed
+//! in which case it is dropped. The delay is cut to the session expiry interval the client
+//! asked for (0 when it asked for none: published at once), as the will goes when the session
+//! ends (§3.1.3.2.2). Delayed
 //! wills are capped at `mqtt.max_connections`; beyond that one is published at once.
 //!
 //! Broker shutdown publishes the wills of connected clients (as Mosquitto does) and, at once,
@@ -99,7 +100,7 @@ impl PendingWills {
 }
 
 /// The delay a will waits for: its will delay interval, cut to the session expiry interval the
-/// client asked for (sessions end with the connection today).
+/// client asked for (the session's end publishes it at the latest).
 pub fn delay(will: &WillIn, session_expiry: Option<u32>) -> Duration {
     Duration::from_secs(u64::from(will.delay.min(session_expiry.unwrap_or(0))))
 }

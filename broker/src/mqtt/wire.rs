@@ -115,6 +115,7 @@ pub fn fuzz_decode(data: &[u8]) {
                     payload: p.payload,
                     props: p.props,
                     subscription_ids: vec![1],
+                    dup: false,
                 });
                 let _ = wire.encode(&echo, &mut out);
             }

@@ -80,7 +80,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             ClientPacket::Subscribe(s) => self.on_subscribe(s),
             ClientPacket::Unsubscribe { pkid, filters } => self.on_unsubscribe(pkid, filters),
             ClientPacket::PingReq => self.send(&ServerPacket::PingResp),
-            ClientPacket::Disconnect { reason } => {
+            ClientPacket::Disconnect {
+                reason,
+                session_expiry,
+            } => {
+                if let Some(expiry) = session_expiry {
+                    self.change_session_expiry(expiry)?;
+                }
                 // Any reason but "disconnect with will message" discards the will (§3.14.4).
                 if reason != reason::DISCONNECT_WITH_WILL {
                     self.will = None;

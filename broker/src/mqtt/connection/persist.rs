@@ -1,0 +1,222 @@
+//! The connection's side of persistent sessions ([`crate::mqtt::session`]): open (or discard)
+//! the stored session at CONNECT, save it while connected and when the connection ends.
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::mqtt::packet::{reason, ConnectCode, Version};
+use crate::mqtt::session::{self, SavedCursors, SessionRecord, StoredSub, SAVE_INTERVAL};
+use crate::mqtt::session_store::{SessionError, MAX_CLIENT_ID_BYTES};
+
+use super::{now_ms, Closed, Connection};
+
+/// A session kept beyond this connection (or resumed by it).
+pub(super) struct Persist {
+    /// Whether it outlives the connection; false for an MQTT 5 session resumed with a session
+    /// expiry of 0, which is deleted when the connection ends.
+    keep: bool,
+    /// Seconds it outlives its connection; `None` never.
+    expiry: Option<u32>,
+    /// What was saved last, to write only what changed.
+    saved_subs: Vec<StoredSub>,
+    saved_cursors: SavedCursors,
+    /// Next periodic save.
+    pub(super) next_save: Instant,
+}
+
+/// What CONNACK says about the session.
+pub(super) struct Opened {
+    pub present: bool,
+    /// MQTT 5: the session expiry granted, when it differs from the one asked for.
+    pub expiry: Option<u32>,
+    /// Packet ids of released QoS 2 deliveries to send PUBREL for again, after CONNACK.
+    pub release: Vec<u16>,
+}
+
+/// Why CONNECT was refused by the session layer.
+pub(super) enum Refusal {
+    Code(ConnectCode, String),
+    Shutdown,
+}
+
+impl From<SessionError> for Refusal {
+    fn from(e: SessionError) -> Refusal {
+        tracing::error!(error = %e, "mqtt: session store failed");
+        Refusal::Code(ConnectCode::ServerUnavailable, e.to_string())
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
+    /// Takes the client id's session lease, then discards (clean start) or resumes the stored
+    /// session, and sets up saving if the session is to be kept.
+    pub(super) async fn open_session(
+        &mut self,
+        clean_start: bool,
+        asked: Option<u32>,
+        shutdown: &CancellationToken,
+    ) -> Result<Opened, Refusal> {
+        let ctx = self.ctx.clone();
+        let store = &ctx.inner.sessions;
+        // A connection this one took over saves its session before letting go of the lease.
+        let lease = tokio::select! {
+            lease = store.lease(&self.client_id) => lease,
+            _ = shutdown.cancelled() => return Err(Refusal::Shutdown),
+        };
+        self.lease = Some(lease);
+        let v5 = self.wire.version == Version::V5;
+        let asked_secs = asked.unwrap_or(0);
+        let keep = if v5 { asked_secs > 0 } else { !clean_start };
+        let cap = ctx.inner.session_expiry_max_secs;
+        let mut expiry = (v5 && asked_secs != u32::MAX).then_some(asked_secs);
+        if cap > 0 {
+            expiry = Some(expiry.map_or(cap, |e| e.min(cap)));
+        }
+        let granted = expiry.unwrap_or(u32::MAX);
+        let ack_expiry = (v5 && keep && granted != asked_secs).then_some(granted);
+
+        if clean_start {
+            store.remove(&self.client_id).await?;
+        }
+        if keep && self.client_id.len() > MAX_CLIENT_ID_BYTES {
+            return Err(Refusal::Code(
+                ConnectCode::ClientIdNotValid,
+                format!(
+                    "client ids of persistent sessions are at most {MAX_CLIENT_ID_BYTES} bytes"
+                ),
+            ));
+        }
+        let now = now_ms();
+        let stored = if clean_start {
+            None
+        } else {
+            store.get(&self.client_id, now).await?
+        };
+        if keep && stored.is_none() && !store.admit(&self.client_id, now).await? {
+            return Err(Refusal::Code(
+                ConnectCode::QuotaExceeded,
+                "mqtt.max_sessions persistent sessions are stored already".into(),
+            ));
+        }
+        let present = stored.is_some();
+        let log = ctx.inner.ingest.log();
+        self.delivery.client_id = self.client_id.clone();
+        let (mut saved_subs, mut saved_cursors) = (Vec::new(), SavedCursors::default());
+        let mut release = Vec::new();
+        if let Some((record, cursors)) = stored {
+            session::restore_subs(&record.subs, &mut self.subs, log);
+            let resolved = session::resolve_cursors(&cursors.cursors, log);
+            self.delivery
+                .resume(resolved, &self.subs, &ctx.inner.router);
+            let inflight = session::resolve_inflight(&cursors.inflight, log);
+            release = self.outgoing.restore(&inflight);
+            tracing::debug!(client_id = %self.client_id, filters = self.subs.len(), "mqtt: session resumed");
+            saved_subs = record.subs;
+            saved_cursors = cursors;
+        }
+        if keep || present {
+            self.persist = Some(Persist {
+                keep,
+                expiry,
+                saved_subs,
+                saved_cursors,
+                next_save: Instant::now() + SAVE_INTERVAL,
+            });
+        }
+        if keep {
+            // Stored now: the session exists (and counts) from CONNACK on, with its new expiry.
+            self.write_session(None, true).await?;
+        }
+        Ok(Opened {
+            present,
+            expiry: ack_expiry,
+            release,
+        })
+    }
+
+    /// MQTT 5 DISCONNECT with a session expiry interval: it replaces the one from CONNECT
+    /// (0 deletes the session when the connection ends). Setting one when CONNECT had none is
+    /// a protocol error (§3.14.2.2.2).
+    pub(super) fn change_session_expiry(&mut self, expiry: u32) -> Result<(), Closed> {
+        if self.session_expiry.unwrap_or(0) == 0 && expiry > 0 {
+            return Err(Closed::Rejected {
+                reason: reason::PROTOCOL_ERROR,
+                message: "DISCONNECT sets a session expiry after CONNECT had none".into(),
+            });
+        }
+        self.session_expiry = Some(expiry);
+        let cap = self.ctx.inner.session_expiry_max_secs;
+        if let Some(p) = &mut self.persist {
+            p.keep = expiry > 0;
+            let mut granted = (expiry != u32::MAX).then_some(expiry);
+            if cap > 0 {
+                granted = Some(granted.map_or(cap, |e| e.min(cap)));
+            }
+            p.expiry = granted;
+        }
+        Ok(())
+    }
+
+    /// Saves the session if it changed since the last save (a no-op for clean sessions).
+    /// Failures are logged: the next save tries again.
+    pub(super) async fn save_session(&mut self) {
+        if let Some(p) = &mut self.persist {
+            p.next_save = Instant::now() + SAVE_INTERVAL;
+        }
+        if let Err(e) = self.write_session(None, false).await {
+            tracing::warn!(client_id = %self.client_id, error = %e, "mqtt: cannot save session; retrying later");
+        }
+    }
+
+    /// Final save when the connection ends (or deletion of a session that does not outlive
+    /// it), then releases the client id's lease.
+    pub(super) async fn close_session(&mut self, closed: &Closed) {
+        let keep = self.persist.as_ref().map(|p| p.keep);
+        let result = match keep {
+            None => Ok(()),
+            Some(false) => self.ctx.inner.sessions.remove(&self.client_id).await,
+            Some(true) => self.write_session(Some(now_ms()), true).await,
+        };
+        if let Err(e) = result {
+            tracing::error!(client_id = %self.client_id, reason = %closed, error = %e, "mqtt: cannot save session at disconnect; it resumes from its last save");
+        }
+        self.persist = None;
+        self.lease = None;
+    }
+
+    /// Writes the cursors if they moved and the record if the filters changed (or `force`).
+    async fn write_session(
+        &mut self,
+        disconnected_ms: Option<i64>,
+        force: bool,
+    ) -> Result<(), SessionError> {
+        let Some(p) = &self.persist else {
+            return Ok(());
+        };
+        if !p.keep {
+            return Ok(());
+        }
+        let log = self.ctx.inner.ingest.log();
+        let subs = session::save_subs(&self.subs, log);
+        let cursors = session::save_cursors(self.delivery.positions(), &self.outgoing);
+        let subs_changed = subs != p.saved_subs;
+        if !force && !subs_changed && cursors == p.saved_cursors {
+            return Ok(());
+        }
+        let record = (force || subs_changed).then(|| SessionRecord {
+            expiry_secs: p.expiry,
+            disconnected_ms,
+            subs: subs.clone(),
+        });
+        self.ctx
+            .inner
+            .sessions
+            .save(&self.client_id, record.as_ref(), &cursors)
+            .await?;
+        if let Some(p) = &mut self.persist {
+            p.saved_subs = subs;
+            p.saved_cursors = cursors;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,311 @@
+//! Stored persistent sessions: two entries per client in the log's key/value store (LMDB), so
+//! they survive a restart and `kill -9` (see [`super::session`] for what is kept and the exact
+//! guarantee).
+//!
+//! - `mqtt/session/<client id>` ([`SESSION_PREFIX`]): the [`SessionRecord`] (filters, expiry,
+//!   time of disconnect), JSON, rewritten when the filters change and when a connection ends.
+//! - `mqtt/cursor/<client id>` ([`CURSOR_PREFIX`]): the saved cursors, JSON, rewritten at most
+//!   every [`super::session::SAVE_INTERVAL`] while they move.
+//!
+//! In memory: an index of stored client ids with their expiry time, loaded at startup, bounding
+//! the number of sessions (`mqtt.max_sessions`) and finding expired ones; about 100 bytes a
+//! session. Expired sessions are never resumed; their entries are deleted when their client
+//! connects again or when room is needed for a new session.
+//!
+//! One connection at a time works on a client id's session: a connection takes the client's
+//! [`Lease`] before reading the session and gives it back after its final save, so a connection
+//! taking over a client id reads what the one it replaced saved last.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::OwnedMutexGuard;
+
+use crate::log::{Log, LogError};
+
+use super::session::{SavedCursors, SessionRecord};
+
+/// Key prefix of session records.
+pub const SESSION_PREFIX: &str = "mqtt/session/";
+/// Key prefix of saved cursors.
+pub const CURSOR_PREFIX: &str = "mqtt/cursor/";
+/// Longest client id (bytes) with a persistent session: LMDB keys are at most 511 bytes.
+pub const MAX_CLIENT_ID_BYTES: usize = 480;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("session store of client {client_id:?}: {source}")]
+    Log {
+        client_id: String,
+        #[source]
+        source: LogError,
+    },
+    #[error("stored session of client {client_id:?} is unreadable: {source}")]
+    Corrupt {
+        client_id: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+type Locks = Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>;
+
+pub struct SessionStore {
+    log: Log,
+    /// `mqtt.max_sessions`.
+    max_sessions: usize,
+    /// Stored sessions: client id → when it expires (ms since the epoch; `None` while connected
+    /// or never).
+    index: Mutex<HashMap<String, Option<i64>>>,
+    /// Per client id, held by the connection working on its session.
+    locks: Locks,
+}
+
+/// Exclusive use of one client id's stored session; released on drop.
+pub struct Lease {
+    client_id: String,
+    locks: Locks,
+    guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        self.guard = None;
+        // Nobody else holds or waits for it: forget it, so the map only holds live clients.
+        if locks
+            .get(&self.client_id)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
+            locks.remove(&self.client_id);
+        }
+    }
+}
+
+impl SessionStore {
+    /// Loads the index of stored sessions. A session saved while connected (the broker did
+    /// not stop cleanly) counts as disconnected at `now_ms`.
+    pub fn load(log: Log, max_sessions: usize, now_ms: i64) -> Result<SessionStore, SessionError> {
+        let entries = log
+            .scan_meta(SESSION_PREFIX)
+            .map_err(|source| SessionError::Log {
+                client_id: String::new(),
+                source,
+            })?;
+        let mut index = HashMap::new();
+        for (key, value) in entries {
+            let Some(client_id) = key.strip_prefix(SESSION_PREFIX) else {
+                continue;
+            };
+            match serde_json::from_slice::<SessionRecord>(&value) {
+                Ok(mut r) => {
+                    r.disconnected_ms = r.disconnected_ms.or(Some(now_ms));
+                    index.insert(client_id.to_string(), r.expires_at());
+                }
+                Err(e) => {
+                    tracing::warn!(client_id, error = %e, "mqtt: unreadable stored session ignored")
+                }
+            }
+        }
+        if !index.is_empty() {
+            tracing::info!(sessions = index.len(), "mqtt: persistent sessions loaded");
+        }
+        Ok(SessionStore::with_index(log, max_sessions, index))
+    }
+
+    pub fn empty(log: Log, max_sessions: usize) -> SessionStore {
+        SessionStore::with_index(log, max_sessions, HashMap::new())
+    }
+
+    fn with_index(
+        log: Log,
+        max_sessions: usize,
+        index: HashMap<String, Option<i64>>,
+    ) -> SessionStore {
+        SessionStore {
+            log,
+            max_sessions,
+            index: Mutex::new(index),
+            locks: Arc::default(),
+        }
+    }
+
+    /// Number of stored sessions (connected or not, expired ones not yet deleted included).
+    pub fn len(&self) -> usize {
+        self.index.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Waits until no other connection works on `client_id`'s session.
+    pub async fn lease(&self, client_id: &str) -> Lease {
+        let mutex = self
+            .locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(client_id.to_string())
+            .or_default()
+            .clone();
+        let guard = mutex.lock_owned().await;
+        Lease {
+            client_id: client_id.to_string(),
+            locks: self.locks.clone(),
+            guard: Some(guard),
+        }
+    }
+
+    fn err(client_id: &str) -> impl FnOnce(LogError) -> SessionError + '_ {
+        move |source| SessionError::Log {
+            client_id: client_id.to_string(),
+            source,
+        }
+    }
+
+    /// The stored session of `client_id`, unless there is none or it expired by `now_ms` (an
+    /// expired one is deleted).
+    pub async fn get(
+        &self,
+        client_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<(SessionRecord, SavedCursors)>, SessionError> {
+        let key = format!("{SESSION_PREFIX}{client_id}");
+        let Some(value) = self.log.get_meta(&key).map_err(Self::err(client_id))? else {
+            return Ok(None);
+        };
+        let record: SessionRecord =
+            serde_json::from_slice(&value).map_err(|source| SessionError::Corrupt {
+                client_id: client_id.to_string(),
+                source,
+            })?;
+        let lapsed = self
+            .index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(client_id)
+            .copied()
+            .flatten()
+            .is_some_and(|at| at <= now_ms);
+        if record.expired(now_ms) || lapsed {
+            tracing::info!(
+                client_id,
+                "mqtt: stored session expired; starting a new one"
+            );
+            self.remove(client_id).await?;
+            return Ok(None);
+        }
+        let cursors = match self
+            .log
+            .get_meta(&format!("{CURSOR_PREFIX}{client_id}"))
+            .map_err(Self::err(client_id))?
+        {
+            Some(v) => serde_json::from_slice(&v).map_err(|source| SessionError::Corrupt {
+                client_id: client_id.to_string(),
+                source,
+            })?,
+            None => SavedCursors::default(),
+        };
+        Ok(Some((record, cursors)))
+    }
+
+    /// Whether `client_id` may store a session: it has one, or there is room (expired sessions
+    /// are deleted to make room).
+    pub async fn admit(&self, client_id: &str, now_ms: i64) -> Result<bool, SessionError> {
+        let expired: Vec<String> = {
+            let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+            if index.contains_key(client_id) || index.len() < self.max_sessions {
+                return Ok(true);
+            }
+            index
+                .iter()
+                .filter(|(_, at)| at.is_some_and(|at| at <= now_ms))
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        let mut entries = Vec::with_capacity(expired.len() * 2);
+        for id in &expired {
+            entries.push((format!("{SESSION_PREFIX}{id}"), None));
+            entries.push((format!("{CURSOR_PREFIX}{id}"), None));
+        }
+        if !entries.is_empty() {
+            self.log
+                .put_meta(entries)
+                .await
+                .map_err(Self::err(client_id))?;
+            tracing::info!(
+                sessions = expired.len(),
+                "mqtt: expired sessions deleted to make room"
+            );
+        }
+        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        for id in &expired {
+            index.remove(id);
+        }
+        Ok(index.len() < self.max_sessions)
+    }
+
+    /// Writes the session (when `record` is given) and its cursors in one commit.
+    pub async fn save(
+        &self,
+        client_id: &str,
+        record: Option<&SessionRecord>,
+        cursors: &SavedCursors,
+    ) -> Result<(), SessionError> {
+        let mut entries = Vec::with_capacity(2);
+        if let Some(r) = record {
+            let value = serde_json::to_vec(r).map_err(|source| SessionError::Corrupt {
+                client_id: client_id.to_string(),
+                source,
+            })?;
+            entries.push((format!("{SESSION_PREFIX}{client_id}"), Some(value)));
+        }
+        let value = serde_json::to_vec(cursors).map_err(|source| SessionError::Corrupt {
+            client_id: client_id.to_string(),
+            source,
+        })?;
+        entries.push((format!("{CURSOR_PREFIX}{client_id}"), Some(value)));
+        self.log
+            .put_meta(entries)
+            .await
+            .map_err(Self::err(client_id))?;
+        if let Some(r) = record {
+            self.index
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(client_id.to_string(), r.expires_at());
+        }
+        Ok(())
+    }
+
+    /// Deletes `client_id`'s session, if it has one.
+    pub async fn remove(&self, client_id: &str) -> Result<(), SessionError> {
+        let known = self
+            .index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(client_id);
+        let key = format!("{SESSION_PREFIX}{client_id}");
+        if !known
+            && self
+                .log
+                .get_meta(&key)
+                .map_err(Self::err(client_id))?
+                .is_none()
+        {
+            return Ok(());
+        }
+        self.log
+            .put_meta(vec![
+                (key, None),
+                (format!("{CURSOR_PREFIX}{client_id}"), None),
+            ])
+            .await
+            .map_err(Self::err(client_id))?;
+        self.index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(client_id);
+        Ok(())
+    }
+}

@@ -1,0 +1,425 @@
+//! Persistent sessions end to end on the listener, with rumqttc's 3.1.1 and 5 clients: resume
+//! with session present, messages published meanwhile, a restart in between, clean start,
+//! expiry, the session cap.
+
+use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode as Code5, Packet as P5};
+use rumqttc::v5::mqttbytes::QoS as Q5;
+use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Options5};
+
+use rumqttc::mqttbytes::v4::{PubComp, PubRec};
+
+use super::*;
+
+/// Stops the broker, closes its log and starts a new broker on the same data directory.
+async fn reopen(b: Broker, section: MqttSection) -> Broker {
+    let Broker {
+        log,
+        shutdown,
+        task,
+        _dir: dir,
+        ..
+    } = b;
+    shutdown.cancel();
+    task.await.unwrap();
+    log.close().await;
+    let log = Log::open(&LogOptions::for_tests(dir.path(), 64 * 1024 * 1024)).unwrap();
+    let ingest = Ingest::new(log.clone(), Arc::new(IngestPlugins::default()));
+    let ctx = MqttContext::new(ingest, &section).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(run(listener, ctx, shutdown.clone()));
+    Broker {
+        addr,
+        log,
+        shutdown,
+        task,
+        _dir: dir,
+    }
+}
+
+/// A 3.1.1 client with the given clean-session flag; returns it and CONNACK's session present.
+async fn connect4(addr: SocketAddr, id: &str, clean: bool, manual_acks: bool) -> (Client, bool) {
+    let mut options = MqttOptions::new(id, "127.0.0.1", addr.port());
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_clean_session(clean);
+    options.set_manual_acks(manual_acks);
+    let (client, mut eventloop) = AsyncClient::new(options, 100);
+    let (tx, events) = mpsc::channel(1000);
+    tokio::spawn(async move {
+        loop {
+            let event = eventloop.poll().await.map_err(|e| e.to_string());
+            let failed = event.is_err();
+            if tx.send(event).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    let mut c = Client { client, events };
+    match c.expect(|p| matches!(p, Packet::ConnAck(_))).await {
+        Packet::ConnAck(a) => {
+            assert_eq!(a.code, ConnectReturnCode::Success);
+            (c, a.session_present)
+        }
+        _ => unreachable!(),
+    }
+}
+
+/// Sends DISCONNECT and waits for the client's event loop to end.
+async fn leave(mut c: Client) {
+    c.client.disconnect().await.unwrap();
+    let _ = tokio::time::timeout(WAIT, async { while c.events.recv().await.is_some() {} }).await;
+}
+
+async fn publish_all(addr: SocketAddr, topic: &str, payloads: &[&str]) {
+    let mut p = client(addr, "publisher", false).await;
+    for payload in payloads {
+        p.publish_acked(topic, QoS::AtLeastOnce, payload).await;
+    }
+    leave(p).await;
+}
+
+async fn payloads(c: &mut Client, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let p = c.next_publish().await;
+        out.push(String::from_utf8_lossy(&p.payload).into_owned());
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_v311_persistent_session_resumes_with_what_was_published_meanwhile_across_a_restart() {
+    let b = start(MqttSection::default()).await;
+    let (mut s, present) = connect4(b.addr, "keeper", false, false).await;
+    assert!(!present, "no session yet");
+    s.subscribe("dev/#", QoS::AtLeastOnce).await;
+    leave(s).await;
+
+    publish_all(b.addr, "dev/1", &["a", "b", "c"]).await;
+    let (mut s, present) = connect4(b.addr, "keeper", false, false).await;
+    assert!(present);
+    assert_eq!(payloads(&mut s, 3).await, ["a", "b", "c"]);
+    leave(s).await;
+
+    publish_all(b.addr, "dev/2", &["d", "e"]).await;
+    let b = reopen(b, MqttSection::default()).await;
+    publish_all(b.addr, "dev/3", &["f"]).await;
+    let (mut s, present) = connect4(b.addr, "keeper", false, false).await;
+    assert!(present, "the session survived the restart");
+    assert_eq!(
+        payloads(&mut s, 3).await,
+        ["d", "e", "f"],
+        "acknowledged messages are not delivered again"
+    );
+    s.quiet(Duration::from_millis(300)).await;
+    // The resumed subscription is live.
+    let mut p = client(b.addr, "live", false).await;
+    p.publish_acked("dev/4", QoS::AtLeastOnce, "g").await;
+    assert_eq!(payloads(&mut s, 1).await, ["g"]);
+    leave(s).await;
+
+    // A clean connect discards the session.
+    let (c, present) = connect4(b.addr, "keeper", true, false).await;
+    assert!(!present);
+    leave(c).await;
+    let (mut s, present) = connect4(b.addr, "keeper", false, false).await;
+    assert!(!present);
+    p.publish_acked("dev/5", QoS::AtLeastOnce, "h").await;
+    s.quiet(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn unacknowledged_deliveries_are_sent_again_when_the_session_resumes() {
+    let b = start(MqttSection::default()).await;
+    let (mut s, _) = connect4(b.addr, "slow", false, true).await;
+    s.subscribe("m/#", QoS::AtLeastOnce).await;
+    publish_all(b.addr, "m/x", &["1", "2"]).await;
+    let first = s.next_publish().await;
+    s.client.ack(&first).await.unwrap();
+    let second = s.next_publish().await; // never acknowledged
+    assert!(!second.dup);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    leave(s).await;
+    let (mut s, present) = connect4(b.addr, "slow", false, false).await;
+    assert!(present);
+    let again = s.next_publish().await;
+    assert_eq!(&again.payload[..], b"2");
+    assert!(again.dup, "a re-send has DUP = 1");
+    assert_eq!(again.pkid, second.pkid, "with its original packet id");
+    s.quiet(Duration::from_millis(300)).await;
+    // A takeover resumes the session the same way.
+    publish_all(b.addr, "m/x", &["3"]).await;
+    assert_eq!(payloads(&mut s, 1).await, ["3"]);
+    let (mut t, present) = connect4(b.addr, "slow", false, false).await;
+    assert!(present);
+    publish_all(b.addr, "m/x", &["4"]).await;
+    assert_eq!(payloads(&mut t, 1).await, ["4"]);
+}
+
+#[tokio::test]
+async fn the_number_of_stored_sessions_is_capped() {
+    let section = MqttSection {
+        max_sessions: 1,
+        ..MqttSection::default()
+    };
+    let b = start(section).await;
+    let (one, _) = connect4(b.addr, "one", false, false).await;
+    leave(one).await;
+    let mut options = MqttOptions::new("two", "127.0.0.1", b.addr.port());
+    options.set_clean_session(false);
+    let (_client, mut eventloop) = AsyncClient::new(options, 10);
+    let refused = eventloop.poll().await;
+    assert!(
+        format!("{refused:?}").contains("ServiceUnavailable"),
+        "{refused:?}"
+    );
+    // Clean sessions are not counted; the stored one can still resume.
+    let (c, _) = connect4(b.addr, "three", true, false).await;
+    leave(c).await;
+    let (_one, present) = connect4(b.addr, "one", false, false).await;
+    assert!(present);
+}
+
+/// An MQTT 5 client with clean start off and a session expiry; returns its events and
+/// CONNACK's session present.
+async fn connect5(
+    addr: SocketAddr,
+    id: &str,
+    expiry: u32,
+) -> (Client5, mpsc::Receiver<Result<Event5, String>>, bool) {
+    let mut options = Options5::new(id, "127.0.0.1", addr.port());
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_clean_start(false);
+    options.set_session_expiry_interval(Some(expiry));
+    let (c5, mut events) = Client5::new(options, 100);
+    let (tx, mut rx) = mpsc::channel(100);
+    tokio::spawn(async move {
+        loop {
+            let event = events.poll().await.map_err(|e| e.to_string());
+            let failed = event.is_err();
+            if tx.send(event).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    match next5(&mut rx).await {
+        P5::ConnAck(a) => {
+            assert_eq!(a.code, Code5::Success);
+            (c5, rx, a.session_present)
+        }
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+async fn next5(rx: &mut mpsc::Receiver<Result<Event5, String>>) -> P5 {
+    loop {
+        match tokio::time::timeout(WAIT, rx.recv()).await {
+            Ok(Some(Ok(Event5::Incoming(p)))) => return p,
+            Ok(Some(Ok(_))) => {}
+            other => panic!("v5 client: {other:?}"),
+        }
+    }
+}
+
+async fn leave5(c: Client5, mut rx: mpsc::Receiver<Result<Event5, String>>) {
+    c.disconnect().await.unwrap();
+    let _ = tokio::time::timeout(WAIT, async { while rx.recv().await.is_some() {} }).await;
+}
+
+#[tokio::test]
+async fn a_v5_session_keeps_subscription_ids_survives_a_restart_and_expires() {
+    let b = start(MqttSection::default()).await;
+    let (c, mut rx, present) = connect5(b.addr, "five", 3600).await;
+    assert!(!present);
+    let props = rumqttc::v5::mqttbytes::v5::SubscribeProperties {
+        id: Some(42),
+        user_properties: vec![],
+    };
+    c.subscribe_with_properties("v5/#", Q5::AtLeastOnce, props)
+        .await
+        .unwrap();
+    while !matches!(next5(&mut rx).await, P5::SubAck(_)) {}
+    leave5(c, rx).await;
+
+    publish_all(b.addr, "v5/a", &["x"]).await;
+    let b = reopen(b, MqttSection::default()).await;
+    let (c, mut rx, present) = connect5(b.addr, "five", 1).await;
+    assert!(present);
+    let p = loop {
+        if let P5::Publish(p) = next5(&mut rx).await {
+            break p;
+        }
+    };
+    assert_eq!(&p.payload[..], b"x");
+    let ids = p.properties.map(|p| p.subscription_identifiers);
+    assert_eq!(ids, Some(vec![42]), "the subscription id was kept");
+    // Now with an expiry of 1 s: gone after it lapsed.
+    leave5(c, rx).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (c, rx, present) = connect5(b.addr, "five", 1).await;
+    assert!(!present, "the session expired");
+    leave5(c, rx).await;
+}
+
+#[tokio::test]
+async fn session_expiry_max_secs_caps_v5_expiry_and_expires_v311_sessions() {
+    let section = MqttSection {
+        session_expiry_max_secs: 1,
+        ..MqttSection::default()
+    };
+    let b = start(section).await;
+    let mut options = Options5::new("capped", "127.0.0.1", b.addr.port());
+    options.set_clean_start(false);
+    options.set_session_expiry_interval(Some(3600));
+    let (c5, mut events) = Client5::new(options, 10);
+    match events.poll().await {
+        Ok(Event5::Incoming(P5::ConnAck(a))) => {
+            let granted = a.properties.and_then(|p| p.session_expiry_interval);
+            assert_eq!(granted, Some(1), "CONNACK says the expiry granted");
+        }
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    drop(c5);
+
+    let (s, present) = connect4(b.addr, "old-311", false, false).await;
+    assert!(!present);
+    leave(s).await;
+    let (s, present) = connect4(b.addr, "old-311", false, false).await;
+    assert!(present, "within the cap");
+    leave(s).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_s, present) = connect4(b.addr, "old-311", false, false).await;
+    assert!(!present, "expired after mqtt.session_expiry_max_secs");
+}
+
+/// A raw 3.1.1 connection with `clean_session = false`; returns it and session present.
+async fn raw_persistent(addr: SocketAddr, id: &str) -> (Raw, bool) {
+    let mut raw = Raw::open(addr).await;
+    let mut c = Connect::new(id);
+    c.clean_session = false;
+    raw.send(Packet::Connect(c)).await;
+    match raw.recv().await {
+        Some(Packet::ConnAck(a)) => {
+            assert_eq!(a.code, ConnectReturnCode::Success);
+            (raw, a.session_present)
+        }
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn qos2_deliveries_resume_with_pubrel_or_dup_publish_under_their_ids_across_a_restart() {
+    let b = start(MqttSection::default()).await;
+    let (mut raw, _) = raw_persistent(b.addr, "q2").await;
+    let mut sub = Subscribe::new("q2/#", QoS::ExactlyOnce);
+    sub.pkid = 1;
+    raw.send(Packet::Subscribe(sub)).await;
+    assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
+    let mut p = client(b.addr, "q2-pub", false).await;
+    p.publish_acked("q2/a", QoS::ExactlyOnce, "released").await;
+    p.publish_acked("q2/a", QoS::ExactlyOnce, "unanswered")
+        .await;
+    let mut ids = Vec::new();
+    for want in ["released", "unanswered"] {
+        match raw.recv().await {
+            Some(Packet::Publish(p)) => {
+                assert_eq!((&p.payload[..], p.qos), (want.as_bytes(), QoS::ExactlyOnce));
+                ids.push(p.pkid);
+            }
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+    raw.send(Packet::PubRec(PubRec::new(ids[0]))).await;
+    assert!(matches!(raw.recv().await, Some(Packet::PubRel(r)) if r.pkid == ids[0]));
+    // No PUBCOMP for the first, no PUBREC for the second: the connection drops, the broker
+    // restarts.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(raw);
+    let b = reopen(b, MqttSection::default()).await;
+
+    let (mut raw, present) = raw_persistent(b.addr, "q2").await;
+    assert!(present);
+    assert!(
+        matches!(raw.recv().await, Some(Packet::PubRel(r)) if r.pkid == ids[0]),
+        "PUBREL again for the released one"
+    );
+    match raw.recv().await {
+        Some(Packet::Publish(p)) => {
+            assert_eq!(
+                &p.payload[..],
+                b"unanswered",
+                "the released one is not sent again"
+            );
+            assert!(p.dup);
+            assert_eq!(p.pkid, ids[1]);
+        }
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+    raw.send(Packet::PubComp(PubComp::new(ids[0]))).await;
+    raw.send(Packet::PubRec(PubRec::new(ids[1]))).await;
+    assert!(matches!(raw.recv().await, Some(Packet::PubRel(r)) if r.pkid == ids[1]));
+    raw.send(Packet::PubComp(PubComp::new(ids[1]))).await;
+    // Both complete: the window is free and new messages flow.
+    let mut p = client(b.addr, "q2-pub", false).await;
+    p.publish_acked("q2/a", QoS::ExactlyOnce, "next").await;
+    match raw.recv().await {
+        Some(Packet::Publish(p)) => assert_eq!((&p.payload[..], p.dup), (&b"next"[..], false)),
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+}
+
+/// A raw MQTT 5 connection with clean start off and `expiry`; returns it and session present.
+async fn raw5(addr: SocketAddr, id: &str, expiry: u32) -> (v5::Raw5, bool) {
+    use rumqttc::v5::mqttbytes::v5::{Connect as Connect5, ConnectProperties};
+    let mut raw = v5::Raw5::open(addr).await;
+    let mut props = ConnectProperties::new();
+    props.session_expiry_interval = Some(expiry);
+    let connect = Connect5 {
+        keep_alive: 0,
+        client_id: id.into(),
+        clean_start: false,
+        properties: Some(props),
+    };
+    raw.send(P5::Connect(connect, None, None)).await;
+    match raw.recv().await {
+        Some(P5::ConnAck(a)) => {
+            assert_eq!(a.code, Code5::Success);
+            (raw, a.session_present)
+        }
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+fn disconnect5(expiry: Option<u32>) -> P5 {
+    use rumqttc::v5::mqttbytes::v5::{Disconnect, DisconnectProperties, DisconnectReasonCode};
+    P5::Disconnect(Disconnect {
+        reason_code: DisconnectReasonCode::NormalDisconnection,
+        properties: Some(DisconnectProperties {
+            session_expiry_interval: expiry,
+            reason_string: None,
+            user_properties: vec![],
+            server_reference: None,
+        }),
+    })
+}
+
+#[tokio::test]
+async fn a_v5_disconnect_can_end_the_session_but_not_start_one() {
+    let b = start(MqttSection::default()).await;
+    let (mut raw, _) = raw5(b.addr, "ender", 600).await;
+    raw.send(disconnect5(Some(60))).await;
+    assert!(raw.recv().await.is_none());
+    let (mut raw, present) = raw5(b.addr, "ender", 600).await;
+    assert!(present, "a new non-zero expiry keeps the session");
+    raw.send(disconnect5(Some(0))).await;
+    assert!(raw.recv().await.is_none());
+    let (mut raw, present) = raw5(b.addr, "ender", 0).await;
+    assert!(!present, "session expiry 0 in DISCONNECT ended it");
+    // CONNECT without an expiry, DISCONNECT with one: a protocol error (§3.14.2.2.2).
+    raw.send(disconnect5(Some(5))).await;
+    assert_eq!(
+        raw.expect_disconnect().await,
+        rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::ProtocolError
+    );
+}
