@@ -37,23 +37,7 @@ impl Log {
         partitions: u32,
         config: TopicConfig,
     ) -> Result<Arc<TopicHandle>, LogError> {
-        super::validate_topic_name(name)?;
-        if partitions == 0 {
-            return Err(LogError::InvalidTopic {
-                name: name.to_string(),
-                reason: "a topic needs at least one partition",
-            });
-        }
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::CreateTopic {
-            name: name.to_string(),
-            partitions,
-            config,
-            exclusive: true,
-            reply,
-        })
-        .await?;
-        rx.await.map_err(|_| LogError::Stopped)?
+        self.send_create_topic(name, partitions, config, true).await
     }
 
     /// Deletes a topic with all its data; resolves once the deletion is durable.

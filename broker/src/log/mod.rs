@@ -360,6 +360,19 @@ impl Log {
         partitions: u32,
         config: TopicConfig,
     ) -> Result<Arc<TopicHandle>, LogError> {
+        self.send_create_topic(name, partitions, config, false)
+            .await
+    }
+
+    /// Checks a new topic's name and size and has the writer create it; `exclusive` refuses an
+    /// existing topic instead of returning it.
+    async fn send_create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        config: TopicConfig,
+        exclusive: bool,
+    ) -> Result<Arc<TopicHandle>, LogError> {
         validate_topic_name(name)?;
         if partitions == 0 {
             return Err(LogError::InvalidTopic {
@@ -372,7 +385,7 @@ impl Log {
             name: name.to_string(),
             partitions,
             config,
-            exclusive: false,
+            exclusive,
             reply,
         })
         .await?;

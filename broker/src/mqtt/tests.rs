@@ -45,10 +45,14 @@ async fn start(section: MqttSection) -> Broker {
 }
 
 async fn start_with(section: MqttSection, max_disk_bytes: u64) -> Broker {
-    let dir = tempfile::tempdir().unwrap();
+    serve(tempfile::tempdir().unwrap(), &section, max_disk_bytes).await
+}
+
+/// A broker on the log in `dir`.
+async fn serve(dir: tempfile::TempDir, section: &MqttSection, max_disk_bytes: u64) -> Broker {
     let log = Log::open(&LogOptions::for_tests(dir.path(), max_disk_bytes)).unwrap();
     let ingest = Ingest::new(log.clone(), Arc::new(IngestPlugins::default()));
-    let ctx = MqttContext::new(ingest, &section).unwrap();
+    let ctx = MqttContext::new(ingest, section).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
@@ -60,6 +64,21 @@ async fn start_with(section: MqttSection, max_disk_bytes: u64) -> Broker {
         task,
         _dir: dir,
     }
+}
+
+/// Stops the broker, closes its log and starts a new broker on the same data directory.
+async fn reopen(b: Broker, section: MqttSection) -> Broker {
+    let Broker {
+        log,
+        shutdown,
+        task,
+        _dir: dir,
+        ..
+    } = b;
+    shutdown.cancel();
+    task.await.unwrap();
+    log.close().await;
+    serve(dir, &section, 64 * 1024 * 1024).await
 }
 
 fn records(log: &Log, topic: &str) -> Vec<StoredRecord> {

@@ -8,32 +8,9 @@ use rumqttc::v5::mqttbytes::v5::{
 
 use super::*;
 
-/// Stops the broker, closes its log and starts a new broker on the same data directory.
+/// [`reopen`] with the default MQTT settings.
 async fn restart(b: Broker) -> Broker {
-    let Broker {
-        log,
-        shutdown,
-        task,
-        _dir: dir,
-        ..
-    } = b;
-    shutdown.cancel();
-    task.await.unwrap();
-    log.close().await;
-    let log = Log::open(&LogOptions::for_tests(dir.path(), 64 * 1024 * 1024)).unwrap();
-    let ingest = Ingest::new(log.clone(), Arc::new(IngestPlugins::default()));
-    let ctx = MqttContext::new(ingest, &MqttSection::default()).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run(listener, ctx, shutdown.clone()));
-    Broker {
-        addr,
-        log,
-        shutdown,
-        task,
-        _dir: dir,
-    }
+    reopen(b, MqttSection::default()).await
 }
 
 async fn retain(c: &Client, topic: &str, qos: QoS, payload: &[u8]) {

@@ -10,34 +10,6 @@ use rumqttc::mqttbytes::v4::{PubComp, PubRec};
 
 use super::*;
 
-/// Stops the broker, closes its log and starts a new broker on the same data directory.
-async fn reopen(b: Broker, section: MqttSection) -> Broker {
-    let Broker {
-        log,
-        shutdown,
-        task,
-        _dir: dir,
-        ..
-    } = b;
-    shutdown.cancel();
-    task.await.unwrap();
-    log.close().await;
-    let log = Log::open(&LogOptions::for_tests(dir.path(), 64 * 1024 * 1024)).unwrap();
-    let ingest = Ingest::new(log.clone(), Arc::new(IngestPlugins::default()));
-    let ctx = MqttContext::new(ingest, &section).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run(listener, ctx, shutdown.clone()));
-    Broker {
-        addr,
-        log,
-        shutdown,
-        task,
-        _dir: dir,
-    }
-}
-
 /// A 3.1.1 client with the given clean-session flag; returns it and CONNACK's session present.
 async fn connect4(addr: SocketAddr, id: &str, clean: bool, manual_acks: bool) -> (Client, bool) {
     let mut options = MqttOptions::new(id, "127.0.0.1", addr.port());
