@@ -100,7 +100,7 @@ pub fn remaining_expiry(interval: u32, timestamp_ms: i64, now_ms: i64) -> Option
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -123,7 +123,8 @@ mod tests {
         assert!(MessageProps::from_headers(&headers).is_empty());
     }
 
-    fn props() -> impl Strategy<Value = MessageProps> {
+    /// Any message properties; also used by the MQTT 5 codec's tests.
+    pub(crate) fn props() -> impl Strategy<Value = MessageProps> {
         (
             prop::option::of(0u8..=1),
             prop::option::of(any::<u32>()),

@@ -114,6 +114,11 @@ async fn client(addr: SocketAddr, id: &str, manual_acks: bool) -> Client {
     let mut options = MqttOptions::new(id, "127.0.0.1", addr.port());
     options.set_keep_alive(Duration::from_secs(30));
     options.set_manual_acks(manual_acks);
+    connect(options).await.0
+}
+
+/// Connects a rumqttc 3.1.1 client; returns it with its CONNACK.
+async fn connect(options: MqttOptions) -> (Client, rumqttc::ConnAck) {
     let (client, mut eventloop) = AsyncClient::new(options, 100);
     let (tx, events) = mpsc::channel(1000);
     tokio::spawn(async move {
@@ -126,8 +131,10 @@ async fn client(addr: SocketAddr, id: &str, manual_acks: bool) -> Client {
         }
     });
     let mut c = Client { client, events };
-    c.expect(|p| matches!(p, Packet::ConnAck(_))).await;
-    c
+    match c.expect(|p| matches!(p, Packet::ConnAck(_))).await {
+        Packet::ConnAck(ack) => (c, ack),
+        other => unreachable!("expect returned {other:?}"),
+    }
 }
 
 impl Client {

@@ -8,6 +8,7 @@ use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Option
 
 use rumqttc::mqttbytes::v4::{PubComp, PubRec};
 
+use super::v5::{next5, pump5};
 use super::*;
 
 /// A 3.1.1 client with the given clean-session flag; returns it and CONNACK's session present.
@@ -16,25 +17,9 @@ async fn connect4(addr: SocketAddr, id: &str, clean: bool, manual_acks: bool) ->
     options.set_keep_alive(Duration::from_secs(30));
     options.set_clean_session(clean);
     options.set_manual_acks(manual_acks);
-    let (client, mut eventloop) = AsyncClient::new(options, 100);
-    let (tx, events) = mpsc::channel(1000);
-    tokio::spawn(async move {
-        loop {
-            let event = eventloop.poll().await.map_err(|e| e.to_string());
-            let failed = event.is_err();
-            if tx.send(event).await.is_err() || failed {
-                break;
-            }
-        }
-    });
-    let mut c = Client { client, events };
-    match c.expect(|p| matches!(p, Packet::ConnAck(_))).await {
-        Packet::ConnAck(a) => {
-            assert_eq!(a.code, ConnectReturnCode::Success);
-            (c, a.session_present)
-        }
-        _ => unreachable!(),
-    }
+    let (c, ack) = connect(options).await;
+    assert_eq!(ack.code, ConnectReturnCode::Success);
+    (c, ack.session_present)
 }
 
 /// Sends DISCONNECT and waits for the client's event loop to end.
@@ -164,33 +149,14 @@ async fn connect5(
     options.set_keep_alive(Duration::from_secs(30));
     options.set_clean_start(false);
     options.set_session_expiry_interval(Some(expiry));
-    let (c5, mut events) = Client5::new(options, 100);
-    let (tx, mut rx) = mpsc::channel(100);
-    tokio::spawn(async move {
-        loop {
-            let event = events.poll().await.map_err(|e| e.to_string());
-            let failed = event.is_err();
-            if tx.send(event).await.is_err() || failed {
-                break;
-            }
-        }
-    });
+    let (c5, events) = Client5::new(options, 100);
+    let mut rx = pump5(events);
     match next5(&mut rx).await {
         P5::ConnAck(a) => {
             assert_eq!(a.code, Code5::Success);
             (c5, rx, a.session_present)
         }
         other => panic!("expected CONNACK, got {other:?}"),
-    }
-}
-
-async fn next5(rx: &mut mpsc::Receiver<Result<Event5, String>>) -> P5 {
-    loop {
-        match tokio::time::timeout(WAIT, rx.recv()).await {
-            Ok(Some(Ok(Event5::Incoming(p)))) => return p,
-            Ok(Some(Ok(_))) => {}
-            other => panic!("v5 client: {other:?}"),
-        }
     }
 }
 

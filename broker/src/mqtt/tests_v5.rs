@@ -263,8 +263,23 @@ async fn v5_properties_are_stored_as_headers_and_come_back_to_v5_subscribers() {
     assert_eq!(&got4.payload[..], b"21.5");
 }
 
+/// Runs a rumqttc v5 event loop in a task, forwarding its events until the first error.
+pub(super) fn pump5(mut events: rumqttc::v5::EventLoop) -> mpsc::Receiver<Result<Event5, String>> {
+    let (tx, rx) = mpsc::channel(100);
+    tokio::spawn(async move {
+        loop {
+            let event = events.poll().await.map_err(|e| e.to_string());
+            let failed = event.is_err();
+            if tx.send(event).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// The next incoming packet of a rumqttc v5 client.
-async fn next5(rx: &mut mpsc::Receiver<Result<Event5, String>>) -> P5 {
+pub(super) async fn next5(rx: &mut mpsc::Receiver<Result<Event5, String>>) -> P5 {
     loop {
         match tokio::time::timeout(WAIT, rx.recv()).await {
             Ok(Some(Ok(Event5::Incoming(p)))) => return p,
@@ -279,17 +294,8 @@ async fn the_rumqttc_v5_client_and_a_v311_client_interoperate() {
     let b = start(MqttSection::default()).await;
     let mut options = Options5::new("v5-client", "127.0.0.1", b.addr.port());
     options.set_keep_alive(Duration::from_secs(30));
-    let (c5, mut events) = Client5::new(options, 100);
-    let (tx, mut rx) = mpsc::channel(100);
-    tokio::spawn(async move {
-        loop {
-            let event = events.poll().await.map_err(|e| e.to_string());
-            let failed = event.is_err();
-            if tx.send(event).await.is_err() || failed {
-                break;
-            }
-        }
-    });
+    let (c5, events) = Client5::new(options, 100);
+    let mut rx = pump5(events);
     assert!(matches!(next5(&mut rx).await, P5::ConnAck(_)));
     c5.subscribe("from/v3/#", Q5::ExactlyOnce).await.unwrap();
     loop {

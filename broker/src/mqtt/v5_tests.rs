@@ -42,25 +42,6 @@ fn qos() -> impl Strategy<Value = QoS> {
     ]
 }
 
-fn message_props() -> impl Strategy<Value = MessageProps> {
-    (
-        prop::option::of(0u8..=1),
-        prop::option::of(any::<u32>()),
-        prop::option::of("[ -~]{0,10}"),
-        prop::option::of("[a-z/]{1,10}"),
-        prop::option::of(prop::collection::vec(any::<u8>(), 0..10)),
-        prop::collection::vec(("[a-z]{0,5}", "\\PC{0,5}"), 0..3),
-    )
-        .prop_map(|(f, e, c, r, d, user)| MessageProps {
-            payload_format: f,
-            message_expiry: e,
-            content_type: c,
-            response_topic: r,
-            correlation_data: d.map(Bytes::from),
-            user,
-        })
-}
-
 fn publish_properties(p: &MessageProps, alias: Option<u16>) -> Option<PublishProperties> {
     let props = PublishProperties {
         payload_format_indicator: p.payload_format,
@@ -84,7 +65,7 @@ proptest! {
         pkid in 1u16..,
         payload in prop::collection::vec(any::<u8>(), 0..64),
         alias in prop::option::of(1u16..100),
-        props in message_props(),
+        props in crate::mqtt::properties::tests::props(),
     ) {
         let mut p = Pub5::new(topic.clone(), v5_qos(q), payload.clone(), publish_properties(&props, alias));
         p.retain = retain;
@@ -137,7 +118,7 @@ proptest! {
         retain: bool,
         pkid in 1u16..,
         payload in prop::collection::vec(any::<u8>(), 0..64),
-        props in message_props(),
+        props in crate::mqtt::properties::tests::props(),
         sub_id in prop::option::of(1usize..268_435_455),
     ) {
         let out = PublishOut {
