@@ -10,7 +10,8 @@ use bytes::Bytes;
 
 use crate::log::producers::ProducerClaim;
 use crate::log::{
-    self, AppendTicket, Appended, BatchHeader, Log, LogError, NewRecord, PartitionHandle,
+    self, AppendTicket, Appended, BatchHeader, Log, LogError, MetaUpdate, NewRecord,
+    PartitionHandle,
 };
 use crate::plugin::IngestPlugins;
 
@@ -127,7 +128,7 @@ impl Ingest {
                 headers: r.headers,
             }));
         }
-        self.append_via_plugins(topic, Some(handle), records, claim)
+        self.append_via_plugins(topic, Some(handle), records, claim, &mut None)
             .await
     }
 
@@ -138,11 +139,32 @@ impl Ingest {
         topic: &str,
         records: Vec<NewRecord>,
     ) -> Result<Appended, IngestError> {
+        self.publish_with_meta(topic, records, None).await
+    }
+
+    /// [`Ingest::publish`] with metadata written in the same transaction as the records kept for
+    /// `topic` (alone, after the chain's appends, when a plugin chain keeps none of them).
+    pub async fn publish_with_meta(
+        &self,
+        topic: &str,
+        records: Vec<NewRecord>,
+        meta: Option<MetaUpdate>,
+    ) -> Result<Appended, IngestError> {
         if self.plugins.has_plugins(topic) {
-            return self.append_via_plugins(topic, None, records, None).await;
+            let mut meta = meta;
+            let appended = self
+                .append_via_plugins(topic, None, records, None, &mut meta)
+                .await?;
+            if let Some(meta) = meta {
+                self.log.put_meta_then(meta).await?;
+            }
+            return Ok(appended);
         }
         let handle = self.partition_for_key(topic, records.first()).await?;
-        Ok(self.log.append_records(&handle, &records).await?)
+        Ok(self
+            .log
+            .append_records_with_meta(&handle, &records, meta)
+            .await?)
     }
 
     async fn append_via_plugins(
@@ -151,6 +173,7 @@ impl Ingest {
         partition: Option<Arc<PartitionHandle>>,
         records: Vec<NewRecord>,
         claim: Option<ProducerClaim>,
+        meta: &mut Option<MetaUpdate>,
     ) -> Result<Appended, IngestError> {
         let output = self
             .plugins
@@ -172,6 +195,11 @@ impl Ingest {
                 (Some(claim), Some(_), true) => {
                     self.log
                         .append_records_claimed(&handle, &records, claim)
+                        .await?
+                }
+                (_, _, true) => {
+                    self.log
+                        .append_records_with_meta(&handle, &records, meta.take())
                         .await?
                 }
                 _ => self.log.append_records(&handle, &records).await?,

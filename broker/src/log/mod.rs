@@ -144,6 +144,17 @@ pub struct TopicDefaults {
     pub retention_bytes: i64,
 }
 
+/// Metadata entries to write in the same transaction as an append (or alone), with a hook the
+/// writer thread runs once that transaction has committed and before readers hear of it. The
+/// MQTT retained store uses it so a retained message, its log record and the in-memory index
+/// change together: a subscriber that saw the record can never miss it as retained.
+pub struct MetaUpdate {
+    /// Key and value; `None` deletes the key.
+    pub entries: Vec<(String, Option<Vec<u8>>)>,
+    /// Runs in the writer thread after the commit: keep it short and non-blocking.
+    pub on_commit: Box<dyn FnOnce() + Send>,
+}
+
 /// A committed append, announced to readers.
 #[derive(Debug, Clone)]
 pub struct AppendEvent {
@@ -417,6 +428,7 @@ impl Log {
             partition: partition.clone(),
             batches,
             claim: None,
+            meta: None,
             reply,
         })
         .await?;
@@ -429,9 +441,30 @@ impl Log {
         partition: &Arc<PartitionHandle>,
         records: &[NewRecord],
     ) -> Result<Appended, LogError> {
+        self.append_records_with_meta(partition, records, None)
+            .await
+    }
+
+    /// [`Log::append_records`], with `meta` written in the same transaction (and its hook run
+    /// after the commit, before readers are told of the append).
+    pub async fn append_records_with_meta(
+        &self,
+        partition: &Arc<PartitionHandle>,
+        records: &[NewRecord],
+        meta: Option<MetaUpdate>,
+    ) -> Result<Appended, LogError> {
         let bytes = batch::encode(records)?;
         let header = BatchHeader::parse(&bytes)?;
-        self.append_batches(partition, vec![(header, bytes)]).await
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Append {
+            partition: partition.clone(),
+            batches: vec![(header, bytes)],
+            claim: None,
+            meta,
+            reply,
+        })
+        .await?;
+        AppendTicket(rx).durable().await
     }
 
     /// Batches from `offset` on, about `max_bytes` of them. Blocking but short: an LMDB read.
@@ -499,7 +532,24 @@ impl Log {
     /// Writes (or with `None`, deletes) small metadata entries durably, all in one commit.
     pub async fn put_meta(&self, entries: Vec<(String, Option<Vec<u8>>)>) -> Result<(), LogError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::PutMeta { entries, reply }).await?;
+        self.send(Command::PutMeta {
+            entries,
+            on_commit: None,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| LogError::Stopped)?
+    }
+
+    /// [`Log::put_meta`] with a hook run in the writer thread right after the commit.
+    pub async fn put_meta_then(&self, update: MetaUpdate) -> Result<(), LogError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::PutMeta {
+            entries: update.entries,
+            on_commit: Some(update.on_commit),
+            reply,
+        })
+        .await?;
         rx.await.map_err(|_| LogError::Stopped)?
     }
 

@@ -635,6 +635,7 @@ impl Log {
             partition: partition.clone(),
             batches,
             claim: Some(claim),
+            meta: None,
             reply,
         })
         .await?;

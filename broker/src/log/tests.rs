@@ -402,3 +402,64 @@ async fn partition_ids_of_deleted_topics_are_not_reused_after_reopen() {
         .unwrap();
     assert!(fresh.partitions.iter().all(|p| !old_ids.contains(&p.id)));
 }
+
+/// A hook that records whether the append's event had already been sent when it ran, and that
+/// the metadata was readable by then.
+fn meta_update(log: &Log, key: &str, value: &[u8], seen: &Arc<Mutex<Vec<bool>>>) -> MetaUpdate {
+    let (log, key, seen) = (log.clone(), key.to_string(), seen.clone());
+    let mut events = log.subscribe();
+    MetaUpdate {
+        entries: vec![(key.clone(), Some(value.to_vec()))],
+        on_commit: Box::new(move || {
+            let event_sent = events.try_recv().is_ok();
+            let stored = log.get_meta(&key).unwrap().is_some();
+            seen.lock().unwrap().push(!event_sent && stored);
+        }),
+    }
+}
+
+#[tokio::test]
+async fn metadata_rides_with_an_append_and_its_hook_runs_before_readers_hear() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.max_disk_bytes = 1024 * 1024;
+    let log = Log::open(&opts).unwrap();
+    let topic = log.topic_for_write("t").await.unwrap();
+    let p = &topic.partitions[0];
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let update = meta_update(&log, "k/1", b"one", &seen);
+    log.append_records_with_meta(p, &[record("a", 1)], Some(update))
+        .await
+        .unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [true],
+        "hook ran after commit, before the event"
+    );
+    assert_eq!(log.get_meta("k/1").unwrap().as_deref(), Some(&b"one"[..]));
+
+    // A failed append writes neither its records nor its metadata, and skips the hook.
+    let big = "v".repeat(64 * 1024);
+    let mut appended = 1;
+    loop {
+        let update = meta_update(&log, "k/2", b"two", &seen);
+        match log
+            .append_records_with_meta(p, &[record(&big, 1)], Some(update))
+            .await
+        {
+            Ok(_) => {
+                appended += 1;
+                log.put_meta(vec![("k/2".into(), None)]).await.unwrap();
+            }
+            Err(LogError::Full) => break,
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    let seen_now = seen.lock().unwrap().clone();
+    assert_eq!(seen_now.len(), appended, "one hook per successful append");
+    assert!(seen_now.iter().all(|ok| *ok));
+    assert_eq!(log.get_meta("k/2").unwrap(), None);
+    drop(topic);
+    let log = reopen(log, dir.path()).await;
+    assert_eq!(log.get_meta("k/1").unwrap().as_deref(), Some(&b"one"[..]));
+}

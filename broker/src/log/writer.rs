@@ -23,7 +23,7 @@ use super::admin;
 use super::producers::{self, ProducerClaim, Producers};
 use super::retention;
 use super::store::{PartitionState, Store, TopicConfig, TopicMeta};
-use super::{AppendEvent, LogError, LogInner, PartitionHandle, TopicHandle};
+use super::{AppendEvent, LogError, LogInner, MetaUpdate, PartitionHandle, TopicHandle};
 
 /// Most commands folded into one transaction; bounds commit latency under heavy load.
 const MAX_GROUP_COMMANDS: usize = 4096;
@@ -38,6 +38,9 @@ pub struct Appended {
     pub log_start: i64,
 }
 
+/// Run by the writer thread after a group commits, before readers are told (see [`MetaUpdate`]).
+pub type CommitHook = Box<dyn FnOnce() + Send>;
+
 pub enum Command {
     Append {
         partition: Arc<PartitionHandle>,
@@ -45,6 +48,9 @@ pub enum Command {
         /// For batches that are not the producer's own (an ingest plugin's output): the
         /// sequence range of the request they stand for, checked instead of the batches'.
         claim: Option<ProducerClaim>,
+        /// Written in the same transaction when the batches are appended (not for a repeat or
+        /// a refusal).
+        meta: Option<MetaUpdate>,
         reply: oneshot::Sender<Result<Appended, LogError>>,
     },
     CreateTopic {
@@ -58,6 +64,7 @@ pub enum Command {
     },
     PutMeta {
         entries: Vec<(String, Option<Vec<u8>>)>,
+        on_commit: Option<CommitHook>,
         reply: oneshot::Sender<Result<(), LogError>>,
     },
     Retention {
@@ -254,6 +261,7 @@ fn commit_group(inner: &LogInner, producers: &mut Producers, group: Vec<Command>
     let mut staged: Staged = HashMap::new();
     let mut changes = TopicChanges::default();
     let mut staged_producers = producers::Staging::default();
+    let mut hooks: Vec<CommitHook> = Vec::new();
     let now_ms = retention::now_ms();
     let result = (|| -> Result<(), LogError> {
         let store = &inner.store;
@@ -274,6 +282,7 @@ fn commit_group(inner: &LogInner, producers: &mut Producers, group: Vec<Command>
                     partition,
                     batches,
                     claim,
+                    meta,
                     reply,
                 } => match stage_append(
                     store,
@@ -283,7 +292,15 @@ fn commit_group(inner: &LogInner, producers: &mut Producers, group: Vec<Command>
                     partition,
                     (batches, claim),
                 ) {
-                    Ok(AppendOutcome::Appended(a)) => pending.push(Pending::Append(reply, Some(a))),
+                    Ok(AppendOutcome::Appended(a)) => {
+                        pending.push(Pending::Append(reply, Some(a)));
+                        if let Some(meta) = meta {
+                            match stage_meta(store, &mut wtxn, &meta.entries) {
+                                Ok(()) => hooks.push(meta.on_commit),
+                                Err(e) => failure = Some(e),
+                            }
+                        }
+                    }
                     Ok(AppendOutcome::Repeat(a)) => pending.push(Pending::Repeat(reply, a)),
                     Ok(AppendOutcome::Refused(e)) => pending.push(Pending::Refused(reply, e)),
                     Err(e) => {
@@ -317,10 +334,15 @@ fn commit_group(inner: &LogInner, producers: &mut Producers, group: Vec<Command>
                         failure = Some(e);
                     }
                 },
-                Command::PutMeta { entries, reply } => {
+                Command::PutMeta {
+                    entries,
+                    on_commit,
+                    reply,
+                } => {
                     pending.push(Pending::Meta(reply));
-                    if let Err(e) = stage_meta(store, &mut wtxn, &entries) {
-                        failure = Some(e);
+                    match stage_meta(store, &mut wtxn, &entries) {
+                        Ok(()) => hooks.extend(on_commit),
+                        Err(e) => failure = Some(e),
                     }
                 }
                 Command::Retention { now_ms, reply } => {
@@ -456,6 +478,7 @@ fn commit_group(inner: &LogInner, producers: &mut Producers, group: Vec<Command>
     match result {
         Ok(()) => {
             producers.apply(staged_producers);
+            hooks.into_iter().for_each(|hook| hook());
             publish(inner, &staged, changes);
             pending.into_iter().for_each(Pending::succeed);
         }

@@ -58,9 +58,9 @@
 //!
 //! # Retained messages and wills
 //!
-//! A retained PUBLISH is appended to the log like any other (header `mqtt.retain`) and, once
-//! durable, becomes its topic's retained message (an empty payload clears it), durably, before
-//! the publisher is acknowledged; a new subscription gets the matching ones with the retain flag
+//! A retained PUBLISH is appended to the log like any other (header `mqtt.retain`) and becomes
+//! its topic's retained message in the same commit (an empty payload clears it), before the
+//! publisher is acknowledged; a new subscription gets the matching ones with the retain flag
 //! set (MQTT 5 retain handling honoured), at most `mqtt.max_retained` topics. A will is
 //! published, through the same path, when a connection ends other than by a normal DISCONNECT;
 //! see [`retained`] and [`will`].
@@ -185,8 +185,8 @@ impl MqttContext {
     }
 
     /// Appends the records of one MQTT topic through the ingest path and, if one of them was a
-    /// retained publish, makes the last such one the topic's retained message. Both are
-    /// durable when this resolves (see [`retained`] for the order). `Ok(None)` when there was
+    /// retained publish, makes the last such one the topic's retained message in the same
+    /// commit. Both are durable when this resolves (see [`retained`]). `Ok(None)` when there was
     /// nothing to append.
     pub(crate) async fn append(
         &self,
@@ -198,10 +198,16 @@ impl MqttContext {
         if records.is_empty() {
             return Ok(None); // only resent QoS 2 messages, already stored
         }
-        let appended = self.inner.ingest.publish(log_topic, records).await?;
-        if let Some(record) = retained {
-            self.inner.retained.set(mqtt_topic, &record).await?;
-        }
+        let ingest = &self.inner.ingest;
+        let appended = match retained {
+            None => ingest.publish(log_topic, records).await?,
+            Some(record) => {
+                let store = &self.inner.retained;
+                let guard = store.lock_writes().await;
+                let (_, update) = store.prepare(&guard, mqtt_topic, &record)?;
+                ingest.publish_with_meta(log_topic, records, update).await?
+            }
+        };
         Ok(Some(appended))
     }
 

@@ -12,15 +12,14 @@
 //!
 //! # Ordering and durability
 //!
-//! A retained PUBLISH is first appended to the log (as any other); once that append is durable
-//! the retained entry is written with `Log::put_meta` (durable when it returns), and only then is
-//! the publisher acknowledged. So "acked" means both are durable, and the retained store never
-//! holds a message the log does not. A crash between the two commits leaves the append without
-//! its retained update; the publisher was not acked and resends. Writes are serialised by an
-//! async lock held across the update, so the in-memory index and LMDB agree and concurrent
-//! publishers to one topic end with the same winner in both. The log API has no way to put a
-//! metadata entry into the append's own transaction; that would make the two atomic and save
-//! one commit per retained batch (see the report of issue 4).
+//! A retained PUBLISH is appended to the log (as any other) and its retained entry is written in
+//! the same LMDB transaction ([`RetainedStore::prepare`] builds a `log::MetaUpdate` that rides
+//! on the append). The update's hook changes the in-memory index in the writer thread right after
+//! the commit and before subscribers are told of the record, so log, LMDB and index change
+//! together: a client that has seen the record delivered and then subscribes gets it as retained,
+//! and a crash keeps both or neither. The publisher is acked after that commit. Retained writes
+//! are serialised by an async lock held until they are durable (one retained publish per commit;
+//! a queue-order lock would let them share commits, see the report of issue 4).
 //!
 //! # Index
 //!
@@ -33,14 +32,14 @@
 //! Expired messages (MQTT 5 message expiry counted from the time stored) are never sent; they
 //! leave the index when seen and their entries are deleted with the next retained write.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use rumqttc::mqttbytes::QoS;
 
-use crate::log::{self, Log, LogError, NewRecord};
+use crate::log::{self, Log, LogError, MetaUpdate, NewRecord};
 
 use super::inbound::HEADER_QOS;
 use super::properties::{remaining_expiry, MessageProps};
@@ -97,10 +96,13 @@ pub struct RetainedStore {
     log: Log,
     /// `mqtt.max_retained`.
     max: usize,
-    index: Mutex<Index>,
-    /// Held across an index update and its durable write, so both see writes in one order.
+    /// Shared with the commit hooks of pending writes.
+    index: Arc<Mutex<Index>>,
     write: tokio::sync::Mutex<()>,
 }
+
+/// Proof that the retained store's write lock is held (see [`RetainedStore::lock_writes`]).
+pub struct WriteGuard<'a>(#[allow(dead_code)] tokio::sync::MutexGuard<'a, ()>);
 
 impl RetainedStore {
     /// Loads the index of retained messages from the log's metadata store. Entries that do not
@@ -135,7 +137,7 @@ impl RetainedStore {
         Ok(RetainedStore {
             log,
             max,
-            index: Mutex::new(index),
+            index: Arc::new(Mutex::new(index)),
             write: tokio::sync::Mutex::new(()),
         })
     }
@@ -145,13 +147,13 @@ impl RetainedStore {
         RetainedStore {
             log,
             max,
-            index: Mutex::new(Index::default()),
+            index: Arc::new(Mutex::new(Index::default())),
             write: tokio::sync::Mutex::new(()),
         }
     }
 
-    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
-        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    fn index(&self) -> MutexGuard<'_, Index> {
+        lock(&self.index)
     }
 
     /// Number of retained messages (expired ones not yet seen included).
@@ -163,65 +165,94 @@ impl RetainedStore {
         self.len() == 0
     }
 
+    /// Takes the write lock: hold it from [`RetainedStore::prepare`] until its update is
+    /// durable, so retained writes apply one at a time (and the expired entries one deletes
+    /// cannot be a newer message written meanwhile).
+    pub async fn lock_writes(&self) -> WriteGuard<'_> {
+        WriteGuard(self.write.lock().await)
+    }
+
     /// Makes `record` (as appended to the log; its timestamp is the time stored) the retained
     /// message of `topic`, or clears it when the payload is empty. Durable when it returns.
+    /// MQTT publishes use [`RetainedStore::prepare`] to write it with the record's append.
     pub async fn set(&self, topic: &str, record: &NewRecord) -> Result<Retained, LogError> {
-        let key = format!("{KEY_PREFIX}{topic}");
-        let clear = record.value.as_ref().is_none_or(|v| v.is_empty());
-        let _write = self.write.lock().await;
-        let (value, mut entries, swept) = {
-            let mut index = self.index();
-            if clear
-                && !index.topics.contains_key(topic)
-                && !index.expired.iter().any(|t| t == topic)
-            {
-                return Ok(Retained::Cleared); // nothing retained: no commit needed
-            }
-            if !clear && !index.topics.contains_key(topic) {
-                if topic.len() > MAX_TOPIC_BYTES {
-                    tracing::warn!(%topic, "mqtt: topic longer than {MAX_TOPIC_BYTES} bytes is not retained");
-                    return Ok(Retained::Refused);
-                }
-                if index.topics.len() >= self.max {
-                    sweep(&mut index, record.timestamp);
-                }
-                if index.topics.len() >= self.max {
-                    tracing::warn!(%topic, max = self.max, "mqtt: retained message not kept: mqtt.max_retained reached");
-                    return Ok(Retained::Refused);
-                }
-            }
-            let value = if clear {
-                None
-            } else {
-                Some(log::batch::encode(std::slice::from_ref(record))?.to_vec())
-            };
-            let entries: Vec<(String, Option<Vec<u8>>)> = index
-                .expired
-                .iter()
-                .filter(|t| t.as_str() != topic)
-                .map(|t| (format!("{KEY_PREFIX}{t}"), None))
-                .collect();
-            (value, entries, index.expired.len())
-        };
-        let expiry = MessageProps::from_headers(&record.headers).message_expiry;
-        entries.push((key, value));
-        self.log.put_meta(entries).await?;
-        let mut index = self.index();
-        // Everything listed as expired when the entries were built is deleted now; topics that
-        // expired meanwhile stay listed for the next write.
-        index.expired.drain(..swept);
-        index.expired.retain(|t| t != topic);
-        if clear {
-            index.topics.remove(topic);
-            Ok(Retained::Cleared)
-        } else {
-            let entry = Entry {
-                stored_ms: record.timestamp,
-                expiry,
-            };
-            index.topics.insert(topic.to_string(), entry);
-            Ok(Retained::Stored)
+        let guard = self.lock_writes().await;
+        let (outcome, update) = self.prepare(&guard, topic, record)?;
+        if let Some(update) = update {
+            self.log.put_meta_then(update).await?;
         }
+        Ok(outcome)
+    }
+
+    /// What making `record` the retained message of `topic` will do, and the metadata update
+    /// that does it (`None`: nothing to write). Write the update in the transaction that appends
+    /// `record` while holding `_guard`; its hook updates the index once that commits, before
+    /// subscribers hear of the record.
+    pub fn prepare(
+        &self,
+        _guard: &WriteGuard<'_>,
+        topic: &str,
+        record: &NewRecord,
+    ) -> Result<(Retained, Option<MetaUpdate>), LogError> {
+        let clear = record.value.as_ref().is_none_or(|v| v.is_empty());
+        let mut index = self.index();
+        if clear && !index.topics.contains_key(topic) && !index.expired.iter().any(|t| t == topic) {
+            return Ok((Retained::Cleared, None)); // nothing retained: no write needed
+        }
+        if !clear && !index.topics.contains_key(topic) {
+            if topic.len() > MAX_TOPIC_BYTES {
+                tracing::warn!(%topic, "mqtt: topic longer than {MAX_TOPIC_BYTES} bytes is not retained");
+                return Ok((Retained::Refused, None));
+            }
+            if index.topics.len() >= self.max {
+                sweep(&mut index, record.timestamp);
+            }
+            if index.topics.len() >= self.max {
+                tracing::warn!(%topic, max = self.max, "mqtt: retained message not kept: mqtt.max_retained reached");
+                return Ok((Retained::Refused, None));
+            }
+        }
+        let value = if clear {
+            None
+        } else {
+            Some(log::batch::encode(std::slice::from_ref(record))?.to_vec())
+        };
+        // Expired entries still in LMDB are deleted with this write.
+        let deleted: HashSet<String> = index
+            .expired
+            .iter()
+            .filter(|t| t.as_str() != topic)
+            .cloned()
+            .collect();
+        drop(index);
+        let mut entries: Vec<(String, Option<Vec<u8>>)> = deleted
+            .iter()
+            .map(|t| (format!("{KEY_PREFIX}{t}"), None))
+            .collect();
+        entries.push((format!("{KEY_PREFIX}{topic}"), value));
+        let entry = (!clear).then(|| Entry {
+            stored_ms: record.timestamp,
+            expiry: MessageProps::from_headers(&record.headers).message_expiry,
+        });
+        let shared = self.index.clone();
+        let topic = topic.to_string();
+        let on_commit = Box::new(move || {
+            let mut index = lock(&shared);
+            // Topics that expired meanwhile stay listed for the next write.
+            index
+                .expired
+                .retain(|t| *t != topic && !deleted.contains(t));
+            match entry {
+                Some(entry) => index.topics.insert(topic, entry),
+                None => index.topics.remove(&topic),
+            };
+        });
+        let outcome = if clear {
+            Retained::Cleared
+        } else {
+            Retained::Stored
+        };
+        Ok((outcome, Some(MetaUpdate { entries, on_commit })))
     }
 
     /// The first retained topic after `after` (all when `None`), in name order, that `filter`
@@ -295,6 +326,10 @@ impl RetainedStore {
             props,
         })
     }
+}
+
+fn lock(index: &Mutex<Index>) -> MutexGuard<'_, Index> {
+    index.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Moves expired topics out of the index (when it is full: this is a walk over all of it).
