@@ -71,3 +71,65 @@ async fn forwards_in_order_across_an_upstream_outage() {
     edge.broker.stop().await;
     assert!(central.terminate().success());
 }
+
+/// A stored batch that decompresses past the decode limit cannot get origin headers; it is
+/// forwarded as stored (made anonymous) instead of stopping its partition forever, and the records
+/// after it follow with their headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_too_large_to_decode_is_forwarded_as_stored() {
+    use headwater::log::batch::{self, Producer};
+    use headwater::log::NewRecord;
+    use kafka_protocol::records::Compression;
+
+    let central = InProcess::start().await;
+    let central_kafka = central.kafka();
+    let edge = InProcess::start_with(|c| {
+        c.upstream = Some(UpstreamSection {
+            bootstrap: central_kafka.clone(),
+            topics: vec!["sensors".into()],
+            retry_backoff_ms: 100,
+            max_batch_bytes: 64 * 1024,
+            request_timeout_ms: 2000,
+        });
+    })
+    .await;
+    let record = |value: Vec<u8>| NewRecord {
+        timestamp: 1_700_000_000_000,
+        key: None,
+        value: Some(value.into()),
+        headers: vec![],
+    };
+    // 65 MiB of zeros compress to a few KiB: over the 64 MiB decode limit.
+    let producer = Producer {
+        id: 9,
+        epoch: 0,
+        base_sequence: 0,
+    };
+    let big = batch::encode_as(&[record(vec![0; 65 << 20])], producer, Compression::Zstd).unwrap();
+    assert!(big.len() < 1 << 20);
+    let log = edge.broker.log();
+    let partition = log.topic_for_write("sensors").await.unwrap().partitions[0].clone();
+    log.append_batches(&partition, vec![(batch::validate(&big).unwrap(), big)])
+        .await
+        .unwrap();
+    log.append_records(&partition, &[record(b"after".to_vec())])
+        .await
+        .unwrap();
+
+    let upstream = central.broker.log().clone();
+    let arrived = headwater_tests::eventually(Duration::from_secs(20), || {
+        let t = upstream.topic("sensors")?;
+        (t.partitions[0].high_watermark() >= 2).then(|| t.partitions[0].clone())
+    })
+    .await
+    .expect("both batches forwarded");
+    let stored = upstream.read(&arrived, 0, 1 << 20).unwrap();
+    let first = batch::validate(&stored[0].bytes).unwrap();
+    assert_eq!((first.records_count, first.producer_id), (1, -1));
+    assert_eq!(first.compression(), Compression::Zstd as i16);
+    let after = &batch::decode(&stored[1].bytes).unwrap()[0];
+    assert_eq!(after.value.as_deref(), Some(&b"after"[..]));
+    assert!(after.headers.iter().any(|(k, _)| k == "hw.origin.offset"));
+    edge.broker.stop().await;
+    central.broker.stop().await;
+}

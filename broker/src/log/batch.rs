@@ -186,6 +186,18 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
     batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
 }
 
+/// Makes a stored batch anonymous: producer id, epoch and base sequence set to -1 (the CRC
+/// recomputed), so it can be produced to another cluster that never issued that producer id.
+pub fn clear_producer(batch: &mut [u8]) {
+    const PRODUCER: std::ops::Range<usize> = 43..57;
+    if batch.len() < HEADER_LEN {
+        return; // not a batch; validate() refuses such input before it is stored
+    }
+    batch[PRODUCER].copy_from_slice(&[0xff; 14]);
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..CRC_START].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// A record to be written: what every ingress protocol produces before the log assigns offsets.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NewRecord {
@@ -425,6 +437,33 @@ mod tests {
             matches!(err, BatchError::Decode(ref m) if m.contains("claims")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn clear_producer_leaves_a_valid_anonymous_batch() {
+        let records: Vec<_> = (0..3).map(record).collect();
+        let producer = Producer {
+            id: 42,
+            epoch: 3,
+            base_sequence: 7,
+        };
+        let mut bytes = encode_as(&records, producer, Compression::Zstd)
+            .unwrap()
+            .to_vec();
+        assert_eq!(validate(&bytes).unwrap().producer_id, 42);
+        clear_producer(&mut bytes);
+        let header = validate(&bytes).expect("CRC recomputed");
+        assert_eq!(
+            (
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence
+            ),
+            (-1, -1, -1)
+        );
+        let decoded = decode(&Bytes::from(bytes)).unwrap();
+        assert_eq!(decoded.len(), 3);
+        assert_eq!(decoded[2].value, records[2].value);
     }
 
     /// A gzip batch whose records section is `section` (header fields and CRC made to match).

@@ -13,7 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::client::Connection;
 use super::cursor::{load_cursor, store_cursor};
 use super::{UpstreamContext, UpstreamError};
-use crate::log::{batch, NewRecord, PartitionHandle};
+use crate::log::{batch, BatchError, NewRecord, PartitionHandle, StoredRecord};
 
 /// Where one upstream topic's partitions live.
 struct UpstreamTopic {
@@ -31,6 +31,51 @@ pub struct Session {
     /// Next offset to forward, per (topic, local partition), loaded from LMDB on first use.
     cursors: HashMap<(String, u32), i64>,
     timeout: Duration,
+}
+
+/// What a partition has to forward from its cursor on.
+enum Pending {
+    Nothing,
+    /// Decoded records and the offset of the last one.
+    Records(Vec<StoredRecord>, i64),
+    /// One stored batch too large to decode ([`batch::MAX_DECOMPRESSED_BYTES`]), forwarded as
+    /// stored (without origin headers) rather than blocking the partition forever; and its last
+    /// offset.
+    Raw(Bytes, i64),
+}
+
+/// Reads what `partition` has from `cursor` on, one read of about `max_batch_bytes`.
+fn read_pending(
+    ctx: &UpstreamContext,
+    partition: &PartitionHandle,
+    cursor: i64,
+) -> Result<Pending, UpstreamError> {
+    let mut records = Vec::new();
+    for stored in ctx
+        .log
+        .read(partition, cursor, ctx.config.max_batch_bytes)?
+    {
+        match batch::decode(&stored.bytes) {
+            Ok(decoded) => records.extend(decoded.into_iter().filter(|r| r.offset >= cursor)),
+            Err(BatchError::TooLarge { limit }) if records.is_empty() => {
+                tracing::warn!(
+                    topic = %partition.topic, partition = partition.index,
+                    offset = stored.base_offset, limit,
+                    "batch decompresses past the limit: forwarded upstream as stored, without origin headers"
+                );
+                let mut raw = stored.bytes.to_vec();
+                batch::clear_producer(&mut raw);
+                return Ok(Pending::Raw(Bytes::from(raw), stored.last_offset));
+            }
+            // Forwarded alone by the next call.
+            Err(BatchError::TooLarge { .. }) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(match records.last().map(|r| r.offset) {
+        Some(last) => Pending::Records(records, last),
+        None => Pending::Nothing,
+    })
 }
 
 impl Session {
@@ -135,18 +180,20 @@ impl Session {
             self.cursors.insert(key, cursor);
             return Ok(false);
         }
-        let records = ctx
-            .log
-            .read_records(partition, cursor, ctx.config.max_batch_bytes)?;
-        let Some(last) = records.last().map(|r| r.offset) else {
-            self.cursors.insert(key, cursor);
-            return Ok(false);
+        let (bytes, last) = match read_pending(ctx, partition, cursor)? {
+            Pending::Nothing => {
+                self.cursors.insert(key, cursor);
+                return Ok(false);
+            }
+            Pending::Records(records, last) => {
+                let outgoing: Vec<NewRecord> = records
+                    .into_iter()
+                    .map(|r| with_origin(ctx, partition, r))
+                    .collect();
+                (batch::encode(&outgoing)?, last)
+            }
+            Pending::Raw(bytes, last) => (bytes, last),
         };
-        let outgoing: Vec<NewRecord> = records
-            .into_iter()
-            .map(|r| with_origin(ctx, partition, r))
-            .collect();
-        let bytes = batch::encode(&outgoing)?;
         self.produce(&partition.topic, partition.index, bytes)
             .await?;
         store_cursor(&ctx.log, &partition.topic, partition.index, last + 1).await?;
