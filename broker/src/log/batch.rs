@@ -2,17 +2,17 @@
 //!
 //! A batch as a producer sent it is stored byte for byte; the broker only rewrites the base offset
 //! (and the partition leader epoch), which the CRC-32C does not cover. The fixed 61-byte header is
-//! read by hand here because `kafka-protocol` exposes neither `lastOffsetDelta` nor `maxTimestamp`
-//! and offers no way to patch the base offset in place; records themselves are encoded and decoded
-//! with `kafka-protocol`.
+//! read and written by hand here because `kafka-protocol` exposes neither `lastOffsetDelta` nor
+//! `maxTimestamp` and offers no way to patch the base offset in place; the records section is
+//! too (see `records`: `kafka-protocol` drops repeated header names). Compression uses
+//! `kafka-protocol`'s compressors; decompression is bounded (see `decompress`).
 
 mod decompress;
+mod records;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::compression::{self as cmpr, Compressor};
+use kafka_protocol::records::Compression;
 
 /// Size of the v2 batch header, up to and including `recordsCount`.
 pub const HEADER_LEN: usize = 61;
@@ -255,53 +255,50 @@ pub fn encode_as(
     if records.is_empty() {
         return Err(BatchError::Invalid("a batch needs at least one record"));
     }
-    let records: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: producer.id,
-            producer_epoch: producer.epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // The encoder starts a new batch whenever `offset - sequence` changes, and takes the
-            // base sequence from the first record: consecutive sequences keep one batch (and
-            // give -1 when there is no producer).
-            sequence: producer.base_sequence.wrapping_add(i as i32),
-            timestamp: r.timestamp,
-            key: r.key.clone(),
-            value: r.value.clone(),
-            headers: r
-                .headers
-                .iter()
-                .map(|(k, v)| (StrBytes::from_string(k.clone()), v.clone()))
-                .collect(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression,
+    let count = i32::try_from(records.len())
+        .map_err(|_| BatchError::Encode("more than 2^31 records in one batch".into()))?;
+    let min_timestamp = records.iter().map(|r| r.timestamp).min().unwrap_or(0);
+    let max_timestamp = records.iter().map(|r| r.timestamp).max().unwrap_or(0);
+    let mut buf = BytesMut::with_capacity(HEADER_LEN + 64 * records.len());
+    buf.put_i64(0); // base offset: set by the log
+    buf.put_i32(0); // batch length, patched below
+    buf.put_i32(0); // partition leader epoch
+    buf.put_i8(MAGIC);
+    buf.put_u32(0); // CRC, patched below
+    buf.put_i16(compression as i16);
+    buf.put_i32(count - 1);
+    buf.put_i64(min_timestamp);
+    buf.put_i64(max_timestamp);
+    buf.put_i64(producer.id);
+    buf.put_i16(producer.epoch);
+    buf.put_i32(producer.base_sequence);
+    buf.put_i32(count);
+    let section = |out: &mut BytesMut| -> anyhow::Result<()> {
+        records::encode(records, min_timestamp, out);
+        Ok(())
     };
-    RecordBatchEncoder::encode(&mut buf, &records, &options)
-        .map_err(|e| BatchError::Encode(e.to_string()))?;
+    let compressed = match compression {
+        Compression::None => cmpr::None::compress(&mut buf, section),
+        Compression::Gzip => cmpr::Gzip::compress(&mut buf, section),
+        Compression::Snappy => cmpr::Snappy::compress(&mut buf, section),
+        Compression::Lz4 => cmpr::Lz4::compress(&mut buf, section),
+        Compression::Zstd => cmpr::Zstd::compress(&mut buf, section),
+    };
+    compressed.map_err(|e| BatchError::Encode(e.to_string()))?;
+    let batch_length = i32::try_from(buf.len() - LOG_OVERHEAD)
+        .map_err(|_| BatchError::Encode("batch larger than 2 GiB".into()))?;
+    buf[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    let crc = crc32c::crc32c(&buf[CRC_START..]);
+    buf[17..CRC_START].copy_from_slice(&crc.to_be_bytes());
     Ok(buf.freeze())
 }
 
-/// The smallest encoding of one v2 record: seven one-byte fields (length, attributes, timestamp
-/// delta, offset delta, key length, value length, header count).
-const MIN_RECORD_BYTES: usize = 7;
-
-/// Decodes every record of the batches in `buf`, skipping control records.
+/// Decodes every record of the batches in `buf`, skipping control batches.
 ///
-/// `kafka-protocol` 0.18 reserves memory for a batch's stated record count before reading any
-/// record, so a small batch claiming billions of records would abort the process. Each batch's
-/// count is therefore checked against its (decompressed) size first. Each batch's records
-/// decompress to at most [`MAX_DECOMPRESSED_BYTES`] (see `decompress`); a batch over it is
-/// [`BatchError::TooLarge`], which callers report with its topic, partition and offset.
+/// A batch's stated record count is checked against its (decompressed) size before anything is
+/// allocated for it, and its records decompress to at most [`MAX_DECOMPRESSED_BYTES`] (see
+/// `decompress`); a batch over it is [`BatchError::TooLarge`], which callers report with its
+/// topic, partition and offset.
 pub fn decode(buf: &Bytes) -> Result<Vec<StoredRecord>, BatchError> {
     decode_with_limit(buf, MAX_DECOMPRESSED_BYTES)
 }
@@ -318,41 +315,34 @@ pub fn decode_with_limit(buf: &Bytes, limit: usize) -> Result<Vec<StoredRecord>,
                 have: rest.len(),
             });
         }
-        let mut one = rest.split_to(header.total_len());
-        let count = header.records_count as usize;
-        let checked = |payload: &mut Bytes, codec: Compression| -> anyhow::Result<Bytes> {
-            let plain = decompress::decompress(payload.split_to(payload.len()), codec, limit)?;
-            if count.saturating_mul(MIN_RECORD_BYTES) > plain.len() {
-                anyhow::bail!(
-                    "batch claims {count} records in {} bytes of records",
-                    plain.len()
-                );
-            }
-            Ok(plain)
-        };
-        let set = RecordBatchDecoder::decode_with_custom_compression(&mut one, Some(checked))
-            .map_err(|e| match e.downcast_ref::<decompress::TooLarge>() {
-                Some(too_large) => BatchError::TooLarge {
-                    limit: too_large.limit,
-                },
-                None => BatchError::Decode(e.to_string()),
-            })?;
-        for r in set.records {
-            if r.control {
-                continue;
-            }
-            out.push(StoredRecord {
-                offset: r.offset,
-                timestamp: r.timestamp,
-                key: r.key,
-                value: r.value,
-                headers: r
-                    .headers
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v))
-                    .collect(),
-            });
+        let one = rest.split_to(header.total_len());
+        if header.is_control() {
+            continue;
         }
+        let codec = match header.compression() {
+            0 => Compression::None,
+            1 => Compression::Gzip,
+            2 => Compression::Snappy,
+            3 => Compression::Lz4,
+            4 => Compression::Zstd,
+            _ => return Err(BatchError::Invalid("unknown compression codec")),
+        };
+        let section =
+            decompress::decompress(one.slice(HEADER_LEN..), codec, limit).map_err(|e| {
+                match e.downcast_ref::<decompress::TooLarge>() {
+                    Some(too_large) => BatchError::TooLarge {
+                        limit: too_large.limit,
+                    },
+                    None => BatchError::Decode(e.to_string()),
+                }
+            })?;
+        let base = records::Base {
+            offset: header.base_offset,
+            timestamp: header.base_timestamp,
+            log_append_time: is_log_append_time(&header).then_some(header.max_timestamp),
+            count: header.records_count as usize,
+        };
+        records::decode(&section, &base, &mut out)?;
     }
     Ok(out)
 }
@@ -540,5 +530,64 @@ mod tests {
                 proptest::prop_assert_eq!(&d.value, &r.value);
             }
         }
+
+        /// `kafka-protocol`'s codec is the independent oracle: each side reads what the other
+        /// writes, for every compression codec (header names distinct: its map keeps one each).
+        #[test]
+        fn agrees_with_kafka_protocol_both_ways(
+            specs in proptest::collection::vec(
+                (0i64..100_000, proptest::option::of(proptest::collection::vec(proptest::num::u8::ANY, 0..20)),
+                 proptest::collection::vec(proptest::num::u8::ANY, 0..64), 0usize..4),
+                1..10),
+            codec in 0usize..5,
+        ) {
+            use kafka_protocol::records::{RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions};
+            let codec = [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd][codec];
+            let records: Vec<NewRecord> = specs.iter().map(|(ts, key, value, headers)| NewRecord {
+                timestamp: 1_700_000_000_000 + ts,
+                key: key.clone().map(Bytes::from),
+                value: Some(Bytes::from(value.clone())),
+                headers: (0..*headers).map(|h| (format!("h{h}"), Some(Bytes::from(vec![h as u8; h])))).collect(),
+            }).collect();
+            let same = |got: &[StoredRecord]| {
+                got.len() == records.len() && got.iter().zip(&records).enumerate().all(|(i, (g, r))| {
+                    g.offset == i as i64 && g.timestamp == r.timestamp && g.key == r.key
+                        && g.value == r.value && g.headers == r.headers
+                })
+            };
+            // Ours → kafka-protocol.
+            let ours = encode_with(&records, codec).unwrap();
+            let theirs = RecordBatchDecoder::decode(&mut ours.clone()).unwrap();
+            let as_stored: Vec<StoredRecord> = theirs.records.into_iter().map(|r| StoredRecord {
+                offset: r.offset, timestamp: r.timestamp, key: r.key, value: r.value,
+                headers: r.headers.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            }).collect();
+            proptest::prop_assert!(same(&as_stored));
+            // kafka-protocol → ours.
+            let kp: Vec<kafka_protocol::records::Record> = records.iter().enumerate().map(|(i, r)| kafka_protocol::records::Record {
+                transactional: false, control: false, delete_horizon: false, partition_leader_epoch: 0,
+                producer_id: -1, producer_epoch: -1,
+                timestamp_type: kafka_protocol::records::TimestampType::Creation,
+                offset: i as i64, sequence: -1, timestamp: r.timestamp, key: r.key.clone(), value: r.value.clone(),
+                headers: r.headers.iter().map(|(k, v)| (kafka_protocol::protocol::StrBytes::from_string(k.clone()), v.clone())).collect(),
+            }).collect();
+            let mut buf = BytesMut::new();
+            RecordBatchEncoder::encode(&mut buf, &kp, &RecordEncodeOptions { version: 2, compression: codec }).unwrap();
+            let buf = buf.freeze();
+            validate(&buf).unwrap();
+            proptest::prop_assert!(same(&decode(&buf).unwrap()));
+        }
+    }
+
+    #[test]
+    fn repeated_header_names_keep_every_value_in_order() {
+        let mut r = record(1);
+        r.headers = vec![
+            ("user".into(), Some(Bytes::from_static(b"a"))),
+            ("other".into(), None),
+            ("user".into(), Some(Bytes::from_static(b"b"))),
+        ];
+        let decoded = decode(&encode_with(&[r.clone()], Compression::Lz4).unwrap()).unwrap();
+        assert_eq!(decoded[0].headers, r.headers);
     }
 }

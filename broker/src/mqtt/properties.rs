@@ -16,9 +16,8 @@ pub const HEADER_CONTENT_TYPE: &str = "mqtt.content_type";
 pub const HEADER_RESPONSE_TOPIC: &str = "mqtt.response_topic";
 /// Correlation data, raw bytes.
 pub const HEADER_CORRELATION_DATA: &str = "mqtt.correlation_data";
-/// Prefix of user properties: property `unit=C` is header `mqtt.user.unit` = `C`, in order.
-/// The log's record encoder keeps one header per name, so of a name repeated in one PUBLISH
-/// (which MQTT 5 allows) only the last value survives.
+/// Prefix of user properties: property `unit=C` is header `mqtt.user.unit` = `C`, in order;
+/// a name repeated in one PUBLISH (which MQTT 5 allows) is a repeated header.
 pub const HEADER_USER_PREFIX: &str = "mqtt.user.";
 
 /// The application properties of a PUBLISH (MQTT 5, §3.3.2.3), minus what is per hop (topic

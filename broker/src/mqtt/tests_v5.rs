@@ -149,7 +149,12 @@ fn full_props() -> PublishProperties {
         topic_alias: None,
         response_topic: Some("reply/here".into()),
         correlation_data: Some(Bytes::from_static(b"\x00corr")),
-        user_properties: vec![("unit".into(), "C".into()), ("site".into(), "north".into())],
+        // A repeated name keeps every value, in order (§3.3.2.3.7).
+        user_properties: vec![
+            ("unit".into(), "C".into()),
+            ("site".into(), "north".into()),
+            ("unit".into(), "F".into()),
+        ],
         subscription_identifiers: Vec::new(),
         content_type: Some("application/json".into()),
     }
@@ -243,7 +248,8 @@ async fn v5_properties_are_stored_as_headers_and_come_back_to_v5_subscribers() {
         user,
         vec![
             ("mqtt.user.unit", &b"C"[..]),
-            ("mqtt.user.site", &b"north"[..])
+            ("mqtt.user.site", &b"north"[..]),
+            ("mqtt.user.unit", &b"F"[..])
         ]
     );
 
