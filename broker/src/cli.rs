@@ -173,6 +173,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ("kafka", a.kafka),
             ("quic", a.quic),
             ("http", a.http),
+            ("mqtt_tls", a.mqtt_tls),
+            ("mqtt_ws", a.mqtt_ws),
+            ("mqtt_wss", a.mqtt_wss),
         ] {
             if let Some(addr) = addr {
                 let _ = writeln!(out, "listening {name} {addr}");

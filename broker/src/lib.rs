@@ -16,4 +16,5 @@ pub mod mqtt;
 pub mod plugin;
 pub mod quic;
 pub mod server;
+pub mod tls;
 pub mod upstream;

@@ -16,7 +16,7 @@ use quinn::crypto::rustls::QuicServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_util::sync::CancellationToken;
 
-use crate::mqtt::{serve_connection, MqttContext};
+use crate::mqtt::{serve_connection, MqttContext, Peer};
 
 /// The ALPN protocol id of MQTT over QUIC.
 pub const ALPN_MQTT: &[u8] = b"mqtt";
@@ -109,7 +109,8 @@ async fn serve_quic_connection(
                 let stream = tokio::io::join(recv, send);
                 let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
                 tokio::spawn(async move {
-                    serve_connection(stream, format!("quic://{peer}"), ctx, shutdown).await;
+                    let peer = Peer::new(format!("quic://{peer}"));
+                    serve_connection(stream, peer, ctx, shutdown).await;
                     drop(permit);
                 });
             }

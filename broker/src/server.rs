@@ -41,6 +41,8 @@ pub enum StartError {
     Quic(#[from] quic::QuicError),
     #[error("Kafka listener security: {0}")]
     KafkaSecurity(#[from] kafka::server::SecurityError),
+    #[error("MQTT TLS listeners: {0}")]
+    MqttTls(String),
 }
 
 /// The addresses the listeners actually bound (port 0 resolved), `None` where disabled.
@@ -50,6 +52,12 @@ pub struct BoundAddrs {
     pub kafka: Option<SocketAddr>,
     pub quic: Option<SocketAddr>,
     pub http: Option<SocketAddr>,
+    /// MQTT over TLS (`listeners.mqtt_tls`).
+    pub mqtt_tls: Option<SocketAddr>,
+    /// MQTT over WebSocket (`listeners.mqtt_ws`).
+    pub mqtt_ws: Option<SocketAddr>,
+    /// MQTT over WebSocket over TLS (`listeners.mqtt_wss`).
+    pub mqtt_wss: Option<SocketAddr>,
 }
 
 /// A running broker.
@@ -78,6 +86,67 @@ fn local(
     })
 }
 
+/// Binds the TLS and WebSocket MQTT listeners; `[mqtt.tls]` is required by the TLS ones.
+async fn start_mqtt_transports(
+    config: &Config,
+    ctx: &MqttContext,
+    shutdown: &CancellationToken,
+    tasks: &TaskTracker,
+    addrs: &mut BoundAddrs,
+) -> Result<(), StartError> {
+    let l = &config.listeners;
+    let wants_tls = l.mqtt_tls.addr().is_some() || l.mqtt_wss.addr().is_some();
+    let acceptor = match (&config.mqtt.tls, wants_tls) {
+        (_, false) => None,
+        (None, true) => {
+            return Err(StartError::MqttTls(
+                "listeners.mqtt_tls / listeners.mqtt_wss need a [mqtt.tls] section (cert, key)"
+                    .into(),
+            ))
+        }
+        (Some(files), true) => Some(
+            crate::tls::acceptor(files)
+                .map_err(|e| StartError::MqttTls(format!("mqtt.tls: {e}")))?,
+        ),
+    };
+    let listeners = [
+        (
+            "MQTT over TLS",
+            l.mqtt_tls.addr(),
+            acceptor.clone().map(mqtt::Transport::Tls),
+            &mut addrs.mqtt_tls,
+        ),
+        (
+            "MQTT over WebSocket",
+            l.mqtt_ws.addr(),
+            Some(mqtt::Transport::Ws),
+            &mut addrs.mqtt_ws,
+        ),
+        (
+            "MQTT over secure WebSocket",
+            l.mqtt_wss.addr(),
+            acceptor.map(mqtt::Transport::Wss),
+            &mut addrs.mqtt_wss,
+        ),
+    ];
+    for (what, addr, transport, slot) in listeners {
+        let (Some(addr), Some(transport)) = (addr, transport) else {
+            continue;
+        };
+        let listener = bind_tcp(what, addr).await?;
+        let bound = local(what, &listener, addr)?;
+        *slot = Some(bound);
+        tasks.spawn(mqtt::run_transport(
+            listener,
+            transport,
+            ctx.clone(),
+            shutdown.clone(),
+        ));
+        tracing::info!(addr = %bound, "{what} listening");
+    }
+    Ok(())
+}
+
 impl Broker {
     /// Starts everything the config asks for; returns once all listeners are bound.
     pub async fn start(config: Config) -> Result<Broker, StartError> {
@@ -85,6 +154,35 @@ impl Broker {
             dir: config.data_dir.display().to_string(),
             source,
         })?;
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let started = Self::start_services(&config, &log, &shutdown, &tasks).await;
+        tasks.close();
+        match started {
+            Ok(addrs) => Ok(Broker {
+                addrs,
+                log,
+                shutdown,
+                tasks,
+            }),
+            Err(e) => {
+                // Whatever started stops, and the log closes, so the same directory can be
+                // opened again in this process (heed refuses a second open of a live env).
+                shutdown.cancel();
+                tasks.wait().await;
+                log.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Loads plugins and binds every listener the config asks for, spawning them on `tasks`.
+    async fn start_services(
+        config: &Config,
+        log: &Log,
+        shutdown: &CancellationToken,
+        tasks: &TaskTracker,
+    ) -> Result<BoundAddrs, StartError> {
         if let Some(p) = config.plugins.iter().find(|p| p.attach == Attach::Upstream) {
             return Err(StartError::Unsupported(format!(
                 "plugin {:?}: attach = \"upstream\" is not supported yet (ingest only)",
@@ -98,8 +196,6 @@ impl Broker {
                 .await
                 .map_err(|e| StartError::Unsupported(format!("plugin loader panicked: {e}")))??;
         let ingest = Ingest::new(log.clone(), Arc::new(plugins));
-        let shutdown = CancellationToken::new();
-        let tasks = TaskTracker::new();
         let mut addrs = BoundAddrs::default();
 
         tasks.spawn(log::retention::run(
@@ -125,6 +221,7 @@ impl Broker {
             tasks.spawn(mqtt::run(listener, mqtt_ctx.clone(), shutdown.clone()));
             tracing::info!(addr = %bound, "MQTT listening");
         }
+        start_mqtt_transports(config, &mqtt_ctx, shutdown, tasks, &mut addrs).await?;
         if let Some(addr) = config.listeners.quic.addr() {
             let endpoint = quic::bind(addr, quic::Identity::self_signed(addr)?)?;
             let bound = endpoint.local_addr().map_err(|source| StartError::Bind {
@@ -161,13 +258,7 @@ impl Broker {
             tasks.spawn(admin::run(listener, sources, shutdown.clone()));
             tracing::info!(addr = %bound, "HTTP listening (/healthz, /metrics, /topics)");
         }
-        tasks.close();
-        Ok(Broker {
-            addrs,
-            log,
-            shutdown,
-            tasks,
-        })
+        Ok(addrs)
     }
 
     pub fn log(&self) -> &Log {

@@ -8,6 +8,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod mqtt_auth;
+mod tls;
+pub use mqtt_auth::MqttAuth;
+pub use tls::TlsFiles;
+
 pub const DEFAULT_DATA_DIR: &str = "headwater-data";
 pub const DEFAULT_MQTT: &str = "127.0.0.1:1883";
 pub const DEFAULT_KAFKA: &str = "127.0.0.1:9092";
@@ -132,6 +137,12 @@ pub struct Listeners {
     pub quic: Listen,
     /// HTTP health, metrics and admin. Default 127.0.0.1:8480.
     pub http: Listen,
+    /// MQTT over TLS (Mosquitto's 8883), with `[mqtt.tls]`. Default off.
+    pub mqtt_tls: Listen,
+    /// MQTT over WebSocket (subprotocol `mqtt`), plaintext. Default off.
+    pub mqtt_ws: Listen,
+    /// MQTT over WebSocket over TLS, with `[mqtt.tls]`. Default off.
+    pub mqtt_wss: Listen,
 }
 
 impl Default for Listeners {
@@ -142,6 +153,9 @@ impl Default for Listeners {
             kafka: at(DEFAULT_KAFKA),
             quic: at(DEFAULT_QUIC),
             http: at(DEFAULT_HTTP),
+            mqtt_tls: Listen::Off,
+            mqtt_ws: Listen::Off,
+            mqtt_wss: Listen::Off,
         }
     }
 }
@@ -230,21 +244,8 @@ impl Default for KafkaSection {
 }
 
 /// `[kafka.tls]`: when present the Kafka listener speaks TLS only (Kafka's `SSL` and
-/// `SASL_SSL`). Costs a TLS handshake per connection (a few ms of CPU) and about 40 KiB of
-/// buffers per connection.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaTls {
-    /// PEM file with the certificate chain, leaf first.
-    pub cert: PathBuf,
-    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
-    /// PEM file of the authorities client certificates must chain to; when set, clients
-    /// without such a certificate are refused (mutual TLS). Default: none (no client
-    /// certificate asked for).
-    #[serde(default)]
-    pub client_ca: Option<PathBuf>,
-}
+/// `SASL_SSL`).
+pub type KafkaTls = TlsFiles;
 
 /// `[kafka.sasl]`: when present every Kafka connection must authenticate before anything but
 /// ApiVersions and SaslHandshake; other requests close the connection.
@@ -330,6 +331,13 @@ pub struct MqttSection {
     /// MQTT topic filters mapped to log topics; the first match wins. Unmatched topics go to the
     /// log topic named after their first level.
     pub routes: Vec<Route>,
+    /// Certificate of the `mqtt_tls` and `mqtt_wss` listeners (`[mqtt.tls]`); with `client_ca`
+    /// clients must present a certificate (mutual TLS) whose subject CN becomes the
+    /// connection's certificate identity. Default: none (those listeners cannot start).
+    pub tls: Option<TlsFiles>,
+    /// Username/password authentication and topic ACLs in Mosquitto's file formats
+    /// (`[mqtt.auth]`, see [`MqttAuth`]). Default: none (every client, every topic).
+    pub auth: Option<MqttAuth>,
 }
 
 impl Default for MqttSection {
@@ -342,6 +350,8 @@ impl Default for MqttSection {
             max_sessions: DEFAULT_MQTT_MAX_SESSIONS,
             session_expiry_max_secs: DEFAULT_MQTT_SESSION_EXPIRY_MAX_SECS,
             routes: Vec::new(),
+            tls: None,
+            auth: None,
         }
     }
 }
@@ -461,6 +471,10 @@ impl Config {
             return bad("log.max_disk_bytes must be at least 1 MiB".into());
         }
         self.validate_kafka()?;
+        self.validate_mqtt_tls()?;
+        if let Some(auth) = &self.mqtt.auth {
+            auth.validate()?;
+        }
         for route in &self.mqtt.routes {
             crate::mqtt::topic::validate_filter(&route.filter).map_err(|e| {
                 ConfigError::Invalid(format!("mqtt route filter {:?}: {e}", route.filter))
@@ -500,7 +514,7 @@ impl Config {
     /// broker at startup with a clear error instead of failing every connection.
     fn validate_kafka(&self) -> Result<(), ConfigError> {
         if let Some(tls) = &self.kafka.tls {
-            crate::kafka::tls::server_config(tls)
+            crate::tls::server_config(tls)
                 .map_err(|e| ConfigError::Invalid(format!("kafka.tls: {e}")))?;
         }
         if let Some(sasl) = &self.kafka.sasl {
@@ -513,6 +527,22 @@ impl Config {
                 .map_err(|e| ConfigError::Invalid(format!("kafka.sasl: {e}")))?;
         }
         Ok(())
+    }
+
+    /// A TLS MQTT listener needs `[mqtt.tls]`, and its files must load.
+    fn validate_mqtt_tls(&self) -> Result<(), ConfigError> {
+        let wants_tls =
+            self.listeners.mqtt_tls != Listen::Off || self.listeners.mqtt_wss != Listen::Off;
+        match &self.mqtt.tls {
+            None if wants_tls => Err(ConfigError::Invalid(
+                "listeners.mqtt_tls / listeners.mqtt_wss need a [mqtt.tls] section (cert, key)"
+                    .into(),
+            )),
+            None => Ok(()),
+            Some(tls) => crate::tls::server_config(tls)
+                .map(drop)
+                .map_err(|e| ConfigError::Invalid(format!("mqtt.tls: {e}"))),
+        }
     }
 
     /// The gateway id used in upstream headers.

@@ -39,8 +39,10 @@ use tokio_util::sync::CancellationToken;
 use crate::ingest::IngestError;
 use crate::log::Appended;
 
+use super::auth::{Permissions, Refusal};
 use super::codec::CodecError;
 use super::packet::{reason, ClientPacket, ConnAckOut, ConnectCode, ServerPacket, Version, WillIn};
+use super::peer::Peer;
 use super::wire::{Incoming, Wire};
 
 mod handlers;
@@ -127,11 +129,12 @@ struct AppendDone {
 type PendingAppend = Pin<Box<dyn Future<Output = AppendDone> + Send>>;
 
 /// Serves one MQTT connection until it ends; never fails (the reason is logged). Used by the
-/// TCP listener and, with one bidirectional stream per connection, by MQTT over QUIC. The
-/// caller holds a connection slot ([`MqttContext::admit`]) for the duration.
+/// TCP listeners (plain, TLS, WebSocket; see [`super::transport`]) and, with one bidirectional
+/// stream per connection, by MQTT over QUIC. The caller holds a connection slot
+/// ([`MqttContext::admit`]) for the duration.
 pub async fn serve_connection<S>(
     stream: S,
-    peer: String,
+    peer: Peer,
     ctx: MqttContext,
     shutdown: CancellationToken,
 ) where
@@ -146,7 +149,8 @@ pub async fn serve_connection<S>(
         needs_flush: false,
         writer_dead: false,
         wire: Wire::new(ctx.inner.max_packet_bytes),
-        peer,
+        peer: peer.addr,
+        cert_identity: peer.cert_identity,
         client_id: String::new(),
         registration: None,
         keep_alive: None,
@@ -165,6 +169,7 @@ pub async fn serve_connection<S>(
         lease: None,
         persist: None,
         delivery: Delivery::new(ctx.inner.ingest.log().clone()),
+        permissions: Permissions::all(),
         ctx,
     };
     let closed = match conn.handshake(&shutdown).await {
@@ -214,6 +219,8 @@ struct Connection<S> {
     /// The protocol version and its packet layer.
     wire: Wire,
     peer: String,
+    /// Subject CN of the verified client certificate ([`Peer::cert_identity`]).
+    cert_identity: Option<String>,
     /// Empty until CONNECT.
     client_id: String,
     registration: Option<Registration>,
@@ -243,6 +250,8 @@ struct Connection<S> {
     /// Set when the session outlives the connection (or was resumed by it).
     persist: Option<persist::Persist>,
     delivery: Delivery,
+    /// What this client may publish and subscribe to (`[mqtt.auth]` ACL), set at CONNECT.
+    permissions: Permissions,
     ctx: MqttContext,
 }
 
@@ -304,6 +313,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 return refuse(self, ConnectCode::ProtocolError, &why);
             }
         }
+        // Credentials before the client id is registered: a refused login can neither take
+        // over a connection nor resume a session (see `auth`).
+        let password = connect.password.as_ref().map(|p| &p.0[..]);
+        let cert_identity = self.cert_identity.clone();
+        let cert_identity = cert_identity.as_deref();
+        let login = self.ctx.inner.auth.clone();
+        let username = match login
+            .authenticate(connect.username.as_deref(), password, cert_identity)
+            .await
+        {
+            Ok(username) => username,
+            Err(refusal) => {
+                let (code, why) = match refusal {
+                    Refusal::BadCredentials => (
+                        ConnectCode::BadUsernameOrPassword,
+                        "bad user name or password",
+                    ),
+                    Refusal::NotAuthorized => {
+                        (ConnectCode::NotAuthorized, "not authorized (anonymous)")
+                    }
+                };
+                let why = format!(
+                    "client id {:?}, user {:?}: {why}",
+                    connect.client_id, connect.username
+                );
+                return refuse(self, code, &why);
+            }
+        };
         let mut assigned = None;
         if connect.client_id.is_empty() {
             if !connect.clean_start && connect.version == Version::V311 {
@@ -318,7 +355,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         } else {
             self.client_id = connect.client_id;
         }
-        self.registration = Some(self.ctx.inner.clients.register(&self.client_id));
+        self.permissions = login.permissions(&self.client_id, username.as_deref());
+        let identity = self.cert_identity.clone();
+        self.registration = Some(self.ctx.inner.clients.register(&self.client_id, identity));
         // A will of this client id waiting out its delay is not published (§3.1.3.2.2).
         self.ctx.inner.wills.cancel(&self.client_id);
         // The client's Receive Maximum bounds our window towards it (set before a resumed
@@ -338,13 +377,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             Err(persist::Refusal::Shutdown) => return Err(Closed::Shutdown),
             Err(persist::Refusal::Code(code, why)) => return refuse(self, code, &why),
         };
-        self.will = connect.will.map(|w| *w);
+        // A will the client may not write is dropped, the connection accepted (as Mosquitto).
+        self.will = connect.will.map(|w| *w).filter(|w| {
+            let ok = self.permissions.may_publish(&w.topic);
+            if !ok {
+                tracing::info!(client_id = %self.client_id, peer = %self.peer, topic = %w.topic, "mqtt: will dropped: no write access (acl_file)");
+            }
+            ok
+        });
         self.session_expiry = connect.session_expiry;
         if connect.keep_alive > 0 {
             self.keep_alive = Some(Duration::from_millis(connect.keep_alive as u64 * 1500));
         }
         self.wire.peer_max = connect.maximum_packet_size;
         self.delivery.client_id = self.client_id.clone();
+        self.delivery.permissions = self.permissions.clone();
         self.inbound.client_id = self.client_id.clone();
         self.last_heard = Instant::now();
         let mut ack = ConnAckOut::bare(ConnectCode::Success);

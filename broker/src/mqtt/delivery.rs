@@ -22,6 +22,9 @@
 //! with the identifiers of the matching subscriptions; records the connection's own client
 //! published skip its no-local filters (`mqtt.client_id`). A PUBLISH larger than an MQTT 5
 //! client's Maximum Packet Size is skipped as if delivered (§3.1.2.11.4).
+//!
+//! With an ACL file (`[mqtt.auth]`), a record goes out only if the client may read its MQTT
+//! topic; others are skipped as if delivered. Without one the check is a single branch.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -32,6 +35,7 @@ use tokio::sync::broadcast;
 
 use crate::log::{self, AppendEvent, Log, PartitionHandle, StoredRecord};
 
+use super::auth::Permissions;
 use super::codec::CodecError;
 use super::inbound::{HEADER_CLIENT_ID, HEADER_QOS, HEADER_RETAIN, HEADER_TOPIC};
 use super::inflight::Outgoing;
@@ -98,6 +102,8 @@ pub struct Delivery {
     selected: HashMap<Arc<str>, bool>,
     /// This connection's client id, to recognise its own publishes (no-local).
     pub client_id: String,
+    /// Topics this client may read (set at CONNECT).
+    pub permissions: Permissions,
 }
 
 impl Delivery {
@@ -110,6 +116,7 @@ impl Delivery {
             resume: 0,
             selected: HashMap::new(),
             client_id: String::new(),
+            permissions: Permissions::all(),
         }
     }
 
@@ -387,7 +394,8 @@ impl Delivery {
             let own = &self.client_id;
             // A delivery restored from a resumed session already holds its window slot.
             let restored = outgoing.is_restored(id, rec.offset);
-            if let Some(packet) = target(rec, &log_topic, subs, id, own, to.now_ms) {
+            let perms = &self.permissions;
+            if let Some(packet) = target(rec, &log_topic, subs, id, own, perms, to.now_ms) {
                 let room = out.len() < to.out_limit;
                 if !room || (packet.qos != QoS::AtMostOnce && !restored && outgoing.is_full()) {
                     self.buffered = Some(buf);
@@ -485,6 +493,7 @@ fn target(
     subs: &Subscriptions,
     partition_id: u32,
     client_id: &str,
+    permissions: &Permissions,
     now_ms: i64,
 ) -> Option<PublishOut> {
     let header = |name: &str| rec.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v);
@@ -505,6 +514,9 @@ fn target(
     let own = !client_id.is_empty()
         && header(HEADER_CLIENT_ID).and_then(|v| v.as_deref()) == Some(client_id.as_bytes());
     let granted = subs.granted(&mqtt_topic, partition_id, rec.offset, own)?;
+    if !permissions.may_read(&mqtt_topic) {
+        return None;
+    }
     let mut props = MessageProps::from_headers(&rec.headers);
     if let Some(interval) = props.message_expiry {
         props.message_expiry = Some(remaining_expiry(interval, rec.timestamp, now_ms)?);

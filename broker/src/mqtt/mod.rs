@@ -20,6 +20,9 @@
 //!   ends without a normal DISCONNECT (MQTT 5 will delay included).
 //! - [`topic`]: filter validation and matching; [`registry`]: client-id takeover;
 //!   [`properties`]: MQTT 5 message properties as record headers.
+//! - [`auth`]: username/password and topic ACLs from Mosquitto's `password_file` and
+//!   `acl_file` (`[mqtt.auth]`): checked at CONNECT, on PUBLISH and SUBSCRIBE, and per message
+//!   delivered.
 //!
 //! # Record headers
 //!
@@ -78,12 +81,14 @@
 //! MQTT 3.1 clients and unknown protocol levels are refused with CONNACK "unacceptable
 //! protocol version".
 
+pub mod auth;
 pub mod codec;
 pub mod connection;
 pub mod delivery;
 pub mod inbound;
 pub mod inflight;
 pub mod packet;
+pub mod peer;
 pub mod properties;
 pub mod registry;
 pub mod retained;
@@ -94,13 +99,17 @@ pub mod session;
 pub mod session_store;
 pub mod subscriptions;
 pub mod topic;
+pub mod transport;
 pub mod v4;
 pub mod v5;
+pub mod websocket;
 pub mod will;
 pub mod wire;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_transports;
 
 use std::sync::Arc;
 
@@ -112,8 +121,10 @@ use crate::log::{Appended, NewRecord};
 
 pub use connection::serve_connection;
 pub use inbound::{HEADER_QOS, HEADER_TOPIC};
+pub use peer::Peer;
 pub use routing::RouteError;
-pub use server::run;
+pub use server::{run, run_transport};
+pub use transport::Transport;
 pub use wire::fuzz_decode;
 
 /// Everything connections share: the log's door, the settings and the connected clients.
@@ -141,12 +152,29 @@ struct Shared {
     sessions: session_store::SessionStore,
     /// `mqtt.session_expiry_max_secs` (0: no cap).
     session_expiry_max_secs: u32,
+    /// `[mqtt.auth]`: passwords and ACLs, loaded at startup.
+    auth: auth::Auth,
+}
+
+/// Why the MQTT context cannot be built; the broker does not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Routes(#[from] RouteError),
+    #[error("mqtt.auth: {0}")]
+    Auth(#[from] auth::AuthError),
 }
 
 impl MqttContext {
-    /// Fails only if a route's filter is not a valid MQTT topic filter. Loads the index of
-    /// retained messages from the log (a failed load is logged and starts with none).
-    pub fn new(ingest: Ingest, section: &MqttSection) -> Result<MqttContext, RouteError> {
+    /// Fails if a route's filter is not a valid MQTT topic filter or a file of `[mqtt.auth]`
+    /// cannot be read or has a malformed line. Loads the index of retained messages from the
+    /// log (a failed load is logged and starts with none).
+    pub fn new(ingest: Ingest, section: &MqttSection) -> Result<MqttContext, SetupError> {
+        let auth = match &section.auth {
+            Some(config) => auth::Auth::load(config)?,
+            None => auth::Auth::open(),
+        };
+        let router = routing::Router::new(&section.routes)?;
         let log = ingest.log().clone();
         let sessions = session_store::SessionStore::load(
             log.clone(),
@@ -169,7 +197,8 @@ impl MqttContext {
                 retained,
                 wills: will::PendingWills::new(section.max_connections.max(1)),
                 ingest,
-                router: routing::Router::new(&section.routes)?,
+                router,
+                auth,
                 max_packet_bytes: section.max_packet_bytes,
                 max_inflight: section.max_inflight,
                 connections: Arc::new(Semaphore::new(section.max_connections.max(1))),
@@ -224,6 +253,12 @@ impl MqttContext {
     /// Number of clients currently connected (past CONNECT).
     pub fn connected_clients(&self) -> usize {
         self.inner.clients.len()
+    }
+
+    /// The certificate identity ([`Peer::cert_identity`]) of the connected client `client_id`:
+    /// `None` when no such client is connected, `Some(None)` when it presented no certificate.
+    pub fn client_cert_identity(&self, client_id: &str) -> Option<Option<String>> {
+        self.inner.clients.cert_identity(client_id)
     }
 }
 

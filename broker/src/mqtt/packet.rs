@@ -43,6 +43,8 @@ pub mod reason {
     pub const RECEIVE_MAXIMUM_EXCEEDED: u8 = 0x93;
     pub const TOPIC_ALIAS_INVALID: u8 = 0x94;
     pub const PACKET_TOO_LARGE: u8 = 0x95;
+    /// Refused by the ACL (`mqtt.auth.acl_file`), or an anonymous client not allowed.
+    pub const NOT_AUTHORIZED: u8 = 0x87;
     pub const QUOTA_EXCEEDED: u8 = 0x97;
     pub const RETAIN_NOT_SUPPORTED: u8 = 0x9A;
     pub const SHARED_SUBSCRIPTIONS_NOT_SUPPORTED: u8 = 0x9E;
@@ -68,6 +70,19 @@ pub struct ConnectIn {
     pub topic_alias_maximum: Option<u16>,
     /// Enhanced authentication: not supported, refused in CONNACK.
     pub authentication_method: Option<String>,
+    /// User name, if the CONNECT has one (see `auth`).
+    pub username: Option<String>,
+    pub password: Option<Password>,
+}
+
+/// A CONNECT's password; its `Debug` does not show it, so logging a packet never leaks one.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Password(pub Bytes);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(..)")
+    }
 }
 
 /// The will of a CONNECT (§3.1.2.5): a message the broker publishes for the client when its
@@ -184,6 +199,10 @@ pub enum ConnectCode {
     QuotaExceeded,
     /// The session store could not be read or written.
     ServerUnavailable,
+    /// Unknown user or wrong password (3.1.1 0x04, MQTT 5 0x86).
+    BadUsernameOrPassword,
+    /// Anonymous client not allowed, or no client certificate identity (3.1.1 0x05, MQTT 5 0x87).
+    NotAuthorized,
 }
 
 /// CONNACK. Properties are written to MQTT 5 clients only.

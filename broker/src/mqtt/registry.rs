@@ -3,6 +3,8 @@
 //! MQTT 3.1.1 §3.1.4: when a client connects with the id of a connected client, the server must
 //! disconnect the existing one. Each connection registers its id with a token the registry can
 //! cancel; the connection ends when its token is cancelled. Shared by TCP and QUIC connections.
+//! Each entry also keeps the client's certificate identity, for operators and tests to see who
+//! a connected client id is.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +17,15 @@ pub struct Registry {
     /// Distinguishes connections of the same client id, so a closing old connection does not
     /// unregister its successor.
     next_connection: AtomicU64,
-    clients: Mutex<HashMap<String, (u64, CancellationToken)>>,
+    clients: Mutex<HashMap<String, Entry>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    connection: u64,
+    taken_over: CancellationToken,
+    /// Subject CN of the client's TLS certificate, if it presented one.
+    cert_identity: Option<String>,
 }
 
 /// A registered connection: its number and the token cancelled when it is taken over.
@@ -26,16 +36,23 @@ pub struct Registration {
 
 impl Registry {
     /// Registers `client_id`, cancelling the connection that had it.
-    pub fn register(&self, client_id: &str) -> Registration {
+    pub fn register(&self, client_id: &str, cert_identity: Option<String>) -> Registration {
         let connection = self.next_connection.fetch_add(1, Ordering::Relaxed);
         let token = CancellationToken::new();
         let previous = self
             .clients
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(client_id.to_string(), (connection, token.clone()));
-        if let Some((_, old)) = previous {
-            old.cancel();
+            .insert(
+                client_id.to_string(),
+                Entry {
+                    connection,
+                    taken_over: token.clone(),
+                    cert_identity,
+                },
+            );
+        if let Some(old) = previous {
+            old.taken_over.cancel();
         }
         Registration {
             connection,
@@ -48,10 +65,16 @@ impl Registry {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if clients
             .get(client_id)
-            .is_some_and(|(c, _)| *c == connection)
+            .is_some_and(|e| e.connection == connection)
         {
             clients.remove(client_id);
         }
+    }
+
+    /// The certificate identity of connected `client_id`; `None` if it is not connected.
+    pub fn cert_identity(&self, client_id: &str) -> Option<Option<String>> {
+        let clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        clients.get(client_id).map(|e| e.cert_identity.clone())
     }
 
     pub fn len(&self) -> usize {
@@ -80,8 +103,10 @@ mod tests {
     #[test]
     fn a_second_connection_takes_over_and_the_first_leaves_it_alone() {
         let r = Registry::default();
-        let a = r.register("dev");
-        let b = r.register("dev");
+        let a = r.register("dev", None);
+        let b = r.register("dev", Some("sensor-1".into()));
+        assert_eq!(r.cert_identity("dev"), Some(Some("sensor-1".into())));
+        assert_eq!(r.cert_identity("other"), None);
         assert!(a.taken_over.is_cancelled());
         assert!(!b.taken_over.is_cancelled());
         r.unregister("dev", a.connection);

@@ -1,9 +1,11 @@
-//! The MQTT-over-TCP accept loop.
+//! The MQTT accept loop, for every TCP-based [`Transport`] (plain, TLS, WebSocket, WebSocket
+//! over TLS).
 //!
 //! A connection slot is taken from the context's semaphore *before* `accept`, so at the cap the
 //! broker stops accepting (clients wait in the kernel's backlog) instead of accepting and
 //! dropping. On shutdown the loop stops accepting, tells every connection to finish (they ack
-//! what is already being appended, flush and close) and returns once they have.
+//! what is already being appended, flush and close) and returns once they have. Upgrades (TLS,
+//! WebSocket) run in the connection's task, holding its slot: see [`super::transport`].
 
 use std::time::Duration;
 
@@ -11,18 +13,29 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::connection::serve_connection;
+use super::transport::{self, Transport};
 use super::MqttContext;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again, so the loop
 /// does not spin while the condition lasts.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Serves MQTT on `listener` until `shutdown` is cancelled.
+/// Serves plain MQTT on `listener` until `shutdown` is cancelled.
 pub async fn run(listener: TcpListener, ctx: MqttContext, shutdown: CancellationToken) {
+    run_transport(listener, Transport::Tcp, ctx, shutdown).await
+}
+
+/// Serves MQTT over `transport` on `listener` until `shutdown` is cancelled.
+pub async fn run_transport(
+    listener: TcpListener,
+    transport: Transport,
+    ctx: MqttContext,
+    shutdown: CancellationToken,
+) {
     let tracker = TaskTracker::new();
+    let name = transport.name();
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "mqtt listener started");
+        tracing::info!(%addr, transport = name, "mqtt listener started");
     }
     loop {
         let permit = tokio::select! {
@@ -37,7 +50,7 @@ pub async fn run(listener: TcpListener, ctx: MqttContext, shutdown: Cancellation
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::warn!(error = %e, "mqtt accept failed");
+                    tracing::warn!(error = %e, transport = name, "mqtt accept failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
@@ -47,12 +60,13 @@ pub async fn run(listener: TcpListener, ctx: MqttContext, shutdown: Cancellation
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
+        let transport = transport.clone();
         tracker.spawn(async move {
-            serve_connection(stream, peer.to_string(), ctx, shutdown).await;
+            transport::serve(stream, peer, transport, ctx, shutdown).await;
             drop(permit);
         });
     }
     tracker.close();
     tracker.wait().await;
-    tracing::info!("mqtt listener stopped");
+    tracing::info!(transport = name, "mqtt listener stopped");
 }

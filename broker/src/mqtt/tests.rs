@@ -30,6 +30,9 @@ mod v5;
 #[path = "tests_sessions.rs"]
 mod sessions;
 
+#[path = "tests_auth.rs"]
+mod auth;
+
 const WAIT: Duration = Duration::from_secs(10);
 
 struct Broker {

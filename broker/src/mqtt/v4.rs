@@ -12,8 +12,8 @@ use rumqttc::mqttbytes::v4::{
 
 use super::codec::packet_name;
 use super::packet::{
-    ClientPacket, ConnectCode, ConnectIn, FilterIn, PublishIn, ServerPacket, SubscribeIn, Version,
-    WillIn,
+    ClientPacket, ConnectCode, ConnectIn, FilterIn, Password, PublishIn, ServerPacket, SubscribeIn,
+    Version, WillIn,
 };
 use super::properties::MessageProps;
 
@@ -25,6 +25,12 @@ pub fn from_v4(packet: Packet) -> ClientPacket {
             client_id: c.client_id,
             clean_start: c.clean_session,
             keep_alive: c.keep_alive,
+            // rumqttc reads both as strings and leaves out a login with neither.
+            username: c.login.as_ref().map(|l| l.username.clone()),
+            password: c
+                .login
+                .filter(|l| !l.password.is_empty())
+                .map(|l| Password(l.password.into())),
             will: c.last_will.map(|w| {
                 Box::new(WillIn {
                     topic: w.topic,
@@ -95,6 +101,8 @@ pub fn to_v4(packet: &ServerPacket) -> Option<Packet> {
                     ConnectReturnCode::RefusedProtocolVersion
                 }
                 ConnectCode::ClientIdNotValid => ConnectReturnCode::BadClientId,
+                ConnectCode::BadUsernameOrPassword => ConnectReturnCode::BadUserNamePassword,
+                ConnectCode::NotAuthorized => ConnectReturnCode::NotAuthorized,
                 // Not produced for 3.1.1 clients; the closest 3.1.1 refusal.
                 ConnectCode::BadAuthenticationMethod
                 | ConnectCode::ProtocolError

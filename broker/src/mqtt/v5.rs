@@ -22,8 +22,8 @@ use rumqttc::v5::mqttbytes::{self as v5bytes, QoS as QoS5};
 
 use super::codec::{remaining_len, CodecError, MAX_ENCODED};
 use super::packet::{
-    reason, ClientPacket, ConnectCode, ConnectIn, FilterIn, PublishIn, PublishOut, ServerPacket,
-    SubscribeIn, Version, WillIn,
+    reason, ClientPacket, ConnectCode, ConnectIn, FilterIn, Password, PublishIn, PublishOut,
+    ServerPacket, SubscribeIn, Version, WillIn,
 };
 use super::properties::MessageProps;
 
@@ -168,7 +168,7 @@ fn will_in(w: LastWill) -> Result<WillIn, CodecError> {
 
 fn from_v5(packet: Packet) -> Result<ClientPacket, CodecError> {
     Ok(match packet {
-        Packet::Connect(c, will, _login) => {
+        Packet::Connect(c, will, login) => {
             let p = c.properties.unwrap_or_default();
             ClientPacket::Connect(ConnectIn {
                 version: Version::V5,
@@ -181,6 +181,11 @@ fn from_v5(packet: Packet) -> Result<ClientPacket, CodecError> {
                 maximum_packet_size: p.max_packet_size,
                 topic_alias_maximum: p.topic_alias_max,
                 authentication_method: p.authentication_method,
+                // rumqttc reads both as strings and leaves out a login with neither.
+                username: login.as_ref().map(|l| l.username.clone()),
+                password: login
+                    .filter(|l| !l.password.is_empty())
+                    .map(|l| Password(l.password.into())),
             })
         }
         Packet::Publish(p) => {
@@ -318,6 +323,8 @@ fn to_v5(packet: &ServerPacket) -> Packet {
                 ConnectCode::ProtocolError => ConnectReturnCode::ProtocolError,
                 ConnectCode::QuotaExceeded => ConnectReturnCode::QuotaExceeded,
                 ConnectCode::ServerUnavailable => ConnectReturnCode::ServerUnavailable,
+                ConnectCode::BadUsernameOrPassword => ConnectReturnCode::BadUserNamePassword,
+                ConnectCode::NotAuthorized => ConnectReturnCode::NotAuthorized,
             };
             let properties = (a.code == ConnectCode::Success).then(|| ConnAckProperties {
                 session_expiry_interval: a.session_expiry,
@@ -432,6 +439,7 @@ fn ack_reason(r: u8) -> PubAckReason {
         reason::SUCCESS => PubAckReason::Success,
         reason::TOPIC_NAME_INVALID => PubAckReason::TopicNameInvalid,
         reason::QUOTA_EXCEEDED => PubAckReason::QuotaExceeded,
+        reason::NOT_AUTHORIZED => PubAckReason::NotAuthorized,
         _ => PubAckReason::UnspecifiedError,
     }
 }
@@ -441,6 +449,7 @@ fn rec_reason(r: u8) -> PubRecReason {
         reason::SUCCESS => PubRecReason::Success,
         reason::TOPIC_NAME_INVALID => PubRecReason::TopicNameInvalid,
         reason::QUOTA_EXCEEDED => PubRecReason::QuotaExceeded,
+        reason::NOT_AUTHORIZED => PubRecReason::NotAuthorized,
         _ => PubRecReason::UnspecifiedError,
     }
 }
@@ -452,6 +461,7 @@ fn sub_reason(c: u8) -> SubscribeReasonCode {
         2 => SubscribeReasonCode::Success(QoS5::ExactlyOnce),
         reason::TOPIC_FILTER_INVALID => SubscribeReasonCode::TopicFilterInvalid,
         reason::QUOTA_EXCEEDED => SubscribeReasonCode::QuotaExceeded,
+        reason::NOT_AUTHORIZED => SubscribeReasonCode::NotAuthorized,
         reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED => {
             SubscribeReasonCode::SharedSubscriptionsNotSupported
         }

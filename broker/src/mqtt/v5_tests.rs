@@ -275,6 +275,8 @@ fn connect_properties_are_read() {
             maximum_packet_size: Some(1000),
             topic_alias_maximum: Some(3),
             authentication_method: None,
+            username: None,
+            password: None,
         })
     );
 }

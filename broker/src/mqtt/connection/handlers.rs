@@ -5,6 +5,10 @@
 //! publish is a negative PUBACK/PUBREC in MQTT 5 but a closed connection in 3.1.1 (which has no
 //! negative acks), and topic aliases, the receive maximum and retain handling exist only in
 //! MQTT 5.
+//!
+//! The `[mqtt.auth]` ACL is checked here too (see `auth`): a PUBLISH without write access is
+//! never queued (MQTT 5 QoS 1/2 get 0x87, 3.1.1 the usual ack: it cannot refuse one), a filter
+//! without read access gets a failed SUBACK entry.
 
 use rumqttc::mqttbytes::QoS;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -161,6 +165,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             tracing::warn!(client_id = %self.client_id, peer = %self.peer, reason = %e, "mqtt: refusing publish");
             refused = Some(reason::TOPIC_NAME_INVALID);
         }
+        if refused.is_none() && !self.permissions.may_publish(&topic) {
+            tracing::debug!(client_id = %self.client_id, peer = %self.peer, %topic, qos = p.qos as u8, "mqtt: publish dropped: no write access (acl_file)");
+            if p.qos == QoS::AtMostOnce {
+                return Ok(());
+            }
+            // Acked in its turn, never stored; as Mosquitto, 3.1.1 gets a positive ack.
+            refused = Some(if self.v5() {
+                reason::NOT_AUTHORIZED
+            } else {
+                reason::SUCCESS
+            });
+        }
         if self.v5() {
             let unacked = self.qos1_unacked + self.awaiting_rel.len();
             if p.qos != QoS::AtMostOnce && unacked >= usize::from(RECEIVE_MAXIMUM) {
@@ -221,10 +237,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 reason::TOPIC_FILTER_INVALID
             } else if v5 && f.path.starts_with(SHARED_PREFIX) {
                 reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
+            } else if !self.permissions.may_subscribe(&f.path) {
+                tracing::debug!(client_id = %self.client_id, peer = %self.peer, filter = %f.path, "mqtt: subscription refused: no read access (acl_file)");
+                reason::NOT_AUTHORIZED
             } else if self.subs.contains(&f.path) {
                 self.subs.subscribe(&f.path, options, Default::default());
                 // Retain handling 1: retained messages only for a new subscription (§3.8.3.1).
-                if f.retain_handling == 0 {
+                if f.retain_handling == 0 && self.retained_allowed(&f.path) {
                     self.retained_out.start(&f.path, f.qos, s.id);
                 }
                 f.qos as u8
@@ -239,7 +258,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                         reason::QUOTA_EXCEEDED
                     }
                     Added::New | Added::Replaced => {
-                        if f.retain_handling < 2 {
+                        if f.retain_handling < 2 && self.retained_allowed(&f.path) {
                             self.retained_out.start(&f.path, f.qos, s.id);
                         }
                         f.qos as u8
@@ -252,6 +271,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             pkid: s.pkid,
             codes,
         });
+    }
+
+    /// Retained messages go out without the per-message ACL check, so only for a filter whose
+    /// every topic the client may read.
+    fn retained_allowed(&self, filter: &str) -> bool {
+        let ok = self.permissions.may_read_all(filter);
+        if !ok {
+            tracing::debug!(client_id = %self.client_id, %filter, "mqtt: no retained messages for this filter: the ACL does not let the client read all of it");
+        }
+        ok
     }
 
     fn on_unsubscribe(&mut self, pkid: u16, filters: Vec<String>) {
