@@ -206,17 +206,27 @@ pub fn system_client(name: &str) -> Option<PathBuf> {
 /// python3 with kafka-python and confluent-kafka importable, under the same rule as
 /// [`system_client`]: missing is a skip, or a failure when `HEADWATER_REQUIRE_CLIENTS` is set.
 pub fn python_kafka_clients() -> Option<PathBuf> {
+    python_with("kafka, confluent_kafka", "kafka-python confluent-kafka")
+}
+
+/// python3 with paho-mqtt importable, under the same rule as [`system_client`].
+pub fn python_paho() -> Option<PathBuf> {
+    python_with("paho.mqtt.client", "paho-mqtt")
+}
+
+/// python3 if it can `import modules` (pip packages `packages`), else a skip or a failure.
+fn python_with(modules: &str, packages: &str) -> Option<PathBuf> {
     let python = system_client("python3")?;
     let has = Command::new(&python)
-        .args(["-c", "import kafka, confluent_kafka"])
+        .args(["-c", &format!("import {modules}")])
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
     if !has {
         if std::env::var_os(REQUIRE_CLIENTS_VAR).is_some() {
-            panic!("kafka-python and confluent-kafka are required ({REQUIRE_CLIENTS_VAR} is set)");
+            panic!("python packages {packages} are required ({REQUIRE_CLIENTS_VAR} is set)");
         }
-        eprintln!("SKIPPED: pip install kafka-python confluent-kafka to run this test");
+        eprintln!("SKIPPED: pip install {packages} to run this test");
         return None;
     }
     Some(python)
