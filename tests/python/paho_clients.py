@@ -2,7 +2,7 @@
 
 Usage: python3 paho_clients.py PHASE PORT
   live    QoS 0/1/2 (3.1.1 and 5.0), retained messages, wills, MQTT 5 properties,
-          subscription identifiers and no-local, in one broker run
+          subscription identifiers, no-local and shared subscriptions, in one broker run
   queue   a persistent 3.1.1 session subscribes, goes away; QoS 1 messages are published
   resume  (after the broker restarted) the session comes back and gets them
 Prints "ok" last; exits non-zero with a message on the first mismatch.
@@ -217,6 +217,33 @@ def v5_properties():
     print("paho 5.0: properties, subscription identifiers, no-local ok")
 
 
+def shared_subscriptions():
+    members = [Peer(f"paho-worker-{i}", protocol=mqtt.MQTTv5) for i in range(2)]
+    for m in members:
+        m.connect()
+        m.subscribe("$share/workers/paho/jobs/#", 1)
+    pub = Peer("paho-jobs", protocol=mqtt.MQTTv5)
+    pub.connect()
+    jobs = [f"job-{i}" for i in range(40)]
+    for job in jobs:
+        pub.publish("paho/jobs/x", job, 1)
+    got = []
+    deadline = time.time() + WAIT
+    while len(got) < len(jobs) and time.time() < deadline:
+        for m in members:
+            try:
+                got.append(m.messages.get(timeout=0.05).payload.decode())
+            except queue.Empty:
+                pass
+    if sorted(got) != sorted(jobs):
+        fail(f"shared subscription: {len(got)} deliveries for {len(jobs)} jobs")
+    for m in members:
+        m.quiet(0.2, "a job delivered twice")
+        m.close()
+    pub.close()
+    print("paho 5.0: shared subscription, each job once")
+
+
 QUEUED = [f"queued-{i}" for i in range(10)]
 
 
@@ -250,6 +277,7 @@ if PHASE == "live":
     retained()
     wills()
     v5_properties()
+    shared_subscriptions()
 elif PHASE == "queue":
     queue_phase()
 elif PHASE == "resume":

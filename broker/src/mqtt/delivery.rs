@@ -42,7 +42,9 @@ use super::inflight::Outgoing;
 use super::packet::{PublishOut, ServerPacket};
 use super::properties::{remaining_expiry, MessageProps};
 use super::routing::Router;
-use super::subscriptions::Subscriptions;
+use super::shared::ShareGroup;
+use super::shared_member::SharedMember;
+use super::subscriptions::{Granted, Subscriptions};
 use super::topic;
 use super::wire::Wire;
 
@@ -85,6 +87,8 @@ pub enum Wake {
     Lagged,
     /// The log is gone (broker shutting down).
     Closed,
+    /// A share group this connection is in has records given back to claim.
+    Nudge,
 }
 
 pub struct Delivery {
@@ -104,6 +108,8 @@ pub struct Delivery {
     pub client_id: String,
     /// Topics this client may read (set at CONNECT).
     pub permissions: Permissions,
+    /// The share groups of this connection's shared subscriptions.
+    pub shared: SharedMember,
 }
 
 impl Delivery {
@@ -117,6 +123,7 @@ impl Delivery {
             selected: HashMap::new(),
             client_id: String::new(),
             permissions: Permissions::all(),
+            shared: SharedMember::default(),
         }
     }
 
@@ -125,10 +132,13 @@ impl Delivery {
         let Some(rx) = self.events.as_mut() else {
             return std::future::pending().await;
         };
-        let wake = match rx.recv().await {
-            Ok(ev) => Wake::Append(ev),
-            Err(broadcast::error::RecvError::Lagged(_)) => Wake::Lagged,
-            Err(broadcast::error::RecvError::Closed) => Wake::Closed,
+        let wake = tokio::select! {
+            event = rx.recv() => match event {
+                Ok(ev) => Wake::Append(ev),
+                Err(broadcast::error::RecvError::Lagged(_)) => Wake::Lagged,
+                Err(broadcast::error::RecvError::Closed) => Wake::Closed,
+            },
+            () = self.shared.nudged() => Wake::Nudge,
         };
         if matches!(wake, Wake::Closed) {
             self.events = None;
@@ -183,6 +193,14 @@ impl Delivery {
             }
         }
         since
+    }
+
+    /// Joins the share group of shared subscription `filter` (already in `subs`).
+    pub fn join_shared(&mut self, filter: &str, group: Arc<ShareGroup>) {
+        if self.events.is_none() {
+            self.events = Some(self.log.subscribe());
+        }
+        self.shared.join(filter, group);
     }
 
     /// Restores a persistent session's cursors (after its filters are in `subs`): each saved
@@ -259,6 +277,9 @@ impl Delivery {
                 let Some(p) = t.partition(ev.partition as i32) else {
                     return;
                 };
+                if !self.shared.is_empty() {
+                    self.shared.observe(p, router);
+                }
                 if !self.cursors.contains_key(&p.id) && self.is_selected(&t.name, subs, router) {
                     self.cursors.insert(
                         p.id,
@@ -269,8 +290,15 @@ impl Delivery {
                     );
                 }
             }
-            Wake::Lagged => self.rescan(subs, router),
-            Wake::Closed => {}
+            Wake::Lagged => {
+                self.rescan(subs, router);
+                for t in self.log.topics() {
+                    for p in &t.partitions {
+                        self.shared.observe(p, router);
+                    }
+                }
+            }
+            Wake::Closed | Wake::Nudge => {}
         }
     }
 
@@ -306,6 +334,25 @@ impl Delivery {
     /// message expiry). Returns true when it stopped only because of its read budget, so the
     /// caller should call again soon.
     pub fn pump(
+        &mut self,
+        subs: &Subscriptions,
+        outgoing: &mut Outgoing,
+        wire: &Wire,
+        out: &mut BytesMut,
+        out_limit: usize,
+        now_ms: i64,
+    ) -> bool {
+        let more = self.pump_cursors(subs, outgoing, wire, out, out_limit, now_ms);
+        if !self.shared.is_empty() {
+            let (log, perms) = (&self.log, &self.permissions);
+            self.shared
+                .pump(log, subs, perms, outgoing, wire, out, out_limit, now_ms);
+        }
+        more
+    }
+
+    /// [`Delivery::pump`] for the plain subscriptions' cursors.
+    fn pump_cursors(
         &mut self,
         subs: &Subscriptions,
         outgoing: &mut Outgoing,
@@ -401,13 +448,21 @@ impl Delivery {
                     self.buffered = Some(buf);
                     return Served::Blocked;
                 }
+                let origin = |restored| Origin {
+                    partition_id: id,
+                    offset: rec.offset,
+                    restored,
+                    tracked: true,
+                };
                 match outgoing.take_restored(id, rec.offset) {
                     // Released QoS 2: the client has it; its PUBREL went out at resume.
                     Some((_, true)) => {}
                     Some((pkid, false)) => {
-                        publish(id, rec.offset, packet, Some(pkid), outgoing, to.wire, out)
+                        publish(origin(Some(pkid)), packet, outgoing, to.wire, out);
                     }
-                    None => publish(id, rec.offset, packet, None, outgoing, to.wire, out),
+                    None => {
+                        publish(origin(None), packet, outgoing, to.wire, out);
+                    }
                 }
             } else if restored {
                 outgoing.drop_restored(id, rec.offset);
@@ -496,32 +551,53 @@ fn target(
     permissions: &Permissions,
     now_ms: i64,
 ) -> Option<PublishOut> {
-    let header = |name: &str| rec.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v);
-    let (mqtt_topic, published) = match header(HEADER_TOPIC) {
-        // Written over Kafka: the log topic's name, at least once.
-        None => (log_topic.to_string(), QoS::AtLeastOnce),
-        Some(value) => {
-            let name = std::str::from_utf8(value.as_deref()?).ok()?;
-            topic::validate_topic_name(name).ok()?;
-            let qos = match header(HEADER_QOS).and_then(|v| v.as_deref()) {
-                Some(b"0") => QoS::AtMostOnce,
-                Some(b"2") => QoS::ExactlyOnce,
-                _ => QoS::AtLeastOnce,
-            };
-            (name.to_string(), qos)
-        }
-    };
+    let (mqtt_topic, published) = record_topic(rec, log_topic)?;
     let own = !client_id.is_empty()
-        && header(HEADER_CLIENT_ID).and_then(|v| v.as_deref()) == Some(client_id.as_bytes());
+        && header(rec, HEADER_CLIENT_ID).and_then(|v| v.as_deref()) == Some(client_id.as_bytes());
     let granted = subs.granted(&mqtt_topic, partition_id, rec.offset, own)?;
     if !permissions.may_read(&mqtt_topic) {
         return None;
     }
+    packet_for(rec, mqtt_topic, published, granted, now_ms)
+}
+
+fn header<'a>(rec: &'a StoredRecord, name: &str) -> Option<&'a Option<bytes::Bytes>> {
+    rec.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+/// A record's MQTT topic and the QoS it was published with: its `mqtt.topic` and `mqtt.qos`
+/// headers, or for records written over Kafka the log topic's name at QoS 1. `None` if the
+/// header is not a valid topic name.
+pub(super) fn record_topic(rec: &StoredRecord, log_topic: &str) -> Option<(String, QoS)> {
+    match header(rec, HEADER_TOPIC) {
+        // Written over Kafka: the log topic's name, at least once.
+        None => Some((log_topic.to_string(), QoS::AtLeastOnce)),
+        Some(value) => {
+            let name = std::str::from_utf8(value.as_deref()?).ok()?;
+            topic::validate_topic_name(name).ok()?;
+            let qos = match header(rec, HEADER_QOS).and_then(|v| v.as_deref()) {
+                Some(b"0") => QoS::AtMostOnce,
+                Some(b"2") => QoS::ExactlyOnce,
+                _ => QoS::AtLeastOnce,
+            };
+            Some((name.to_string(), qos))
+        }
+    }
+}
+
+/// The PUBLISH of `rec` under `mqtt_topic` as `granted` says; `None` if it has expired.
+pub(super) fn packet_for(
+    rec: &StoredRecord,
+    mqtt_topic: String,
+    published: QoS,
+    granted: Granted,
+    now_ms: i64,
+) -> Option<PublishOut> {
     let mut props = MessageProps::from_headers(&rec.headers);
     if let Some(interval) = props.message_expiry {
         props.message_expiry = Some(remaining_expiry(interval, rec.timestamp, now_ms)?);
     }
-    let retained = header(HEADER_RETAIN).and_then(|v| v.as_deref()) == Some(b"1");
+    let retained = header(rec, HEADER_RETAIN).and_then(|v| v.as_deref()) == Some(b"1");
     Some(PublishOut {
         qos: granted.qos.min_with(published),
         retain: retained && granted.retain_as_published,
@@ -548,16 +624,32 @@ impl MinQos for QoS {
     }
 }
 
-/// Appends the PUBLISH of the record at `offset` to `out` (the caller checked the window).
-fn publish(
-    partition_id: u32,
-    offset: i64,
+/// Where a PUBLISH comes from and how its delivery is tracked.
+pub(super) struct Origin {
+    pub partition_id: u32,
+    pub offset: i64,
+    /// The packet id a resumed session's earlier connection sent it under.
+    pub restored: Option<u16>,
+    /// Whether the window records its log position for a persistent session (false for shared
+    /// subscriptions, whose group tracks their deliveries instead).
+    pub tracked: bool,
+}
+
+/// Appends the PUBLISH of a record to `out` (the caller checked the window); returns the packet
+/// id it went out with (0 for QoS 0, or when it could not be sent).
+pub(super) fn publish(
+    origin: Origin,
     mut packet: PublishOut,
-    restored: Option<u16>,
     outgoing: &mut Outgoing,
     wire: &Wire,
     out: &mut BytesMut,
-) {
+) -> u16 {
+    let Origin {
+        partition_id,
+        offset,
+        restored,
+        tracked,
+    } = origin;
     if 4 + packet.topic.len() + packet.payload.len() > MAX_REMAINING {
         if let Some(pkid) = restored {
             outgoing.cancel(pkid);
@@ -567,7 +659,7 @@ fn publish(
             offset,
             "mqtt delivery: record too large for MQTT, skipped"
         );
-        return;
+        return 0;
     }
     if let Some(pkid) = restored {
         if packet.qos == QoS::AtMostOnce {
@@ -580,9 +672,11 @@ fn publish(
     } else if packet.qos != QoS::AtMostOnce {
         match outgoing.allocate(packet.qos) {
             Some(id) => packet.pkid = id,
-            None => return, // not reached: the caller checked the window
+            None => return 0, // not reached: the caller checked the window
         }
-        outgoing.set_origin(packet.pkid, partition_id, offset);
+        if tracked {
+            outgoing.set_origin(packet.pkid, partition_id, offset);
+        }
     }
     let pkid = packet.pkid;
     let before = out.len();
@@ -596,7 +690,9 @@ fn publish(
         if pkid != 0 {
             outgoing.cancel(pkid);
         }
+        return 0;
     }
+    pkid
 }
 
 #[cfg(test)]

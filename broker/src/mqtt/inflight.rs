@@ -74,6 +74,11 @@ impl Outgoing {
         self.open.len()
     }
 
+    /// Deliveries that can still be opened before the window is full.
+    pub fn room(&self) -> usize {
+        self.window.saturating_sub(self.open.len())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.open.is_empty()
     }

@@ -51,8 +51,9 @@
 //! CONNACK says what is offered: an assigned client identifier for an empty one, Receive
 //! Maximum [`connection::RECEIVE_MAXIMUM`], Maximum Packet Size (from `mqtt.max_packet_bytes`),
 //! Topic Alias Maximum [`connection::TOPIC_ALIAS_MAXIMUM`] (client to server), retain
-//! available, wildcard subscriptions and subscription identifiers available, shared
-//! subscriptions not (refused in SUBACK with 0x9E). The client's Receive Maximum bounds the
+//! available, wildcard subscriptions, subscription identifiers and shared subscriptions
+//! (`$share/{group}/{filter}`, for 3.1.1 clients too, as Mosquitto; see [`shared`]) available.
+//! The client's Receive Maximum bounds the
 //! deliveries in flight to it and its Maximum Packet Size the packets sent to it (larger
 //! deliveries are skipped). Refused publishes get negative PUBACK/PUBREC (0x97 quota exceeded
 //! when the log is full); protocol violations, keep-alive timeout (0x8D), takeover (0x8E) and
@@ -97,6 +98,8 @@ pub mod routing;
 pub mod server;
 pub mod session;
 pub mod session_store;
+pub mod shared;
+pub mod shared_member;
 pub mod subscriptions;
 pub mod topic;
 pub mod transport;
@@ -154,6 +157,8 @@ struct Shared {
     session_expiry_max_secs: u32,
     /// `[mqtt.auth]`: passwords and ACLs, loaded at startup.
     auth: auth::Auth,
+    /// Share groups of `$share/...` subscriptions with a connected member.
+    share_groups: shared::ShareGroups,
 }
 
 /// Why the MQTT context cannot be built; the broker does not start.
@@ -199,6 +204,7 @@ impl MqttContext {
                 ingest,
                 router,
                 auth,
+                share_groups: shared::ShareGroups::default(),
                 max_packet_bytes: section.max_packet_bytes,
                 max_inflight: section.max_inflight,
                 connections: Arc::new(Semaphore::new(section.max_connections.max(1))),

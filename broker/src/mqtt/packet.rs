@@ -237,7 +237,7 @@ impl ConnAckOut {
             retain_available: false,
             wildcard_available: true,
             subscription_ids_available: true,
-            shared_available: false,
+            shared_available: true,
             reason_string: None,
         }
     }

@@ -1,5 +1,9 @@
 //! The topic filters one connection is subscribed to. No I/O.
 //!
+//! Shared subscriptions (`$share/...`) are kept here with their options, so sessions save them
+//! like any filter, but they never match a record directly: their group hands records out
+//! (see [`super::shared`]).
+//!
 //! Each subscription remembers, per log partition, the high watermark at the moment it was made:
 //! a record is delivered for a filter only if it was appended after the filter was subscribed,
 //! even when the connection's cursor on that partition is still behind (an older filter's
@@ -14,7 +18,7 @@ use std::collections::HashMap;
 use rumqttc::mqttbytes::QoS;
 
 use super::routing::Router;
-use super::topic;
+use super::{shared, topic};
 
 /// Most filters per connection; more are refused in SUBACK (0x80). Every record read is matched
 /// against each filter, so this bounds the work per record as well as the memory.
@@ -126,11 +130,20 @@ impl Subscriptions {
         self.subs.len() != before
     }
 
-    /// Whether any filter can match records stored in `log_topic`.
+    /// The options `filter` was subscribed with.
+    pub fn options(&self, filter: &str) -> Option<SubOptions> {
+        self.subs
+            .iter()
+            .find(|s| s.filter == filter)
+            .map(|s| s.options)
+    }
+
+    /// Whether any plain filter can match records stored in `log_topic` (shared subscriptions
+    /// read through their group, see [`super::shared`]).
     pub fn selects(&self, router: &Router, log_topic: &str) -> bool {
         self.subs
             .iter()
-            .any(|s| router.may_hold(&s.filter, log_topic))
+            .any(|s| !shared::is_shared(&s.filter) && router.may_hold(&s.filter, log_topic))
     }
 
     /// How a record with MQTT topic `mqtt_topic` at `offset` of partition `partition_id` is
@@ -147,7 +160,11 @@ impl Subscriptions {
         for s in &self.subs {
             let since = s.since.get(&partition_id).copied().unwrap_or(0);
             let o = &s.options;
-            if offset < since || (own && o.no_local) || !topic::matches(mqtt_topic, &s.filter) {
+            if offset < since
+                || (own && o.no_local)
+                || shared::is_shared(&s.filter)
+                || !topic::matches(mqtt_topic, &s.filter)
+            {
                 continue;
             }
             let g = best.get_or_insert(Granted {

@@ -33,6 +33,9 @@ mod sessions;
 #[path = "tests_auth.rs"]
 mod auth;
 
+#[path = "tests_shared.rs"]
+mod shared;
+
 const WAIT: Duration = Duration::from_secs(10);
 
 struct Broker {

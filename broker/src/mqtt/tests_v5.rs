@@ -185,7 +185,7 @@ async fn connack_tells_v5_clients_what_the_broker_offers() {
     assert_eq!(p.retain_available, Some(1));
     assert_eq!(p.wildcard_subscription_available, Some(1));
     assert_eq!(p.subscription_identifiers_available, Some(1));
-    assert_eq!(p.shared_subscription_available, Some(0));
+    assert_eq!(p.shared_subscription_available, Some(1));
 
     // Enhanced authentication is refused in CONNACK.
     let mut props = ConnectProperties::new();
@@ -546,17 +546,30 @@ async fn protocol_violations_get_a_disconnect_with_the_reason() {
         raw.expect_disconnect().await,
         DisconnectReasonCode::PacketTooLarge
     );
-    // Shared subscriptions are refused in SUBACK, the connection stays.
+    // A bad filter is refused in SUBACK, the connection stays.
     let mut raw = Raw5::connected(b.addr, "shared").await;
-    assert_eq!(
-        raw.subscribe(Filter::new("$share/g/t", Q5::AtMostOnce), None)
-            .await,
-        Code5::SharedSubscriptionsNotSupported
-    );
     assert_eq!(
         raw.subscribe(Filter::new("a/#/b", Q5::AtMostOnce), None)
             .await,
         Code5::TopicFilterInvalid
+    );
+    assert_eq!(
+        raw.subscribe(Filter::new("$share/g/t", Q5::AtMostOnce), None)
+            .await,
+        Code5::Success(Q5::AtMostOnce)
+    );
+    // No-local on a shared subscription is a protocol error (§3.8.3.1).
+    let mut no_local = Filter::new("$share/g/t", Q5::AtLeastOnce);
+    no_local.nolocal = true;
+    raw.send(P5::Subscribe(Sub5 {
+        pkid: 2,
+        filters: vec![no_local],
+        properties: None,
+    }))
+    .await;
+    assert_eq!(
+        raw.expect_disconnect().await,
+        DisconnectReasonCode::ProtocolError
     );
 }
 

@@ -23,6 +23,10 @@ pub enum TopicError {
     MisplacedMultiLevel(String),
     #[error("topic filter {0:?}: '+' must occupy a whole level")]
     MisplacedSingleLevel(String),
+    #[error(
+        "shared subscription: not $share/{{name}}/{{filter}} with a name free of '/', '+', '#'"
+    )]
+    BadShare,
 }
 
 fn check_common(s: &str) -> Result<(), TopicError> {

@@ -21,13 +21,11 @@ use crate::mqtt::packet::{reason, ClientPacket, PublishIn, ServerPacket, Subscri
 use crate::mqtt::subscriptions::{Added, SubOptions, MAX_SUBSCRIPTIONS};
 use crate::mqtt::topic;
 use crate::mqtt::wire::Incoming;
+use crate::mqtt::{shared, topic::TopicError};
 
 use super::{
     now_ms, AppendDone, Closed, Connection, OUT_READ_LIMIT, RECEIVE_MAXIMUM, TOPIC_ALIAS_MAXIMUM,
 };
-
-/// Filters with this prefix are MQTT 5 shared subscriptions, which are not offered.
-const SHARED_PREFIX: &str = "$share/";
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     /// Decodes and handles the complete packets buffered, while there is room for their effects.
@@ -55,11 +53,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         match packet {
             ClientPacket::Publish(p) => self.on_publish(p)?,
             ClientPacket::PubAck { pkid } => {
+                self.delivery.shared.settled(pkid);
                 if !self.outgoing.puback(pkid) {
                     tracing::debug!(client_id = %self.client_id, pkid, "mqtt: PUBACK for no open delivery");
                 }
             }
             ClientPacket::PubRec { pkid, reason } => {
+                // The client has the message (or refused it): a shared delivery is settled.
+                self.delivery.shared.settled(pkid);
                 if reason >= 0x80 {
                     // MQTT 5: the client refused the message; the exchange ends here (§4.3.3).
                     self.outgoing.pubrec_refused(pkid);
@@ -81,7 +82,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             ClientPacket::PubComp { pkid } => {
                 self.outgoing.pubcomp(pkid);
             }
-            ClientPacket::Subscribe(s) => self.on_subscribe(s),
+            ClientPacket::Subscribe(s) => self.on_subscribe(s)?,
             ClientPacket::Unsubscribe { pkid, filters } => self.on_unsubscribe(pkid, filters),
             ClientPacket::PingReq => self.send(&ServerPacket::PingResp),
             ClientPacket::Disconnect {
@@ -221,9 +222,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         Ok(())
     }
 
-    fn on_subscribe(&mut self, s: SubscribeIn) {
-        let router = &self.ctx.inner.router;
-        let v5 = self.wire.version == Version::V5;
+    fn on_subscribe(&mut self, s: SubscribeIn) -> Result<(), Closed> {
+        let ctx = self.ctx.clone();
+        let router = &ctx.inner.router;
         let mut codes = Vec::with_capacity(s.filters.len());
         for f in s.filters {
             let options = SubOptions {
@@ -232,11 +233,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 retain_as_published: f.retain_as_published,
                 id: s.id,
             };
+            if let Some(share) = shared::parse(&f.path) {
+                codes.push(self.subscribe_shared(&f.path, share, options)?);
+                continue;
+            }
             let code = if let Err(e) = topic::validate_filter(&f.path) {
                 tracing::warn!(client_id = %self.client_id, peer = %self.peer, filter = %f.path, reason = %e, "mqtt: refusing subscription");
                 reason::TOPIC_FILTER_INVALID
-            } else if v5 && f.path.starts_with(SHARED_PREFIX) {
-                reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
             } else if !self.permissions.may_subscribe(&f.path) {
                 tracing::debug!(client_id = %self.client_id, peer = %self.peer, filter = %f.path, "mqtt: subscription refused: no read access (acl_file)");
                 reason::NOT_AUTHORIZED
@@ -271,6 +274,64 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             pkid: s.pkid,
             codes,
         });
+        Ok(())
+    }
+
+    /// SUBSCRIBE to `$share/{group}/{filter}`: the connection joins the group (see
+    /// [`shared`]); no retained messages are sent for a shared subscription (§4.8.2).
+    fn subscribe_shared(
+        &mut self,
+        path: &str,
+        share: Result<(&str, &str), TopicError>,
+        options: SubOptions,
+    ) -> Result<u8, Closed> {
+        let (group, filter) = match share {
+            Ok(parts) => parts,
+            Err(e) => {
+                tracing::warn!(client_id = %self.client_id, peer = %self.peer, filter = %path, reason = %e, "mqtt: refusing subscription");
+                return Ok(reason::TOPIC_FILTER_INVALID);
+            }
+        };
+        if options.no_local {
+            // §3.8.3.1: a Protocol Error.
+            return Err(Closed::Protocol(format!(
+                "no-local set on shared subscription {path:?}"
+            )));
+        }
+        if !self.permissions.may_subscribe(filter) {
+            tracing::debug!(client_id = %self.client_id, peer = %self.peer, filter = %path, "mqtt: subscription refused: no read access (acl_file)");
+            return Ok(reason::NOT_AUTHORIZED);
+        }
+        if !self.subs.contains(path) && self.subs.len() >= MAX_SUBSCRIPTIONS {
+            tracing::warn!(client_id = %self.client_id, peer = %self.peer, filter = %path, "mqtt: refusing subscription: {MAX_SUBSCRIPTIONS} filters already");
+            return Ok(reason::QUOTA_EXCEEDED);
+        }
+        self.subs.subscribe(path, options, Default::default());
+        self.join_share_group(path, group, filter);
+        Ok(options.qos as u8)
+    }
+
+    /// Joins the groups of the shared subscriptions a resumed session brought back.
+    pub(super) fn rejoin_share_groups(&mut self) {
+        let paths: Vec<String> = self
+            .subs
+            .iter()
+            .map(|(path, _, _)| path.to_string())
+            .filter(|path| shared::is_shared(path))
+            .collect();
+        for path in paths {
+            if let Some(Ok((group, filter))) = shared::parse(&path) {
+                self.join_share_group(&path, group, filter);
+            }
+        }
+    }
+
+    /// Joins the group of a shared subscription in `subs` (on SUBSCRIBE and session resume).
+    pub(super) fn join_share_group(&mut self, path: &str, group: &str, filter: &str) {
+        let log = self.ctx.inner.ingest.log();
+        let router = &self.ctx.inner.router;
+        let joined = self.ctx.inner.share_groups.join(group, filter, log, router);
+        self.delivery.join_shared(path, joined);
     }
 
     /// Retained messages go out without the per-message ACL check, so only for a filter whose
@@ -288,6 +349,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             .iter()
             .map(|f| {
                 self.retained_out.stop(f);
+                self.delivery.shared.leave(f);
                 if self.subs.unsubscribe(f) {
                     reason::SUCCESS
                 } else {

@@ -108,6 +108,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             let resolved = session::resolve_cursors(&cursors.cursors, log);
             self.delivery
                 .resume(resolved, &self.subs, &ctx.inner.router);
+            self.rejoin_share_groups();
             let inflight = session::resolve_inflight(&cursors.inflight, log);
             release = self.outgoing.restore(&inflight);
             tracing::debug!(client_id = %self.client_id, filters = self.subs.len(), "mqtt: session resumed");

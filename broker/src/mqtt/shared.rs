@@ -1,0 +1,322 @@
+//! Shared subscriptions (`$share/{group}/{filter}`, MQTT 5 §4.8.2; Mosquitto offers them to
+//! 3.1.1 clients too): each message matching the filter goes to one member of the group.
+//!
+//! The log is the group's queue. A [`ShareGroup`] keeps one cursor per log partition its filter
+//! can match; members *claim* records from it when their own outgoing window has room
+//! ([`ShareGroup::claim`]), so a busy or slow member simply claims less and the others take the
+//! rest: distribution follows each member's capacity, not a fixed rotation. Nothing is copied
+//! per member and nothing queues in memory but one decoded read per group.
+//!
+//! A member that leaves (unsubscribes, disconnects, is taken over) with QoS 1/2 deliveries it
+//! has not acknowledged gives them back ([`ShareGroup::give_back`]); the next claim of any
+//! member takes those first, so they reach another member (§4.8.2: "SHOULD send to another
+//! Client"). A QoS 2 delivery the member already answered with PUBREC is not given back: the
+//! client has it.
+//!
+//! A group lives while at least one connected member holds it; its cursors start at the high
+//! watermark of each partition when it is created (partitions created later start at their log
+//! start), like a plain subscription. Persistent sessions keep their shared filters and rejoin
+//! on resume, but messages published while a group has no connected member are not kept for it
+//! (see the README: the group position is not stored).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use rumqttc::mqttbytes::QoS;
+use tokio::sync::Notify;
+
+use crate::log::{self, Log, PartitionHandle, StoredRecord};
+
+use super::delivery::record_topic;
+use super::routing::Router;
+use super::topic::{self, TopicError};
+
+/// The prefix of a shared subscription's filter.
+pub const SHARE_PREFIX: &str = "$share/";
+
+/// Bytes of stored batches a group reads at a time.
+const READ_BYTES: usize = 64 * 1024;
+
+/// Splits `$share/{group}/{filter}` into group and filter; `None` for a plain filter.
+pub fn parse(filter: &str) -> Option<Result<(&str, &str), TopicError>> {
+    let rest = filter.strip_prefix(SHARE_PREFIX)?;
+    let Some((group, inner)) = rest.split_once('/') else {
+        return Some(Err(TopicError::BadShare));
+    };
+    // §4.8.2: the share name is at least one character and holds no '/', '+' or '#'.
+    if group.is_empty() || group.contains(['+', '#']) {
+        return Some(Err(TopicError::BadShare));
+    }
+    Some(topic::validate_filter(inner).map(|()| (group, inner)))
+}
+
+/// Whether `filter` is a shared subscription.
+pub fn is_shared(filter: &str) -> bool {
+    filter.starts_with(SHARE_PREFIX)
+}
+
+/// A record claimed by a member, with what delivery needs to know of it.
+pub struct Claimed {
+    pub partition_id: u32,
+    pub record: StoredRecord,
+    /// The MQTT topic it was published to.
+    pub mqtt_topic: String,
+    /// The QoS it was published with (its delivery QoS is capped by it).
+    pub published: QoS,
+}
+
+struct GroupCursor {
+    partition: Arc<PartitionHandle>,
+    /// Next offset no member has claimed yet.
+    next: i64,
+}
+
+/// Records of one read not yet claimed.
+struct Pending {
+    partition_id: u32,
+    records: VecDeque<StoredRecord>,
+    /// Offset after the read: the cursor moves here once `records` is empty.
+    end: i64,
+}
+
+struct GroupState {
+    cursors: BTreeMap<u32, GroupCursor>,
+    pending: Option<Pending>,
+    /// Given back by members that left, by log position: claimed first.
+    returned: VecDeque<(u32, i64)>,
+    /// Partition the next read starts at (round robin over partitions).
+    resume: u32,
+    /// Members to wake when records are given back.
+    members: Vec<Weak<Notify>>,
+}
+
+/// One share group of one filter; members hold it in an `Arc`.
+pub struct ShareGroup {
+    pub name: String,
+    /// The filter inside `$share/{name}/`.
+    pub filter: String,
+    state: Mutex<GroupState>,
+}
+
+impl ShareGroup {
+    fn new(name: &str, filter: &str, log: &Log, router: &Router) -> ShareGroup {
+        let mut cursors = BTreeMap::new();
+        for t in log.topics() {
+            if !router.may_hold(filter, &t.name) {
+                continue;
+            }
+            for p in &t.partitions {
+                let next = p.high_watermark();
+                let partition = p.clone();
+                cursors.insert(p.id, GroupCursor { partition, next });
+            }
+        }
+        ShareGroup {
+            name: name.to_string(),
+            filter: filter.to_string(),
+            state: Mutex::new(GroupState {
+                cursors,
+                pending: None,
+                returned: VecDeque::new(),
+                resume: 0,
+                members: Vec::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, GroupState> {
+        // A panic while holding the lock leaves plain data, still consistent enough to go on.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a member to be woken when records are given back.
+    pub fn add_member(&self, nudge: &Arc<Notify>) {
+        let mut state = self.lock();
+        state.members.retain(|m| m.strong_count() > 0);
+        state.members.push(Arc::downgrade(nudge));
+    }
+
+    /// Takes note of a partition a member heard an append on: a partition of a topic created
+    /// after the group (its filter's routes allow it) gets a cursor at its log start.
+    pub fn observe(&self, partition: &Arc<PartitionHandle>, router: &Router) {
+        let mut state = self.lock();
+        if state.cursors.contains_key(&partition.id)
+            || !router.may_hold(&self.filter, &partition.topic)
+        {
+            return;
+        }
+        state.cursors.insert(
+            partition.id,
+            GroupCursor {
+                partition: partition.clone(),
+                next: partition.log_start(),
+            },
+        );
+    }
+
+    /// Up to `max` records matching the filter that no member has claimed: given-back ones
+    /// first, then new ones, partitions in turn. Records that do not match are passed over.
+    pub fn claim(&self, log: &Log, max: usize) -> Vec<Claimed> {
+        let mut state = self.lock();
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some((partition_id, offset)) = state.returned.pop_front() else {
+                break;
+            };
+            if let Some(c) = state.reread(log, partition_id, offset, &self.filter) {
+                out.push(c);
+            }
+        }
+        while out.len() < max {
+            if state.pending.is_none() && !state.read_next(log) {
+                break;
+            }
+            state.take_pending(&self.filter, max, &mut out);
+        }
+        out
+    }
+
+    /// Returns claimed records no member has delivered for good; they are claimed again first.
+    pub fn give_back(&self, positions: impl IntoIterator<Item = (u32, i64)>) {
+        let mut state = self.lock();
+        let mut back: Vec<(u32, i64)> = positions.into_iter().collect();
+        back.sort_unstable();
+        for position in back.into_iter().rev() {
+            state.returned.push_front(position);
+        }
+        state.members.retain(|m| m.strong_count() > 0);
+        for member in state.members.iter().filter_map(Weak::upgrade) {
+            member.notify_one();
+        }
+    }
+}
+
+impl GroupState {
+    /// Claims from the pending read into `out` (up to `max` in all).
+    fn take_pending(&mut self, filter: &str, max: usize, out: &mut Vec<Claimed>) {
+        let Some(mut pending) = self.pending.take() else {
+            return;
+        };
+        let id = pending.partition_id;
+        let Some(cursor) = self.cursors.get_mut(&id) else {
+            return;
+        };
+        while out.len() < max {
+            let Some(record) = pending.records.pop_front() else {
+                break;
+            };
+            cursor.next = record.offset + 1;
+            if let Some(c) = matching(id, record, &cursor.partition.topic, filter) {
+                out.push(c);
+            }
+        }
+        if pending.records.is_empty() {
+            cursor.next = cursor.next.max(pending.end);
+        } else {
+            self.pending = Some(pending);
+        }
+    }
+
+    /// Reads the next partition with unclaimed records into `pending`; false if there is none.
+    fn read_next(&mut self, log: &Log) -> bool {
+        let ids: Vec<u32> = self
+            .cursors
+            .range(self.resume..)
+            .chain(self.cursors.range(..self.resume))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let Some(cursor) = self.cursors.get_mut(&id) else {
+                continue;
+            };
+            let p = &cursor.partition;
+            if p.is_deleted() {
+                continue;
+            }
+            // Retention may have deleted what the group had not claimed yet.
+            cursor.next = cursor.next.max(p.log_start());
+            if cursor.next >= p.high_watermark() {
+                continue;
+            }
+            if let Some((records, end)) = read(log, p, cursor.next) {
+                self.resume = id.wrapping_add(1);
+                if records.is_empty() {
+                    cursor.next = cursor.next.max(end);
+                    continue;
+                }
+                self.pending = Some(Pending {
+                    partition_id: id,
+                    records,
+                    end,
+                });
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The record at `offset` of a partition, again (it was given back).
+    fn reread(&self, log: &Log, id: u32, offset: i64, filter: &str) -> Option<Claimed> {
+        let p = &self.cursors.get(&id)?.partition;
+        let (records, _) = read(log, p, offset)?;
+        let record = records.into_iter().find(|r| r.offset == offset)?;
+        matching(id, record, &p.topic, filter)
+    }
+}
+
+/// The record as a claim, if its MQTT topic matches `filter`.
+fn matching(id: u32, record: StoredRecord, log_topic: &str, filter: &str) -> Option<Claimed> {
+    let (mqtt_topic, published) = record_topic(&record, log_topic)?;
+    topic::matches(&mqtt_topic, filter).then_some(Claimed {
+        partition_id: id,
+        record,
+        mqtt_topic,
+        published,
+    })
+}
+
+/// Decoded records from `from` on (one read), and the offset after it.
+fn read(log: &Log, p: &PartitionHandle, from: i64) -> Option<(VecDeque<StoredRecord>, i64)> {
+    let batches = match log.read(p, from, READ_BYTES) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(topic = %p.topic, partition = p.index, offset = from, error = %e, "mqtt shared subscription: log read failed");
+            return None;
+        }
+    };
+    let mut end = batches.first()?.base_offset;
+    let mut records = VecDeque::new();
+    for b in batches {
+        end = b.last_offset + 1;
+        match log::batch::decode(&b.bytes) {
+            Ok(rs) => records.extend(rs.into_iter().filter(|r| r.offset >= from)),
+            Err(e) => {
+                tracing::warn!(topic = %p.topic, partition = p.index, offset = b.base_offset, error = %e, "mqtt shared subscription: skipping undecodable batch")
+            }
+        }
+    }
+    Some((records, end))
+}
+
+/// The share groups with a connected member, by (group name, filter).
+#[derive(Default)]
+pub struct ShareGroups {
+    groups: Mutex<HashMap<(String, String), Weak<ShareGroup>>>,
+}
+
+impl ShareGroups {
+    /// The group `name` of `filter`, created (at the partitions' high watermarks) if no member
+    /// holds it.
+    pub fn join(&self, name: &str, filter: &str, log: &Log, router: &Router) -> Arc<ShareGroup> {
+        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget groups whose last member left, so the map holds only live ones.
+        groups.retain(|_, g| g.strong_count() > 0);
+        let key = (name.to_string(), filter.to_string());
+        if let Some(group) = groups.get(&key).and_then(Weak::upgrade) {
+            return group;
+        }
+        let group = Arc::new(ShareGroup::new(name, filter, log, router));
+        groups.insert(key, Arc::downgrade(&group));
+        group
+    }
+}

@@ -1,0 +1,151 @@
+//! Shared subscriptions (`$share/{group}/{filter}`) with rumqttc 3.1.1 clients: each message
+//! to one member, a full window claims no more, what a leaving member did not acknowledge goes
+//! to another member, and persistent sessions rejoin their group.
+
+use std::collections::HashSet;
+
+use super::*;
+
+/// Payloads of the next `n` publishes.
+async fn payloads(c: &mut Client, n: usize) -> Vec<String> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let p = c.next_publish().await;
+        assert_eq!(p.topic, "plant/x");
+        out.push(String::from_utf8(p.payload.to_vec()).unwrap());
+    }
+    out
+}
+
+async fn publish_many(addr: SocketAddr, n: usize) -> Vec<String> {
+    let mut publisher = client(addr, "publisher", false).await;
+    let sent: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+    for m in &sent {
+        publisher
+            .publish_acked("plant/x", QoS::AtLeastOnce, m)
+            .await;
+    }
+    sent
+}
+
+#[tokio::test]
+async fn each_message_goes_to_one_member_and_unacked_ones_move_on_when_a_member_leaves() {
+    let window = 8;
+    let section = MqttSection {
+        max_inflight: window,
+        ..MqttSection::default()
+    };
+    let b = start(section).await;
+    let mut plain = client(b.addr, "plain", false).await;
+    plain.subscribe("plant/#", QoS::AtLeastOnce).await;
+    // `slow` never acknowledges: it claims one window's worth and no more. (A raw socket:
+    // dropping it surely closes the connection.)
+    let mut slow = Raw::connected(b.addr, "slow", 0).await;
+    let mut s = Subscribe::new("$share/g/plant/#", QoS::AtLeastOnce);
+    s.pkid = 1;
+    slow.send(Packet::Subscribe(s)).await;
+    match slow.recv().await {
+        Some(Packet::SubAck(a)) => assert_eq!(
+            a.return_codes,
+            [SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+        ),
+        other => panic!("{other:?}"),
+    }
+
+    let sent = publish_many(b.addr, 50).await;
+    let mut held = Vec::new();
+    while held.len() < window {
+        match slow.recv().await {
+            Some(Packet::Publish(p)) => held.push(String::from_utf8(p.payload.to_vec()).unwrap()),
+            other => panic!("{other:?}"),
+        }
+    }
+    // The plain subscription is not affected by the group.
+    assert_eq!(payloads(&mut plain, sent.len()).await, sent);
+
+    // A member joining later takes what the group has not handed out, none of `slow`'s.
+    let mut fast = client(b.addr, "fast", false).await;
+    fast.subscribe("$share/g/plant/#", QoS::AtLeastOnce).await;
+    let rest = payloads(&mut fast, sent.len() - window).await;
+    let held_set: HashSet<&String> = held.iter().collect();
+    assert!(
+        rest.iter().all(|m| !held_set.contains(m)),
+        "delivered twice"
+    );
+
+    // `slow` goes away without acknowledging: its messages go to `fast`.
+    drop(slow);
+    let mut moved = payloads(&mut fast, window).await;
+    moved.sort();
+    let mut expected = held.clone();
+    expected.sort();
+    assert_eq!(moved, expected);
+    let all: HashSet<String> = rest.into_iter().chain(moved).collect();
+    assert_eq!(all.len(), sent.len());
+    fast.quiet(Duration::from_millis(200)).await;
+
+    // Another group of the same filter gets its own copy of new messages.
+    let mut other = client(b.addr, "other-group", false).await;
+    other.subscribe("$share/h/plant/#", QoS::AtMostOnce).await;
+    let mut publisher = client(b.addr, "publisher", false).await;
+    publisher
+        .publish_acked("plant/x", QoS::AtLeastOnce, "late")
+        .await;
+    assert_eq!(payloads(&mut other, 1).await, ["late"]);
+    assert_eq!(payloads(&mut fast, 1).await, ["late"]);
+    assert_eq!(payloads(&mut plain, 1).await, ["late"]);
+}
+
+#[tokio::test]
+async fn unsubscribing_leaves_the_group_and_bad_share_names_are_refused() {
+    let b = start(MqttSection::default()).await;
+    let mut a = client(b.addr, "a", false).await;
+    let mut c = client(b.addr, "c", false).await;
+    for m in [&mut a, &mut c] {
+        m.subscribe("$share/g/plant/#", QoS::AtLeastOnce).await;
+    }
+    a.client.unsubscribe("$share/g/plant/#").await.unwrap();
+    a.expect(|p| matches!(p, Packet::UnsubAck(_))).await;
+    let sent = publish_many(b.addr, 10).await;
+    assert_eq!(payloads(&mut c, sent.len()).await, sent);
+    a.quiet(Duration::from_millis(200)).await;
+
+    // rumqttc will not send some of these, so they go raw.
+    let mut raw = Raw::connected(b.addr, "bad-share", 0).await;
+    let mut s = Subscribe::new("$share//plant/#", QoS::AtLeastOnce);
+    s.pkid = 1;
+    for bad in ["$share/g+/plant", "$share/g", "$share/g/a/#/b"] {
+        s.add(bad.into(), QoS::AtMostOnce);
+    }
+    raw.send(Packet::Subscribe(s)).await;
+    match raw.recv().await {
+        Some(Packet::SubAck(a)) => assert_eq!(a.return_codes, [SubscribeReasonCode::Failure; 4]),
+        other => panic!("{other:?}"),
+    }
+    // Retained messages are not sent to shared subscriptions (§4.8.2).
+    a.client
+        .publish("plant/r", QoS::AtLeastOnce, true, "kept")
+        .await
+        .unwrap();
+    a.expect(|p| matches!(p, Packet::PubAck(_))).await;
+    assert_eq!(&c.next_publish().await.payload[..], b"kept");
+    let mut late = client(b.addr, "late", false).await;
+    late.subscribe("$share/x/plant/#", QoS::AtLeastOnce).await;
+    late.quiet(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn a_resumed_persistent_session_is_back_in_its_group() {
+    let b = start(MqttSection::default()).await;
+    let mut options = MqttOptions::new("member", "127.0.0.1", b.addr.port());
+    options.set_clean_session(false);
+    let (mut member, _) = connect(options.clone()).await;
+    member.subscribe("$share/g/plant/#", QoS::AtLeastOnce).await;
+    member.client.disconnect().await.unwrap();
+    drop(member);
+
+    let (mut member, ack) = connect(options).await;
+    assert!(ack.session_present);
+    let sent = publish_many(b.addr, 5).await;
+    assert_eq!(payloads(&mut member, sent.len()).await, sent);
+}
