@@ -37,6 +37,8 @@ pub const DEFAULT_MQTT_MAX_SESSIONS: usize = 10_000;
 /// Default `mqtt.session_expiry_max_secs`: 0, no cap (like Mosquitto's
 /// `persistent_client_expiration` unset).
 pub const DEFAULT_MQTT_SESSION_EXPIRY_MAX_SECS: u32 = 0;
+/// Default `mqtt.max_queued_messages`: 0, no limit but the log's retention.
+pub const DEFAULT_MQTT_MAX_QUEUED_MESSAGES: u64 = 0;
 pub const DEFAULT_DEAD_LETTER_TOPIC: &str = "dead-letters";
 pub const DEFAULT_PLUGIN_MEMORY_BYTES: u64 = 16 * 1024 * 1024;
 pub const DEFAULT_PLUGIN_TIMEOUT_MS: u64 = 100;
@@ -328,6 +330,12 @@ pub struct MqttSection {
     /// Longest session expiry granted, in seconds; it also bounds 3.1.1 persistent sessions,
     /// which otherwise never expire. 0 (default) is no cap.
     pub session_expiry_max_secs: u32,
+    /// Most records per log partition kept for an offline persistent session (Mosquitto's
+    /// `max_queued_messages`): a session that comes back further behind starts that many
+    /// records before the end, skipping the oldest (with a warning; Mosquitto drops the newest
+    /// instead, but for sensor data the latest matters most). 0 (default): no limit but the
+    /// log's retention. Costs nothing: the queue is the log.
+    pub max_queued_messages: u64,
     /// MQTT topic filters mapped to log topics; the first match wins. Unmatched topics go to the
     /// log topic named after their first level.
     pub routes: Vec<Route>,
@@ -349,6 +357,7 @@ impl Default for MqttSection {
             max_retained: DEFAULT_MQTT_MAX_RETAINED,
             max_sessions: DEFAULT_MQTT_MAX_SESSIONS,
             session_expiry_max_secs: DEFAULT_MQTT_SESSION_EXPIRY_MAX_SECS,
+            max_queued_messages: DEFAULT_MQTT_MAX_QUEUED_MESSAGES,
             routes: Vec::new(),
             tls: None,
             auth: None,

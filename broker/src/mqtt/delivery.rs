@@ -207,11 +207,14 @@ impl Delivery {
     /// position is clamped to what the log still holds (records deleted by retention before the
     /// session read them are lost, with a warning) and partitions the filters select that have
     /// no saved position (created while the session was away) start at their log start.
+    /// With `max_queued` above 0 no cursor starts more than that many records before its
+    /// partition's end (`mqtt.max_queued_messages`; the skipped ones are logged).
     pub fn resume(
         &mut self,
         saved: Vec<(Arc<PartitionHandle>, i64)>,
         subs: &Subscriptions,
         router: &Router,
+        max_queued: u64,
     ) {
         if subs.is_empty() {
             return;
@@ -240,6 +243,17 @@ impl Delivery {
             );
         }
         self.rescan(subs, router);
+        if max_queued == 0 {
+            return;
+        }
+        for c in self.cursors.values_mut() {
+            let p = &c.partition;
+            let floor = p.high_watermark().saturating_sub(max_queued as i64);
+            if c.next < floor {
+                tracing::warn!(client_id = %self.client_id, topic = %p.topic, partition = p.index, skipped = floor - c.next, "mqtt session: more records queued than mqtt.max_queued_messages; the oldest are skipped");
+                c.next = floor;
+            }
+        }
     }
 
     /// Each cursor's partition and next offset to read.

@@ -155,6 +155,8 @@ struct Shared {
     sessions: session_store::SessionStore,
     /// `mqtt.session_expiry_max_secs` (0: no cap).
     session_expiry_max_secs: u32,
+    /// `mqtt.max_queued_messages` (0: no limit).
+    max_queued_messages: u64,
     /// `[mqtt.auth]`: passwords and ACLs, loaded at startup.
     auth: auth::Auth,
     /// Share groups of `$share/...` subscriptions with a connected member.
@@ -199,6 +201,7 @@ impl MqttContext {
             inner: Arc::new(Shared {
                 sessions,
                 session_expiry_max_secs: section.session_expiry_max_secs,
+                max_queued_messages: section.max_queued_messages,
                 retained,
                 wills: will::PendingWills::new(section.max_connections.max(1)),
                 ingest,

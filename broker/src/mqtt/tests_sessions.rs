@@ -361,3 +361,21 @@ async fn a_v5_disconnect_can_end_the_session_but_not_start_one() {
         rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::ProtocolError
     );
 }
+
+#[tokio::test]
+async fn an_offline_session_keeps_at_most_max_queued_messages_the_newest() {
+    let section = MqttSection {
+        max_queued_messages: 3,
+        ..MqttSection::default()
+    };
+    let b = start(section).await;
+    let (mut s, _) = connect4(b.addr, "bounded", false, false).await;
+    s.subscribe("dev/#", QoS::AtLeastOnce).await;
+    leave(s).await;
+
+    publish_all(b.addr, "dev/1", &["1", "2", "3", "4", "5"]).await;
+    let (mut s, present) = connect4(b.addr, "bounded", false, false).await;
+    assert!(present);
+    assert_eq!(payloads(&mut s, 3).await, ["3", "4", "5"]);
+    s.quiet(Duration::from_millis(200)).await;
+}

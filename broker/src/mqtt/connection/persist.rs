@@ -106,8 +106,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         if let Some((record, cursors)) = stored {
             session::restore_subs(&record.subs, &mut self.subs, log);
             let resolved = session::resolve_cursors(&cursors.cursors, log);
+            let max_queued = ctx.inner.max_queued_messages;
             self.delivery
-                .resume(resolved, &self.subs, &ctx.inner.router);
+                .resume(resolved, &self.subs, &ctx.inner.router, max_queued);
             self.rejoin_share_groups();
             let inflight = session::resolve_inflight(&cursors.inflight, log);
             release = self.outgoing.restore(&inflight);
