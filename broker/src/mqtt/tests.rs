@@ -114,6 +114,9 @@ fn header<'a>(r: &'a StoredRecord, name: &str) -> Option<&'a [u8]> {
 struct Client {
     client: AsyncClient,
     events: mpsc::Receiver<Result<Event, String>>,
+    /// Publishes that arrived while waiting for something else (a client's own publish can be
+    /// delivered back before its PUBACK): `next_publish` takes these first.
+    stash: std::collections::VecDeque<Publish>,
 }
 
 async fn client(addr: SocketAddr, id: &str, manual_acks: bool) -> Client {
@@ -136,7 +139,11 @@ async fn connect(options: MqttOptions) -> (Client, rumqttc::ConnAck) {
             }
         }
     });
-    let mut c = Client { client, events };
+    let mut c = Client {
+        client,
+        events,
+        stash: Default::default(),
+    };
     match c.expect(|p| matches!(p, Packet::ConnAck(_))).await {
         Packet::ConnAck(ack) => (c, ack),
         other => unreachable!("expect returned {other:?}"),
@@ -150,6 +157,7 @@ impl Client {
             loop {
                 match self.events.recv().await {
                     Some(Ok(Event::Incoming(p))) if want(&p) => return p,
+                    Some(Ok(Event::Incoming(Packet::Publish(p)))) => self.stash.push_back(p),
                     Some(Ok(_)) => {}
                     Some(Err(e)) => panic!("client failed: {e}"),
                     None => panic!("client event loop ended"),
@@ -161,6 +169,9 @@ impl Client {
     }
 
     async fn next_publish(&mut self) -> Publish {
+        if let Some(p) = self.stash.pop_front() {
+            return p;
+        }
         match self.expect(|p| matches!(p, Packet::Publish(_))).await {
             Packet::Publish(p) => p,
             _ => unreachable!(),
@@ -193,6 +204,7 @@ impl Client {
 
     /// No publish arrives within `wait`.
     async fn quiet(&mut self, wait: Duration) {
+        assert!(self.stash.is_empty(), "unexpected publish {:?}", self.stash);
         let got = tokio::time::timeout(wait, async {
             loop {
                 match self.events.recv().await {
