@@ -385,12 +385,7 @@ impl Delivery {
         }
         let mut budget = PUMP_BUDGET;
         loop {
-            let ids: Vec<u32> = self
-                .cursors
-                .range(self.resume..)
-                .chain(self.cursors.range(..self.resume))
-                .map(|(id, _)| *id)
-                .collect();
+            let ids = in_turn(&self.cursors, self.resume);
             let mut progressed = false;
             for id in ids {
                 match self.serve(id, subs, outgoing, &to, out) {
@@ -508,10 +503,42 @@ fn record_bytes(r: &log::StoredRecord) -> usize {
 /// Reads the next batches at `cursor`; `None` if there is nothing (or the read failed).
 fn read(log: &Log, cursor: &Cursor) -> Option<(Buffered, usize)> {
     let p = &cursor.partition;
-    let batches = match log.read(p, cursor.next, READ_BYTES) {
+    let got = read_from(log, p, cursor.next)?;
+    let buffered = Buffered {
+        partition_id: p.id,
+        records: got.records,
+        end: got.end,
+    };
+    Some((buffered, got.bytes))
+}
+
+/// The keys of `cursors` from `from` on, then the ones before: partitions served in turn.
+pub(super) fn in_turn<V>(cursors: &BTreeMap<u32, V>, from: u32) -> Vec<u32> {
+    let after = cursors.range(from..);
+    after
+        .chain(cursors.range(..from))
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+/// What one read of a partition gave.
+pub(super) struct Read {
+    /// Decoded records from the offset asked for on.
+    pub records: VecDeque<StoredRecord>,
+    /// Offset after the last batch read.
+    pub end: i64,
+    /// Bytes of stored batches read.
+    pub bytes: usize,
+}
+
+/// Reads and decodes batches of `p` from offset `from` on: about [`READ_BYTES`] of them and at
+/// most [`DECODED_BYTES`] decoded (past the first batch). `None` if there is nothing (or the
+/// read failed, which is logged). Shared subscriptions' groups read the same way.
+pub(super) fn read_from(log: &Log, p: &PartitionHandle, from: i64) -> Option<Read> {
+    let batches = match log.read(p, from, READ_BYTES) {
         Ok(b) => b,
         Err(e) => {
-            tracing::warn!(topic = %p.topic, partition = p.index, offset = cursor.next, error = %e, "mqtt delivery: log read failed");
+            tracing::warn!(topic = %p.topic, partition = p.index, offset = from, error = %e, "mqtt delivery: log read failed");
             return None;
         }
     };
@@ -530,21 +557,18 @@ fn read(log: &Log, cursor: &Cursor) -> Option<(Buffered, usize)> {
         match log::batch::decode(&b.bytes) {
             Ok(rs) => {
                 decoded += rs.iter().map(record_bytes).sum::<usize>();
-                records.extend(rs.into_iter().filter(|r| r.offset >= cursor.next));
+                records.extend(rs.into_iter().filter(|r| r.offset >= from));
             }
             Err(e) => {
                 tracing::warn!(topic = %p.topic, partition = p.index, offset = b.base_offset, error = %e, "mqtt delivery: skipping undecodable batch")
             }
         }
     }
-    Some((
-        Buffered {
-            partition_id: p.id,
-            records,
-            end,
-        },
+    Some(Read {
+        records,
+        end,
         bytes,
-    ))
+    })
 }
 
 /// Where a pump writes to.

@@ -25,17 +25,14 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use rumqttc::mqttbytes::QoS;
 use tokio::sync::Notify;
 
-use crate::log::{self, Log, PartitionHandle, StoredRecord};
+use crate::log::{Log, PartitionHandle, StoredRecord};
 
-use super::delivery::record_topic;
+use super::delivery::{in_turn, read_from, record_topic};
 use super::routing::Router;
 use super::topic::{self, TopicError};
 
 /// The prefix of a shared subscription's filter.
 pub const SHARE_PREFIX: &str = "$share/";
-
-/// Bytes of stored batches a group reads at a time.
-const READ_BYTES: usize = 64 * 1024;
 
 /// Splits `$share/{group}/{filter}` into group and filter; `None` for a plain filter.
 pub fn parse(filter: &str) -> Option<Result<(&str, &str), TopicError>> {
@@ -219,13 +216,7 @@ impl GroupState {
 
     /// Reads the next partition with unclaimed records into `pending`; false if there is none.
     fn read_next(&mut self, log: &Log) -> bool {
-        let ids: Vec<u32> = self
-            .cursors
-            .range(self.resume..)
-            .chain(self.cursors.range(..self.resume))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
+        for id in in_turn(&self.cursors, self.resume) {
             let Some(cursor) = self.cursors.get_mut(&id) else {
                 continue;
             };
@@ -275,27 +266,9 @@ fn matching(id: u32, record: StoredRecord, log_topic: &str, filter: &str) -> Opt
     })
 }
 
-/// Decoded records from `from` on (one read), and the offset after it.
+/// Decoded records from `from` on (one bounded read, as a subscriber's), and the offset after.
 fn read(log: &Log, p: &PartitionHandle, from: i64) -> Option<(VecDeque<StoredRecord>, i64)> {
-    let batches = match log.read(p, from, READ_BYTES) {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::warn!(topic = %p.topic, partition = p.index, offset = from, error = %e, "mqtt shared subscription: log read failed");
-            return None;
-        }
-    };
-    let mut end = batches.first()?.base_offset;
-    let mut records = VecDeque::new();
-    for b in batches {
-        end = b.last_offset + 1;
-        match log::batch::decode(&b.bytes) {
-            Ok(rs) => records.extend(rs.into_iter().filter(|r| r.offset >= from)),
-            Err(e) => {
-                tracing::warn!(topic = %p.topic, partition = p.index, offset = b.base_offset, error = %e, "mqtt shared subscription: skipping undecodable batch")
-            }
-        }
-    }
-    Some((records, end))
+    read_from(log, p, from).map(|r| (r.records, r.end))
 }
 
 /// The share groups with a connected member, by (group name, filter).
