@@ -9,6 +9,11 @@
 //! Run: `cargo bench -p headwater-tests --bench kafka` (prints Markdown tables).
 //! Scale with `HW_BENCH_SCALE` (default 1.0).
 
+#[path = "support/procfs.rs"]
+mod procfs;
+#[path = "support/scale.rs"]
+mod scale;
+use scale::scale;
 #[path = "support/raw_heed.rs"]
 mod raw_heed;
 #[path = "support/wire.rs"]
@@ -21,6 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use headwater::log::{batch, BatchHeader, NewRecord};
 use headwater_tests::ChildBroker;
+use procfs::cpu_seconds;
 use raw_heed::{quantile, RawLog};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -34,14 +40,6 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_headwater-test-broker");
-
-fn scale(n: usize) -> usize {
-    let s: f64 = std::env::var("HW_BENCH_SCALE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1.0);
-    ((n as f64) * s).max(1.0) as usize
-}
 
 fn rate(records: u64, took: Duration) -> f64 {
     records as f64 / took.as_secs_f64()
@@ -67,22 +65,6 @@ async fn commit_counts(http: SocketAddr) -> (u64, u64) {
         value("headwater_log_commits_total"),
         value("headwater_log_committed_records_total"),
     )
-}
-
-/// CPU time (user + system) a process has used, in seconds.
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at state, field 3;
-    // utime and stime are fields 14 and 15, in clock ticks (100 per second on Linux).
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// One measured run: its rate, the records per commit the broker made meanwhile, and the CPU

@@ -8,6 +8,12 @@
 //! Run: `cargo bench -p headwater-tests --bench throughput` (prints a Markdown table).
 //! Scale with `HW_BENCH_SCALE` (default 1.0).
 
+#[path = "support/procfs.rs"]
+mod procfs;
+#[path = "support/scale.rs"]
+mod scale;
+use scale::scale;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,14 +29,6 @@ mod raw_heed;
 
 const BIN: &str = env!("CARGO_BIN_EXE_headwater-test-broker");
 const RECORD_BYTES: usize = 100;
-
-fn scale(n: usize) -> usize {
-    let s: f64 = std::env::var("HW_BENCH_SCALE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1.0);
-    ((n as f64) * s).max(1.0) as usize
-}
 
 struct Row {
     name: String,
@@ -172,16 +170,6 @@ async fn mqtt_publish(addr: std::net::SocketAddr, publishers: usize, per: usize)
     start.elapsed()
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::main]
 async fn main() {
     let mut rows = Vec::new();
@@ -247,7 +235,7 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let broker = ChildBroker::spawn(BIN, &dir.path().join("data"), "");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle_rss = rss_kib(broker.pid());
+    let idle_rss = procfs::rss_kib(broker.pid());
 
     let kafka_records = scale(200_000);
     let kafka = kafka_produce(&broker.kafka(), kafka_records).await;
@@ -277,7 +265,7 @@ async fn main() {
         ten_pub,
         "PUBACK after durable append".into(),
     ));
-    let busy_rss = rss_kib(broker.pid());
+    let busy_rss = procfs::rss_kib(broker.pid());
     assert!(broker.terminate().success());
 
     println!("| measurement | records/s | MB/s | note |");

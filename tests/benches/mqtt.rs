@@ -1,0 +1,232 @@
+//! MQTT side by side (issue 4, item 7): Headwater (fsync'd and relaxed durability) against
+//! Mosquitto and rumqttd on the same machine, in one run, with one load generator (rumqttc
+//! clients in this process, 100-byte payloads):
+//! - QoS 1 and QoS 0 publish throughput with 1 and 100 publishers, delivered to 1 subscriber;
+//! - fan-out: 1 publisher, 100 subscribers (QoS 0), in deliveries per second;
+//! - publish-to-deliver latency (QoS 1) at half of Mosquitto's 1-publisher QoS 1 rate;
+//! - resident memory with 1,000 and 10,000 idle connections.
+//!
+//! Run: `cargo bench -p headwater-tests --bench mqtt` (prints Markdown tables). Needs
+//! `mosquitto` (Debian package) and `rumqttd` (`cargo install rumqttd --version 0.20.0
+//! --locked`); a missing one is skipped with a note. Scale with `HW_BENCH_SCALE` (default 1.0).
+//! 10,000 connections need `ulimit -n` above 10,100.
+
+#[path = "support/mqtt_brokers.rs"]
+mod mqtt_brokers;
+#[path = "support/mqtt_load.rs"]
+mod mqtt_load;
+#[path = "support/procfs.rs"]
+mod procfs;
+#[path = "support/scale.rs"]
+mod scale;
+use scale::scale;
+#[path = "support/raw_heed.rs"]
+mod raw_heed;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use mqtt_brokers::{Kind, Running};
+use procfs::{cpu_seconds, rss_kib};
+use raw_heed::quantile;
+use rumqttc::QoS;
+
+const BIN: &str = env!("CARGO_BIN_EXE_headwater-test-broker");
+const KINDS: [Kind; 4] = [
+    Kind::Mosquitto,
+    Kind::Rumqttd,
+    Kind::Headwater { relaxed: false },
+    Kind::Headwater { relaxed: true },
+];
+
+/// One throughput scenario.
+struct Scenario {
+    name: &'static str,
+    publishers: usize,
+    per: usize,
+    subscribers: usize,
+    qos: QoS,
+}
+
+fn scenarios() -> Vec<Scenario> {
+    let s = |name, publishers, per, subscribers, qos| Scenario {
+        name,
+        publishers,
+        per: scale(per),
+        subscribers,
+        qos,
+    };
+    vec![
+        s("QoS 1, 1 publisher", 1, 100_000, 1, QoS::AtLeastOnce),
+        s("QoS 1, 100 publishers", 100, 2_000, 1, QoS::AtLeastOnce),
+        s("QoS 0, 1 publisher", 1, 200_000, 1, QoS::AtMostOnce),
+        s("QoS 0, 100 publishers", 100, 2_000, 1, QoS::AtMostOnce),
+        s(
+            "fan-out QoS 0, 1 publisher, 100 subscribers",
+            1,
+            5_000,
+            100,
+            QoS::AtMostOnce,
+        ),
+    ]
+}
+
+/// A measured value and the broker's CPU use (cores) while it was measured.
+#[derive(Clone, Copy)]
+struct Measured {
+    rate: f64,
+    cores: f64,
+    complete: bool,
+}
+
+async fn run_throughput(b: &Running, s: &Scenario) -> Measured {
+    let pid = b.pid.to_string();
+    let cpu0 = cpu_seconds(&pid);
+    let d = mqtt_load::throughput(b.addr, s.publishers, s.per, s.subscribers, s.qos).await;
+    let cores = (cpu_seconds(&pid) - cpu0) / d.elapsed.as_secs_f64();
+    if d.delivered < d.expected {
+        eprintln!(
+            "  {}: {}: {} of {} delivered",
+            b.kind.name(),
+            s.name,
+            d.delivered,
+            d.expected
+        );
+    }
+    Measured {
+        rate: d.rate(),
+        cores,
+        complete: d.delivered >= d.expected,
+    }
+}
+
+fn cell(m: Option<&Measured>) -> String {
+    match m {
+        None => "-".into(),
+        Some(m) => format!(
+            "{:.0}{} ({:.2})",
+            m.rate,
+            if m.complete { "" } else { " (incomplete)" },
+            m.cores
+        ),
+    }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+        _ => "-".into(),
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let scenarios = scenarios();
+    let mut results: BTreeMap<(usize, &'static str), Measured> = BTreeMap::new();
+    let mut latencies: BTreeMap<&str, (Duration, Duration)> = BTreeMap::new();
+    let mut memory: BTreeMap<&str, [u64; 3]> = BTreeMap::new();
+    let mut present = Vec::new();
+    let mut latency_rate = 10_000u64;
+
+    for kind in KINDS {
+        let Some(broker) = mqtt_brokers::start(kind, BIN) else {
+            continue;
+        };
+        present.push(kind);
+        eprintln!("== {}", kind.name());
+        for (i, s) in scenarios.iter().enumerate() {
+            let m = run_throughput(&broker, s).await;
+            eprintln!("  {}: {:.0}/s ({:.2} cores)", s.name, m.rate, m.cores);
+            results.insert((i, kind.name()), m);
+        }
+        if kind == Kind::Mosquitto {
+            if let Some(m) = results.get(&(0, kind.name())) {
+                latency_rate = (m.rate / 2.0) as u64;
+            }
+        }
+        drop(broker);
+
+        // Latency and memory on a fresh broker, so earlier load does not weigh on them.
+        let broker = mqtt_brokers::start(kind, BIN).expect("started before");
+        let secs = Duration::from_secs_f64(10.0 * scale(100) as f64 / 100.0);
+        let mut samples = mqtt_load::latency(broker.addr, latency_rate, secs).await;
+        let p50 = quantile(&mut samples, 0.5);
+        let p99 = quantile(&mut samples, 0.99);
+        eprintln!("  latency at {latency_rate}/s: p50 {p50:?} p99 {p99:?}");
+        latencies.insert(kind.name(), (p50, p99));
+        drop(broker);
+
+        let broker = mqtt_brokers::start(kind, BIN).expect("started before");
+        let mut held = Vec::new();
+        let idle = rss_kib(broker.pid);
+        mqtt_load::idle_connections(broker.addr, 1_000, &mut held).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let thousand = rss_kib(broker.pid);
+        mqtt_load::idle_connections(broker.addr, 9_000, &mut held).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let ten_thousand = rss_kib(broker.pid);
+        eprintln!("  RSS KiB: idle {idle}, 1k {thousand}, 10k {ten_thousand}");
+        memory.insert(kind.name(), [idle, thousand, ten_thousand]);
+        drop(held);
+    }
+
+    print_tables(
+        &scenarios,
+        &present,
+        &results,
+        &latencies,
+        &memory,
+        latency_rate,
+    );
+}
+
+fn print_tables(
+    scenarios: &[Scenario],
+    present: &[Kind],
+    results: &BTreeMap<(usize, &'static str), Measured>,
+    latencies: &BTreeMap<&str, (Duration, Duration)>,
+    memory: &BTreeMap<&str, [u64; 3]>,
+    latency_rate: u64,
+) {
+    let hw = Kind::Headwater { relaxed: false }.name();
+    let relaxed = Kind::Headwater { relaxed: true }.name();
+    let names: Vec<&'static str> = present.iter().map(|k| k.name()).collect();
+    println!("\nmessages (deliveries) per second, broker CPU cores in parentheses");
+    println!(
+        "| scenario | {} | fsync / Mosquitto | fsync / rumqttd | relaxed / rumqttd |",
+        names.join(" | ")
+    );
+    println!("|---|{}---:|---:|---:|", "---:|".repeat(names.len()));
+    for (i, s) in scenarios.iter().enumerate() {
+        let get = |name: &'static str| results.get(&(i, name));
+        let rate = |name: &'static str| get(name).map(|m| m.rate);
+        let cells: Vec<String> = names.iter().map(|n| cell(get(n))).collect();
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            s.name,
+            cells.join(" | "),
+            ratio(rate(hw), rate("Mosquitto")),
+            ratio(rate(hw), rate("rumqttd")),
+            ratio(rate(relaxed), rate("rumqttd")),
+        );
+    }
+    println!("\npublish-to-deliver latency, QoS 1, {latency_rate} msgs/s (half of Mosquitto's 1-publisher QoS 1 rate)");
+    println!("| broker | p50 ms | p99 ms |\n|---|---:|---:|");
+    for n in &names {
+        if let Some((p50, p99)) = latencies.get(n) {
+            let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
+            println!("| {n} | {:.3} | {:.3} |", ms(p50), ms(p99));
+        }
+    }
+    println!("\nresident memory (VmRSS, KiB) with idle MQTT connections");
+    println!("| broker | no connections | 1,000 | 10,000 | 10,000 vs Mosquitto |\n|---|---:|---:|---:|---:|");
+    let mosquitto_10k = memory.get("Mosquitto").map(|m| m[2] as f64);
+    for n in &names {
+        if let Some([idle, k1, k10]) = memory.get(n) {
+            println!(
+                "| {n} | {idle} | {k1} | {k10} | {} |",
+                ratio(Some(*k10 as f64), mosquitto_10k)
+            );
+        }
+    }
+}
