@@ -214,6 +214,7 @@ impl Broker {
         }
         let mqtt_ctx = MqttContext::new(ingest.clone(), &config.mqtt)
             .map_err(|e| StartError::Unsupported(format!("mqtt routes: {e}")))?;
+        tasks.spawn(mqtt_ctx.clone().run_share_saver(shutdown.clone()));
         if let Some(addr) = config.listeners.mqtt.addr() {
             let listener = bind_tcp("MQTT", addr).await?;
             let bound = local("MQTT", &listener, addr)?;

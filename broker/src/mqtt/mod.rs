@@ -99,6 +99,7 @@ pub mod server;
 pub mod session;
 pub mod session_store;
 pub mod shared;
+pub mod shared_groups;
 pub mod shared_member;
 pub mod subscriptions;
 pub mod topic;
@@ -117,6 +118,7 @@ mod tests_transports;
 use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::MqttSection;
 use crate::ingest::{Ingest, IngestError};
@@ -159,8 +161,10 @@ struct Shared {
     max_queued_messages: u64,
     /// `[mqtt.auth]`: passwords and ACLs, loaded at startup.
     auth: auth::Auth,
-    /// Share groups of `$share/...` subscriptions with a connected member.
-    share_groups: shared::ShareGroups,
+    /// Share groups of `$share/...` subscriptions, with their saved positions.
+    share_groups: Arc<shared_groups::ShareGroups>,
+    /// `mqtt.max_connections`: the slots of `connections`.
+    max_connections: usize,
 }
 
 /// Why the MQTT context cannot be built; the broker does not start.
@@ -192,6 +196,8 @@ impl MqttContext {
             tracing::error!(error = %e, "mqtt: cannot load stored sessions; starting without them");
             session_store::SessionStore::empty(log.clone(), section.max_sessions)
         });
+        let share_groups = Arc::new(shared_groups::ShareGroups::default());
+        sessions.park_share_groups(&share_groups, &router);
         let retained = retained::RetainedStore::load(log.clone(), section.max_retained, now_ms())
             .unwrap_or_else(|e| {
                 tracing::error!(error = %e, "mqtt: cannot load retained messages; starting without them");
@@ -207,13 +213,27 @@ impl MqttContext {
                 ingest,
                 router,
                 auth,
-                share_groups: shared::ShareGroups::default(),
+                share_groups,
+                max_connections: section.max_connections.max(1),
                 max_packet_bytes: section.max_packet_bytes,
                 max_inflight: section.max_inflight,
                 connections: Arc::new(Semaphore::new(section.max_connections.max(1))),
                 clients: registry::Registry::default(),
             }),
         })
+    }
+
+    /// Saves the share groups' positions every [`shared_groups::SAVE_INTERVAL`] until
+    /// `shutdown`, then once more when every connection has ended (the broker waits for this
+    /// before it closes the log).
+    pub async fn run_share_saver(self, shutdown: CancellationToken) {
+        let (groups, log) = (&self.inner.share_groups, self.inner.ingest.log());
+        groups.clone().run_saver(log.clone(), shutdown).await;
+        let slots = u32::try_from(self.inner.max_connections).unwrap_or(u32::MAX);
+        let _all = self.inner.connections.acquire_many(slots).await;
+        if let Err(e) = groups.save(log, now_ms()).await {
+            tracing::warn!(error = %e, "mqtt: cannot save shared subscription positions at shutdown");
+        }
     }
 
     /// Waits for a free connection slot; hold the permit for the connection's lifetime. The

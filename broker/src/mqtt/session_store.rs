@@ -23,7 +23,10 @@ use tokio::sync::OwnedMutexGuard;
 
 use crate::log::{Log, LogError};
 
+use super::routing::Router;
 use super::session::{SavedCursors, SessionRecord};
+use super::shared;
+use super::shared_groups::ShareGroups;
 
 /// Key prefix of session records.
 pub const SESSION_PREFIX: &str = "mqtt/session/";
@@ -111,6 +114,42 @@ impl SessionStore {
             tracing::info!(sessions = index.len(), "mqtt: persistent sessions loaded");
         }
         Ok(SessionStore::with_index(log, max_sessions, index))
+    }
+
+    /// Has `groups` hold the share groups of every stored session's shared subscriptions
+    /// until the session resumes or expires (see [`ShareGroups`]); run once at startup. A
+    /// failed read is logged: those groups are then made when a member joins.
+    pub fn park_share_groups(&self, groups: &ShareGroups, router: &Router) {
+        let entries = match self.log.scan_meta(SESSION_PREFIX) {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::error!(error = %e, "mqtt: cannot read stored sessions' shared subscriptions");
+                return;
+            }
+        };
+        for (key, value) in entries {
+            let Some(client_id) = key.strip_prefix(SESSION_PREFIX) else {
+                continue;
+            };
+            let Ok(record) = serde_json::from_slice::<SessionRecord>(&value) else {
+                continue; // reported by `load`
+            };
+            let joined: Vec<_> = record
+                .subs
+                .iter()
+                .filter_map(|s| match shared::parse(&s.filter) {
+                    Some(Ok((name, filter))) => Some(groups.join(name, filter, &self.log, router)),
+                    _ => None,
+                })
+                .collect();
+            groups.park(client_id, joined, self.expires_at(client_id));
+        }
+    }
+
+    /// When the stored session of `client_id` expires (`None`: never, or not stored).
+    fn expires_at(&self, client_id: &str) -> Option<i64> {
+        let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        index.get(client_id).copied().flatten()
     }
 
     pub fn empty(log: Log, max_sessions: usize) -> SessionStore {

@@ -13,13 +13,15 @@
 //! Client"). A QoS 2 delivery the member already answered with PUBREC is not given back: the
 //! client has it.
 //!
-//! A group lives while at least one connected member holds it; its cursors start at the high
-//! watermark of each partition when it is created (partitions created later start at their log
-//! start), like a plain subscription. Persistent sessions keep their shared filters and rejoin
-//! on resume, but messages published while a group has no connected member are not kept for it
-//! (see the README: the group position is not stored).
+//! A new group's cursors start at the high watermark of each partition (partitions created
+//! later start at their log start), like a plain subscription. How long a group lives, and how
+//! its position survives a restart, is [`super::shared_groups`]'s business: while a persistent
+//! member is away the group keeps its place, and messages published meanwhile wait in the log.
+//! The group remembers which claims are not yet settled, so its saved position is always
+//! before them: a crash delivers them again (at least once; QoS 2 to a shared subscription is
+//! exactly once only within a run).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use rumqttc::mqttbytes::QoS;
@@ -85,6 +87,9 @@ struct GroupState {
     resume: u32,
     /// Members to wake when records are given back.
     members: Vec<Weak<Notify>>,
+    /// Claimed records not yet settled by their member (acknowledged, or sent at QoS 0): the
+    /// group's saved position stays before them, so a crash sends them again.
+    outstanding: BTreeSet<(u32, i64)>,
 }
 
 /// One share group of one filter; members hold it in an `Arc`.
@@ -96,14 +101,27 @@ pub struct ShareGroup {
 }
 
 impl ShareGroup {
-    fn new(name: &str, filter: &str, log: &Log, router: &Router) -> ShareGroup {
+    /// A group starting at the high watermarks, or where `saved` says (by partition store id;
+    /// partitions it does not name were created since and start at their log start).
+    pub(super) fn new(
+        name: &str,
+        filter: &str,
+        log: &Log,
+        router: &Router,
+        saved: Option<HashMap<u32, i64>>,
+    ) -> ShareGroup {
         let mut cursors = BTreeMap::new();
         for t in log.topics() {
             if !router.may_hold(filter, &t.name) {
                 continue;
             }
             for p in &t.partitions {
-                let next = p.high_watermark();
+                let next = match &saved {
+                    None => p.high_watermark(),
+                    Some(saved) => saved.get(&p.id).map_or(p.log_start(), |&at| {
+                        at.clamp(p.log_start(), p.high_watermark())
+                    }),
+                };
                 let partition = p.clone();
                 cursors.insert(p.id, GroupCursor { partition, next });
             }
@@ -117,6 +135,7 @@ impl ShareGroup {
                 returned: VecDeque::new(),
                 resume: 0,
                 members: Vec::new(),
+                outstanding: BTreeSet::new(),
             }),
         }
     }
@@ -131,6 +150,16 @@ impl ShareGroup {
         let mut state = self.lock();
         state.members.retain(|m| m.strong_count() > 0);
         state.members.push(Arc::downgrade(nudge));
+    }
+
+    /// Takes note of partitions created while no member was there to hear of them (a member
+    /// joining calls this).
+    pub fn refresh(&self, log: &Log, router: &Router) {
+        for t in log.topics() {
+            for p in &t.partitions {
+                self.observe(p, router);
+            }
+        }
     }
 
     /// Takes note of a partition a member heard an append on: a partition of a topic created
@@ -160,17 +189,43 @@ impl ShareGroup {
             let Some((partition_id, offset)) = state.returned.pop_front() else {
                 break;
             };
-            if let Some(c) = state.reread(log, partition_id, offset, &self.filter) {
-                out.push(c);
+            match state.reread(log, partition_id, offset, &self.filter) {
+                Some(c) => out.push(c),
+                // Gone (retention) or no longer matching: nothing to send again.
+                None => drop(state.outstanding.remove(&(partition_id, offset))),
             }
         }
+        let fresh = out.len();
         while out.len() < max {
             if state.pending.is_none() && !state.read_next(log) {
                 break;
             }
             state.take_pending(&self.filter, max, &mut out);
         }
+        for c in &out[fresh..] {
+            state.outstanding.insert((c.partition_id, c.record.offset));
+        }
         out
+    }
+
+    /// A claimed record is done with: acknowledged by its member's client, or sent at QoS 0,
+    /// or skipped by the member.
+    pub fn settle(&self, partition_id: u32, offset: i64) {
+        self.lock().outstanding.remove(&(partition_id, offset));
+    }
+
+    /// Where the group stands per partition, for saving: before its oldest unsettled claim.
+    pub fn positions(&self) -> Vec<(Arc<PartitionHandle>, i64)> {
+        let state = self.lock();
+        let oldest = |id: u32| {
+            let mut claims = state.outstanding.range((id, i64::MIN)..=(id, i64::MAX));
+            claims.next().map(|&(_, offset)| offset)
+        };
+        let position = |(id, c): (&u32, &GroupCursor)| {
+            let at = oldest(*id).map_or(c.next, |o| o.min(c.next));
+            (c.partition.clone(), at)
+        };
+        state.cursors.iter().map(position).collect()
     }
 
     /// Returns claimed records no member has delivered for good; they are claimed again first.
@@ -269,27 +324,4 @@ fn matching(id: u32, record: StoredRecord, log_topic: &str, filter: &str) -> Opt
 /// Decoded records from `from` on (one bounded read, as a subscriber's), and the offset after.
 fn read(log: &Log, p: &PartitionHandle, from: i64) -> Option<(VecDeque<StoredRecord>, i64)> {
     read_from(log, p, from).map(|r| (r.records, r.end))
-}
-
-/// The share groups with a connected member, by (group name, filter).
-#[derive(Default)]
-pub struct ShareGroups {
-    groups: Mutex<HashMap<(String, String), Weak<ShareGroup>>>,
-}
-
-impl ShareGroups {
-    /// The group `name` of `filter`, created (at the partitions' high watermarks) if no member
-    /// holds it.
-    pub fn join(&self, name: &str, filter: &str, log: &Log, router: &Router) -> Arc<ShareGroup> {
-        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
-        // Forget groups whose last member left, so the map holds only live ones.
-        groups.retain(|_, g| g.strong_count() > 0);
-        let key = (name.to_string(), filter.to_string());
-        if let Some(group) = groups.get(&key).and_then(Weak::upgrade) {
-            return group;
-        }
-        let group = Arc::new(ShareGroup::new(name, filter, log, router));
-        groups.insert(key, Arc::downgrade(&group));
-        group
-    }
 }

@@ -65,7 +65,14 @@ impl SharedMember {
 
     /// The client acknowledged delivery `pkid` (PUBACK, or PUBREC: a QoS 2 message it has).
     pub fn settled(&mut self, pkid: u16) {
-        self.open.remove(&pkid);
+        if let Some((group, partition_id, offset)) = self.open.remove(&pkid) {
+            group.settle(partition_id, offset);
+        }
+    }
+
+    /// The groups joined, for a persistent session to hold while it is away.
+    pub fn groups(&self) -> Vec<Arc<ShareGroup>> {
+        self.joined.iter().map(|j| j.group.clone()).collect()
     }
 
     /// Tells the joined groups of a partition an append was heard on (see
@@ -149,8 +156,10 @@ impl SharedMember {
         out: &mut BytesMut,
         now_ms: i64,
     ) {
+        let (partition_id, offset) = (c.partition_id, c.record.offset);
         // A topic this client may not read is skipped, as for a plain subscription.
         if !permissions.may_read(&c.mqtt_topic) {
+            group.settle(partition_id, offset);
             return;
         }
         let granted = Granted {
@@ -158,9 +167,9 @@ impl SharedMember {
             ids: options.id.into_iter().collect(),
             retain_as_published: options.retain_as_published,
         };
-        let (partition_id, offset) = (c.partition_id, c.record.offset);
         let Some(packet) = packet_for(&c.record, c.mqtt_topic, c.published, granted, now_ms) else {
-            return; // expired
+            group.settle(partition_id, offset); // expired
+            return;
         };
         let origin = Origin {
             partition_id,
@@ -168,10 +177,13 @@ impl SharedMember {
             restored: None,
             tracked: false,
         };
-        let pkid = publish(origin, packet, outgoing, wire, out);
-        if pkid != 0 {
-            self.open
-                .insert(pkid, (group.clone(), partition_id, offset));
+        match publish(origin, packet, outgoing, wire, out) {
+            // QoS 0, or not sendable: nothing to wait for.
+            0 => group.settle(partition_id, offset),
+            pkid => drop(
+                self.open
+                    .insert(pkid, (group.clone(), partition_id, offset)),
+            ),
         }
     }
 }

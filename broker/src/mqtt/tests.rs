@@ -43,6 +43,8 @@ struct Broker {
     log: Log,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    /// Saves share group positions, as the broker does.
+    saver: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
 }
 
@@ -62,12 +64,14 @@ async fn serve(dir: tempfile::TempDir, section: &MqttSection, max_disk_bytes: u6
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
+    let saver = tokio::spawn(ctx.clone().run_share_saver(shutdown.clone()));
     let task = tokio::spawn(run(listener, ctx, shutdown.clone()));
     Broker {
         addr,
         log,
         shutdown,
         task,
+        saver,
         _dir: dir,
     }
 }
@@ -78,11 +82,13 @@ async fn reopen(b: Broker, section: MqttSection) -> Broker {
         log,
         shutdown,
         task,
+        saver,
         _dir: dir,
         ..
     } = b;
     shutdown.cancel();
     task.await.unwrap();
+    saver.await.unwrap();
     log.close().await;
     serve(dir, &section, 64 * 1024 * 1024).await
 }

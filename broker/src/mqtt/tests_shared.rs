@@ -134,18 +134,38 @@ async fn unsubscribing_leaves_the_group_and_bad_share_names_are_refused() {
     late.quiet(Duration::from_millis(200)).await;
 }
 
-#[tokio::test]
-async fn a_resumed_persistent_session_is_back_in_its_group() {
-    let b = start(MqttSection::default()).await;
-    let mut options = MqttOptions::new("member", "127.0.0.1", b.addr.port());
+/// A persistent 3.1.1 session in group `g` of `plant/#`, as `member`.
+fn persistent(addr: SocketAddr) -> MqttOptions {
+    let mut options = MqttOptions::new("member", "127.0.0.1", addr.port());
     options.set_clean_session(false);
-    let (mut member, _) = connect(options.clone()).await;
-    member.subscribe("$share/g/plant/#", QoS::AtLeastOnce).await;
-    member.client.disconnect().await.unwrap();
-    drop(member);
+    options
+}
 
-    let (mut member, ack) = connect(options).await;
-    assert!(ack.session_present);
+async fn leave(mut c: Client) {
+    c.client.disconnect().await.unwrap();
+    let _ = tokio::time::timeout(WAIT, async { while c.events.recv().await.is_some() {} }).await;
+}
+
+#[tokio::test]
+async fn a_group_keeps_its_place_for_an_offline_persistent_member_across_a_restart() {
+    let b = start(MqttSection::default()).await;
+    let (mut member, _) = connect(persistent(b.addr)).await;
+    member.subscribe("$share/g/plant/#", QoS::AtLeastOnce).await;
+    leave(member).await;
+
+    // Published while the only member is away: kept for it.
     let sent = publish_many(b.addr, 5).await;
+    let (mut member, ack) = connect(persistent(b.addr)).await;
+    assert!(ack.session_present);
     assert_eq!(payloads(&mut member, sent.len()).await, sent);
+    leave(member).await;
+
+    // Again, with a broker restart while it is away.
+    let more = publish_many(b.addr, 3).await;
+    let b = reopen(b, MqttSection::default()).await;
+    let (mut member, ack) = connect(persistent(b.addr)).await;
+    assert!(ack.session_present);
+    assert_eq!(payloads(&mut member, more.len()).await, more);
+    // What it acknowledged before the restart is not sent again.
+    member.quiet(Duration::from_millis(300)).await;
 }

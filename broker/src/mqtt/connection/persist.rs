@@ -116,6 +116,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             saved_subs = record.subs;
             saved_cursors = cursors;
         }
+        // The connection holds its groups itself now (or, on a clean start, no longer wants
+        // them).
+        ctx.inner.share_groups.unpark(&self.client_id);
         if keep || present {
             self.persist = Some(Persist {
                 keep,
@@ -174,6 +177,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     /// it), then releases the client id's lease.
     pub(super) async fn close_session(&mut self, closed: &Closed) {
         let keep = self.persist.as_ref().map(|p| p.keep);
+        if keep == Some(true) {
+            // The session's share groups keep their place for it while it is away.
+            let expiry = self.persist.as_ref().and_then(|p| p.expiry);
+            let expires_at = expiry.map(|secs| now_ms().saturating_add(i64::from(secs) * 1000));
+            let groups = self.delivery.shared.groups();
+            let share_groups = &self.ctx.inner.share_groups;
+            share_groups.park(&self.client_id, groups, expires_at);
+        }
         let result = match keep {
             None => Ok(()),
             Some(false) => self.ctx.inner.sessions.remove(&self.client_id).await,
