@@ -7,8 +7,9 @@
 //! - resident memory with 1,000 and 10,000 idle connections.
 //!
 //! Run: `cargo bench -p headwater-tests --bench mqtt` (prints Markdown tables). Needs
-//! `mosquitto` (Debian package) and `rumqttd` (`cargo install rumqttd --version 0.20.0
-//! --locked`); a missing one is skipped with a note. Scale with `HW_BENCH_SCALE` (default 1.0).
+//! `mosquitto` (Debian package) and `rumqttd` (`cargo install rumqttd --version 0.20.0`, not
+//! `--locked`: its lock file pins a `metrics` that Rust 1.95 refuses); a missing one is skipped
+//! with a note. Scale with `HW_BENCH_SCALE` (default 1.0).
 //! 10,000 connections need `ulimit -n` above 10,100.
 
 #[path = "support/mqtt_brokers.rs"]

@@ -116,7 +116,7 @@ pub fn start(kind: Kind, headwater_bin: &str) -> Option<Running> {
             other(child, port)
         }
         Kind::Rumqttd => {
-            let bin = installed("rumqttd", "cargo install rumqttd --version 0.20.0 --locked")?;
+            let bin = installed("rumqttd", "cargo install rumqttd --version 0.20.0")?;
             let port = free_port();
             let conf = dir.path().join("rumqttd.toml");
             std::fs::write(&conf, rumqttd_config(port)).expect("write conf");
