@@ -373,6 +373,41 @@ pub struct Route {
     pub filter: String,
     /// Log topic the matching publishes are written to.
     pub topic: String,
+    /// The record key, which picks the partition (Kafka's murmur2, as a Kafka producer would):
+    /// `"topic"` the full MQTT topic (default), `"client_id"` the publishing client, or
+    /// `"level:N"` the N-th level of the MQTT topic (1-based; e.g. the device id in
+    /// `plant/<device>/temp` is `level:2`; the full topic if it has fewer levels).
+    #[serde(default)]
+    pub key: RouteKey,
+}
+
+/// What a route uses as the record key.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "String")]
+pub enum RouteKey {
+    #[default]
+    Topic,
+    ClientId,
+    /// 1-based.
+    Level(usize),
+}
+
+impl TryFrom<String> for RouteKey {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<RouteKey, String> {
+        let level = |n: &str| n.parse::<usize>().ok().filter(|n| *n > 0);
+        match s.as_str() {
+            "topic" => Ok(RouteKey::Topic),
+            "client_id" => Ok(RouteKey::ClientId),
+            _ => match s.strip_prefix("level:").and_then(level) {
+                Some(n) => Ok(RouteKey::Level(n)),
+                None => Err(format!(
+                    "route key {s:?}: expected \"topic\", \"client_id\" or \"level:N\" (N from 1)"
+                )),
+            },
+        }
+    }
 }
 
 /// Where a plugin runs.

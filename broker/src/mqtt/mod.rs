@@ -125,7 +125,7 @@ use crate::ingest::{Ingest, IngestError};
 use crate::log::{Appended, NewRecord};
 
 pub use connection::serve_connection;
-pub use inbound::{HEADER_QOS, HEADER_TOPIC};
+pub use inbound::{HEADER_CLIENT_ID, HEADER_QOS, HEADER_TOPIC};
 pub use peer::Peer;
 pub use routing::RouteError;
 pub use server::{run, run_transport};
@@ -256,6 +256,24 @@ impl MqttContext {
         if records.is_empty() {
             return Ok(None); // only resent QoS 2 messages, already stored
         }
+        // One topic and one client per call: one key for all, as the route says.
+        let client_id = records
+            .first()
+            .into_iter()
+            .flat_map(|r| r.headers.iter())
+            .find(|(name, _)| name == HEADER_CLIENT_ID)
+            .and_then(|(_, v)| v.as_deref())
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .unwrap_or("");
+        let key = self.inner.router.record_key(mqtt_topic, client_id);
+        let mut records = records;
+        for r in &mut records {
+            r.key = Some(key.clone());
+        }
+        let retained = retained.map(|mut r| {
+            r.key = Some(key.clone());
+            r
+        });
         let ingest = &self.inner.ingest;
         let appended = match retained {
             None => ingest.publish(log_topic, records).await?,

@@ -9,7 +9,9 @@
 //! subscriber to `factory1/#` does not decode every topic of the broker. [`Router::may_hold`]
 //! answers that from the same rules, erring on the side of "yes".
 
-use crate::config::Route;
+use bytes::Bytes;
+
+use crate::config::{Route, RouteKey};
 
 use super::topic::{self, TopicError};
 
@@ -43,13 +45,32 @@ impl Router {
         })
     }
 
-    /// The log topic a PUBLISH to `mqtt_topic` (a valid topic name) is written to.
-    pub fn log_topic(&self, mqtt_topic: &str) -> String {
+    fn route(&self, mqtt_topic: &str) -> Option<&Route> {
         self.routes
             .iter()
             .find(|r| topic::matches(mqtt_topic, &r.filter))
+    }
+
+    /// The log topic a PUBLISH to `mqtt_topic` (a valid topic name) is written to.
+    pub fn log_topic(&self, mqtt_topic: &str) -> String {
+        self.route(mqtt_topic)
             .map(|r| r.topic.clone())
             .unwrap_or_else(|| sanitize_level(topic::first_level(mqtt_topic)))
+    }
+
+    /// The record key of a PUBLISH to `mqtt_topic` by `client_id`, as its route says (the
+    /// full MQTT topic without a route).
+    pub fn record_key(&self, mqtt_topic: &str, client_id: &str) -> Bytes {
+        let key = self.route(mqtt_topic).map_or(RouteKey::Topic, |r| r.key);
+        let text = match key {
+            RouteKey::Topic => mqtt_topic,
+            RouteKey::ClientId => client_id,
+            RouteKey::Level(n) => n
+                .checked_sub(1)
+                .and_then(|i| mqtt_topic.split('/').nth(i))
+                .unwrap_or(mqtt_topic),
+        };
+        Bytes::copy_from_slice(text.as_bytes())
     }
 
     /// Whether log topic `log_topic` can hold records a subscription to `filter` (valid) must
@@ -100,9 +121,36 @@ mod tests {
 
     fn route(filter: &str, topic: &str) -> Route {
         Route {
+            key: RouteKey::Topic,
             filter: filter.into(),
             topic: topic.into(),
         }
+    }
+
+    #[test]
+    fn routes_choose_the_record_key() {
+        let keyed = |filter: &str, key| Route {
+            key,
+            ..route(filter, "t")
+        };
+        let r = Router::new(&[
+            keyed("plant/+/temp", RouteKey::Level(2)),
+            keyed("fleet/#", RouteKey::ClientId),
+            keyed("deep/#", RouteKey::Level(5)),
+        ])
+        .unwrap();
+        assert_eq!(r.record_key("plant/boiler-7/temp", "c1"), "boiler-7");
+        assert_eq!(r.record_key("fleet/truck/gps", "truck-12"), "truck-12");
+        assert_eq!(r.record_key("deep/a", "c"), "deep/a", "too few levels");
+        assert_eq!(
+            r.record_key("other/x", "c"),
+            "other/x",
+            "no route: the topic"
+        );
+        let parse = |s: &str| RouteKey::try_from(s.to_string());
+        assert_eq!(parse("level:3"), Ok(RouteKey::Level(3)));
+        assert_eq!(parse("client_id"), Ok(RouteKey::ClientId));
+        assert!(parse("level:0").is_err() && parse("device").is_err());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::codec::{Codec, Frame};
 use super::{run, MqttContext};
-use crate::config::{MqttSection, Route};
+use crate::config::{MqttSection, Route, RouteKey};
 use crate::ingest::Ingest;
 use crate::log::{Log, LogOptions, NewRecord, StoredRecord};
 use crate::plugin::IngestPlugins;
@@ -304,6 +304,7 @@ async fn publishes_land_in_the_right_log_topic_with_key_and_headers() {
         routes: vec![Route {
             filter: "plant/+/temp".into(),
             topic: "temps".into(),
+            key: RouteKey::Level(2),
         }],
         ..MqttSection::default()
     };
@@ -337,6 +338,11 @@ async fn publishes_land_in_the_right_log_topic_with_key_and_headers() {
     let routed = records(&b.log, "temps");
     assert_eq!(routed.len(), 1);
     assert_eq!(header(&routed[0], "mqtt.topic"), Some(&b"plant/a/temp"[..]));
+    assert_eq!(
+        routed[0].key.as_deref(),
+        Some(&b"a"[..]),
+        "the route's key: level 2"
+    );
     assert!(
         b.log.topic("plant").is_none(),
         "a routed topic is not also written by level"
