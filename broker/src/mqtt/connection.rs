@@ -390,6 +390,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             self.keep_alive = Some(Duration::from_millis(connect.keep_alive as u64 * 1500));
         }
         self.wire.peer_max = connect.maximum_packet_size;
+        let alias_max = connect.topic_alias_maximum.unwrap_or(0);
+        self.wire.out_aliases.get_mut().set_max(alias_max);
         self.delivery.client_id = self.client_id.clone();
         self.delivery.permissions = self.permissions.clone();
         self.inbound.client_id = self.client_id.clone();

@@ -88,6 +88,7 @@ pub mod connection;
 pub mod delivery;
 pub mod inbound;
 pub mod inflight;
+pub mod out_alias;
 pub mod packet;
 pub mod peer;
 pub mod properties;

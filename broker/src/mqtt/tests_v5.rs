@@ -674,3 +674,38 @@ async fn connect_with_a_receive_maximum_of_zero_is_a_protocol_error() {
     assert_eq!(ack.code, ConnectReturnCode::ProtocolError);
     assert!(raw.recv().await.is_none());
 }
+
+#[tokio::test]
+async fn topics_go_out_by_alias_to_clients_that_accept_aliases() {
+    let b = start(MqttSection::default()).await;
+    let mut props = ConnectProperties::new();
+    props.topic_alias_max = Some(1);
+    let (mut sub, ack) = Raw5::connect(b.addr, "aliased", props).await;
+    assert_eq!(ack.code, ConnectReturnCode::Success);
+    assert_eq!(
+        sub.subscribe(Filter::new("al/#", Q5::AtMostOnce), None)
+            .await,
+        Code5::Success(Q5::AtMostOnce)
+    );
+    let mut p = client(b.addr, "pub", false).await;
+    for topic in ["al/x", "al/x", "al/y", "al/x"] {
+        p.publish_acked(topic, QoS::AtLeastOnce, topic).await;
+    }
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let m = sub.next_publish().await;
+        let alias = m.properties.and_then(|p| p.topic_alias);
+        seen.push((String::from_utf8(m.topic.to_vec()).unwrap(), alias));
+        assert_eq!(m.payload.len(), 4, "payload intact");
+    }
+    let named = |t: &str, a| (t.to_string(), a);
+    assert_eq!(
+        seen,
+        [
+            named("al/x", Some(1)), // established
+            named("", Some(1)),     // by alias alone
+            named("al/y", None),    // the client's maximum of one is taken
+            named("", Some(1)),
+        ]
+    );
+}

@@ -21,6 +21,7 @@ use rumqttc::v5::mqttbytes::v5::{
 use rumqttc::v5::mqttbytes::{self as v5bytes, QoS as QoS5};
 
 use super::codec::{remaining_len, CodecError, MAX_ENCODED};
+use super::out_alias::{Naming, OutAliases};
 use super::packet::{
     reason, ClientPacket, ConnectCode, ConnectIn, FilterIn, Password, PublishIn, PublishOut,
     ServerPacket, SubscribeIn, Version, WillIn,
@@ -279,6 +280,17 @@ pub fn encode(
     peer_max: Option<u32>,
     out: &mut BytesMut,
 ) -> Result<(), CodecError> {
+    encode_aliased(packet, peer_max, &mut OutAliases::default(), out)
+}
+
+/// [`encode`], naming a PUBLISH's topic by alias where `aliases` allows (and recording an
+/// alias it establishes once the packet is written).
+pub fn encode_aliased(
+    packet: &ServerPacket,
+    peer_max: Option<u32>,
+    aliases: &mut OutAliases,
+    out: &mut BytesMut,
+) -> Result<(), CodecError> {
     let max = peer_max.unwrap_or(MAX_ENCODED as u32);
     if let ServerPacket::Disconnect {
         reason,
@@ -290,7 +302,25 @@ pub fn encode(
         out.extend_from_slice(&[0xE0, 0x02, *reason, 0x00]);
         return Ok(());
     }
-    let v5 = to_v5(packet);
+    let mut v5 = to_v5(packet);
+    let mut established = None;
+    if let (ServerPacket::Publish(p), Packet::Publish(publish)) = (packet, &mut v5) {
+        let alias = match aliases.naming(&p.topic) {
+            Naming::Topic => None,
+            Naming::New(alias) => {
+                established = Some(alias);
+                Some(alias)
+            }
+            Naming::Alias(alias) => {
+                publish.topic = bytes::Bytes::new();
+                Some(alias)
+            }
+        };
+        if let Some(alias) = alias {
+            let props = publish.properties.get_or_insert_with(Default::default);
+            props.topic_alias = Some(alias);
+        }
+    }
     let size = v5.size();
     if size > max as usize {
         return Err(CodecError::TooLargeForClient {
@@ -300,13 +330,17 @@ pub fn encode(
         });
     }
     let before = out.len();
-    v5.write(out, Some(max)).map(|_| ()).map_err(|source| {
+    v5.write(out, Some(max)).map_err(|source| {
         out.truncate(before);
         CodecError::EncodeV5 {
             packet: packet.name(),
             source,
         }
-    })
+    })?;
+    if let (Some(alias), ServerPacket::Publish(p)) = (established, packet) {
+        aliases.established(&p.topic, alias);
+    }
+    Ok(())
 }
 
 fn to_v5(packet: &ServerPacket) -> Packet {

@@ -7,9 +7,12 @@
 //! it to MQTT 5 before it is parsed. Later CONNECTs never change the version (a second CONNECT
 //! is a protocol error either way).
 
+use std::cell::RefCell;
+
 use bytes::BytesMut;
 
 use super::codec::{remaining_len, Codec, CodecError, Frame};
+use super::out_alias::OutAliases;
 use super::packet::{ClientPacket, ServerPacket, Version};
 use super::{v4, v5};
 
@@ -29,6 +32,9 @@ pub struct Wire {
     pub version: Version,
     /// The MQTT 5 client's Maximum Packet Size: larger packets are not sent to it.
     pub peer_max: Option<u32>,
+    /// Topic aliases towards an MQTT 5 client. In a cell because encoding takes `&self`
+    /// (every delivery path holds the wire shared) and only this changes as packets go out.
+    pub out_aliases: RefCell<OutAliases>,
     /// Set by the first frame: the version can no longer change.
     negotiated: bool,
     v4: Codec,
@@ -39,6 +45,7 @@ impl Wire {
         Wire {
             version: Version::V311,
             peer_max: None,
+            out_aliases: RefCell::default(),
             negotiated: false,
             v4: Codec::new(max_packet_bytes),
         }
@@ -77,7 +84,10 @@ impl Wire {
                 Some(p) => self.v4.encode(&p, out),
                 None => Ok(()),
             },
-            Version::V5 => v5::encode(packet, self.peer_max, out),
+            Version::V5 => {
+                let mut aliases = self.out_aliases.borrow_mut();
+                v5::encode_aliased(packet, self.peer_max, &mut aliases, out)
+            }
         }
     }
 }
