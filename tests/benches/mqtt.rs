@@ -10,7 +10,8 @@
 //! `mosquitto` (Debian package) and `rumqttd` (`cargo install rumqttd --version 0.20.0`, not
 //! `--locked`: its lock file pins a `metrics` that Rust 1.95 refuses); a missing one is skipped
 //! with a note. Scale with `HW_BENCH_SCALE` (default 1.0).
-//! 10,000 connections need `ulimit -n` above 10,100.
+//! 10,000 connections need `ulimit -n` above 10,100. `HW_MQTT_BENCH=memory` (or `throughput`,
+//! `latency`, comma-separated) runs only those parts.
 
 #[path = "support/mqtt_brokers.rs"]
 mod mqtt_brokers;
@@ -101,6 +102,11 @@ async fn run_throughput(b: &Running, s: &Scenario) -> Measured {
     }
 }
 
+/// Whether `HW_MQTT_BENCH` (default: all) names `part`.
+fn wanted(part: &str) -> bool {
+    std::env::var("HW_MQTT_BENCH").map_or(true, |v| v.split(',').any(|p| p.trim() == part))
+}
+
 fn cell(m: Option<&Measured>) -> String {
     match m {
         None => "-".into(),
@@ -135,7 +141,11 @@ async fn main() {
         };
         present.push(kind);
         eprintln!("== {}", kind.name());
-        for (i, s) in scenarios.iter().enumerate() {
+        for (i, s) in scenarios
+            .iter()
+            .enumerate()
+            .filter(|_| wanted("throughput"))
+        {
             let m = run_throughput(&broker, s).await;
             eprintln!("  {}: {:.0}/s ({:.2} cores)", s.name, m.rate, m.cores);
             results.insert((i, kind.name()), m);
@@ -148,27 +158,14 @@ async fn main() {
         drop(broker);
 
         // Latency and memory on a fresh broker, so earlier load does not weigh on them.
-        let broker = mqtt_brokers::start(kind, BIN).expect("started before");
-        let secs = Duration::from_secs_f64(10.0 * scale(100) as f64 / 100.0);
-        let mut samples = mqtt_load::latency(broker.addr, latency_rate, secs).await;
-        let p50 = quantile(&mut samples, 0.5);
-        let p99 = quantile(&mut samples, 0.99);
-        eprintln!("  latency at {latency_rate}/s: p50 {p50:?} p99 {p99:?}");
-        latencies.insert(kind.name(), (p50, p99));
-        drop(broker);
-
-        let broker = mqtt_brokers::start(kind, BIN).expect("started before");
-        let mut held = Vec::new();
-        let idle = rss_kib(broker.pid);
-        mqtt_load::idle_connections(broker.addr, 1_000, &mut held).await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let thousand = rss_kib(broker.pid);
-        mqtt_load::idle_connections(broker.addr, 9_000, &mut held).await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let ten_thousand = rss_kib(broker.pid);
-        eprintln!("  RSS KiB: idle {idle}, 1k {thousand}, 10k {ten_thousand}");
-        memory.insert(kind.name(), [idle, thousand, ten_thousand]);
-        drop(held);
+        if wanted("latency") {
+            let broker = mqtt_brokers::start(kind, BIN).expect("started before");
+            latencies.insert(kind.name(), run_latency(&broker, latency_rate).await);
+        }
+        if wanted("memory") {
+            let broker = mqtt_brokers::start(kind, BIN).expect("started before");
+            memory.insert(kind.name(), run_memory(&broker).await);
+        }
     }
 
     print_tables(
@@ -179,6 +176,31 @@ async fn main() {
         &memory,
         latency_rate,
     );
+}
+
+/// p50 and p99 publish-to-deliver latency at `rate`.
+async fn run_latency(broker: &Running, rate: u64) -> (Duration, Duration) {
+    let secs = Duration::from_secs_f64(10.0 * scale(100) as f64 / 100.0);
+    let mut samples = mqtt_load::latency(broker.addr, rate, secs).await;
+    let p50 = quantile(&mut samples, 0.5);
+    let p99 = quantile(&mut samples, 0.99);
+    eprintln!("  latency at {rate}/s: p50 {p50:?} p99 {p99:?}");
+    (p50, p99)
+}
+
+/// RSS (KiB) with no connections, 1,000 and 10,000 idle ones.
+async fn run_memory(broker: &Running) -> [u64; 3] {
+    let mut held = Vec::new();
+    let idle = rss_kib(broker.pid);
+    mqtt_load::idle_connections(broker.addr, 1_000, &mut held).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let thousand = rss_kib(broker.pid);
+    mqtt_load::idle_connections(broker.addr, 9_000, &mut held).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ten_thousand = rss_kib(broker.pid);
+    eprintln!("  RSS KiB: idle {idle}, 1k {thousand}, 10k {ten_thousand}");
+    drop(held);
+    [idle, thousand, ten_thousand]
 }
 
 fn print_tables(

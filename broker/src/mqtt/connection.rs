@@ -45,6 +45,7 @@ use super::packet::{reason, ClientPacket, ConnAckOut, ConnectCode, ServerPacket,
 use super::peer::Peer;
 use super::wire::{Incoming, Wire};
 
+mod buffers;
 mod handlers;
 mod persist;
 use super::delivery::Delivery;
@@ -65,7 +66,6 @@ pub const OUT_DELIVERY_LIMIT: usize = 64 * 1024;
 /// Reading from the client stops while this much is waiting to be written to it.
 pub const OUT_READ_LIMIT: usize = 256 * 1024;
 /// Bytes reserved per socket read.
-const READ_CHUNK: usize = 8 * 1024;
 /// Longest wait for received publishes to be appended once the connection is ending.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait to write out the last answers (e.g. a refusing CONNACK) before closing.
@@ -144,7 +144,8 @@ pub async fn serve_connection<S>(
     let mut conn = Connection {
         reader,
         writer,
-        inbuf: BytesMut::with_capacity(READ_CHUNK),
+        inbuf: BytesMut::new(),
+        read_hint: buffers::IDLE_READ,
         out: BytesMut::new(),
         needs_flush: false,
         writer_dead: false,
@@ -210,6 +211,8 @@ struct Connection<S> {
     writer: WriteHalf<S>,
     /// Bytes read and not yet decoded.
     inbuf: BytesMut,
+    /// Bytes to reserve for the next read when nothing is buffered (see [`buffers`]).
+    read_hint: usize,
     /// Encoded packets not yet written.
     out: BytesMut,
     /// Bytes were written since the last flush (TLS and QUIC streams buffer).
@@ -263,7 +266,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             if let Some(frame) = self.wire.decode(&mut self.inbuf)? {
                 break frame;
             }
-            self.inbuf.reserve(READ_CHUNK);
+            buffers::prepare_read(&mut self.inbuf, buffers::IDLE_READ);
             tokio::select! {
                 read = self.reader.read_buf(&mut self.inbuf) => {
                     if read? == 0 {
@@ -475,8 +478,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             let can_read =
                 draining.is_none() && !self.inbound.is_full() && self.out.len() < OUT_READ_LIMIT;
             if can_read {
-                self.inbuf.reserve(READ_CHUNK);
+                buffers::prepare_read(&mut self.inbuf, self.read_hint);
             }
+            buffers::release_idle_write(&mut self.out);
             let can_write = !self.writer_dead && (!self.out.is_empty() || self.needs_flush);
             let silent_until = self.keep_alive.map(|k| self.last_heard + k);
             let drain_until = draining.as_ref().map(|(_, at)| *at);
@@ -486,7 +490,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             tokio::select! {
                 read = self.reader.read_buf(&mut self.inbuf), if can_read => match read {
                     Ok(0) => draining = Some((Closed::PeerClosed, Instant::now() + DRAIN_TIMEOUT)),
-                    Ok(_) => self.last_heard = Instant::now(),
+                    Ok(n) => {
+                        self.read_hint = buffers::next_hint(n, self.read_hint);
+                        self.last_heard = Instant::now();
+                    }
                     Err(e) => return Closed::Io(e),
                 },
                 written = write_some(&mut self.writer, &mut self.out, &mut self.needs_flush), if can_write => {
