@@ -167,6 +167,24 @@ impl Ingest {
             .await?)
     }
 
+    /// [`Ingest::publish`] in two steps, as [`Ingest::submit_batches`]: returns once the
+    /// append is queued with the log writer (so a connection's appends keep their order), and
+    /// [`Submitted::outcome`] waits until it is durable. With ingest plugins the chain and the
+    /// append run here, so the outcome is ready at once.
+    pub async fn submit_publish(&self, topic: &str, records: Vec<NewRecord>) -> Submitted {
+        if self.plugins.has_plugins(topic) {
+            return Submitted::Finished(self.publish(topic, records).await);
+        }
+        let handle = match self.partition_for_key(topic, records.first()).await {
+            Ok(handle) => handle,
+            Err(e) => return Submitted::Finished(Err(e)),
+        };
+        match self.log.submit_records(&handle, &records, None).await {
+            Ok(ticket) => Submitted::Queued(ticket),
+            Err(e) => Submitted::Finished(Err(e.into())),
+        }
+    }
+
     async fn append_via_plugins(
         &self,
         topic: &str,

@@ -453,6 +453,20 @@ impl Log {
         records: &[NewRecord],
         meta: Option<MetaUpdate>,
     ) -> Result<Appended, LogError> {
+        self.submit_records(partition, records, meta)
+            .await?
+            .durable()
+            .await
+    }
+
+    /// [`Log::append_records_with_meta`] in two steps: this returns once the batch is queued
+    /// with the writer (appends keep the order of the calls), the ticket resolves once durable.
+    pub async fn submit_records(
+        &self,
+        partition: &Arc<PartitionHandle>,
+        records: &[NewRecord],
+        meta: Option<MetaUpdate>,
+    ) -> Result<AppendTicket, LogError> {
         let bytes = batch::encode(records)?;
         let header = BatchHeader::parse(&bytes)?;
         let (reply, rx) = oneshot::channel();
@@ -464,7 +478,7 @@ impl Log {
             reply,
         })
         .await?;
-        AppendTicket(rx).durable().await
+        Ok(AppendTicket(rx))
     }
 
     /// Batches from `offset` on, about `max_bytes` of them. Blocking but short: an LMDB read.

@@ -26,7 +26,7 @@
 //! at most every [`super::session::SAVE_INTERVAL`], and saved a last time when the loop ends
 //! ([`persist`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -49,7 +49,7 @@ mod buffers;
 mod handlers;
 mod persist;
 use super::delivery::Delivery;
-use super::inbound::{Ack, InboundQueue};
+use super::inbound::{Ack, Batch, InboundQueue};
 use super::inflight::{AwaitingRelease, Outgoing, MAX_AWAITING_PUBREL};
 use super::registry::Registration;
 use super::retained_out::RetainedOut;
@@ -128,6 +128,11 @@ struct AppendDone {
 
 type PendingAppend = Pin<Box<dyn Future<Output = AppendDone> + Send>>;
 
+/// Most appends of one connection queued with the log writer at once: while one batch is being
+/// fsync'd the next can join the following group commit, so a single publisher is not held to
+/// one commit per window. Acks still go out in order.
+const MAX_APPENDS_IN_FLIGHT: usize = 4;
+
 /// Serves one MQTT connection until it ends; never fails (the reason is logged). Used by the
 /// TCP listeners (plain, TLS, WebSocket; see [`super::transport`]) and, with one bidirectional
 /// stream per connection, by MQTT over QUIC. The caller holds a connection slot
@@ -157,7 +162,9 @@ pub async fn serve_connection<S>(
         keep_alive: None,
         last_heard: Instant::now(),
         inbound: InboundQueue::default(),
-        pending: None,
+        pending: VecDeque::new(),
+        held: None,
+        retained_in_flight: false,
         disconnect_received: false,
         awaiting_rel: AwaitingRelease::default(),
         outgoing: Outgoing::new(ctx.inner.max_inflight),
@@ -232,7 +239,12 @@ struct Connection<S> {
     last_heard: Instant,
     inbound: InboundQueue,
     /// The append in flight, if any.
-    pending: Option<PendingAppend>,
+    pending: VecDeque<PendingAppend>,
+    /// A batch with a retained message, waiting for the appends before it to finish: it is
+    /// appended alone (the retained store's index follows commit order under its own lock).
+    held: Option<Batch>,
+    /// The one append in flight carries a retained message; nothing else starts meanwhile.
+    retained_in_flight: bool,
     disconnect_received: bool,
     awaiting_rel: AwaitingRelease,
     outgoing: Outgoing,
@@ -441,12 +453,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                     .map_or_else(|| Instant::now() + DRAIN_TIMEOUT, |(_, at)| *at);
                 draining = Some((Closed::ClientDisconnect, until));
             }
-            if self.pending.is_none() {
-                if let Some(batch) = self.inbound.next_batch() {
-                    self.start_append(batch);
-                }
-            }
-            if draining.is_some() && self.pending.is_none() && self.inbound.is_empty() {
+            self.start_appends().await;
+            let appends_done = self.pending.is_empty() && self.held.is_none();
+            if draining.is_some() && appends_done && self.inbound.is_empty() {
                 if let Some((closed, _)) = draining.take() {
                     return closed;
                 }
@@ -505,7 +514,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                     }
                 }
                 done = wait_append(&mut self.pending) => {
-                    self.pending = None;
+                    self.pending.pop_front();
+                    self.retained_in_flight = false;
                     if let Err(closed) = self.finish_append(done) {
                         return closed;
                     }
@@ -645,8 +655,9 @@ async fn write_some<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-async fn wait_append(pending: &mut Option<PendingAppend>) -> AppendDone {
-    match pending {
+/// The oldest append in flight, once durable (appends finish in the order they were queued).
+async fn wait_append(pending: &mut VecDeque<PendingAppend>) -> AppendDone {
+    match pending.front_mut() {
         Some(fut) => fut.as_mut().await,
         None => std::future::pending().await,
     }

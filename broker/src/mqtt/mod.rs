@@ -122,7 +122,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::MqttSection;
-use crate::ingest::{Ingest, IngestError};
+use crate::ingest::{Ingest, IngestError, Submitted};
 use crate::log::{Appended, NewRecord};
 
 pub use connection::serve_connection;
@@ -257,22 +257,10 @@ impl MqttContext {
         if records.is_empty() {
             return Ok(None); // only resent QoS 2 messages, already stored
         }
-        // One topic and one client per call: one key for all, as the route says.
-        let client_id = records
-            .first()
-            .into_iter()
-            .flat_map(|r| r.headers.iter())
-            .find(|(name, _)| name == HEADER_CLIENT_ID)
-            .and_then(|(_, v)| v.as_deref())
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .unwrap_or("");
-        let key = self.inner.router.record_key(mqtt_topic, client_id);
         let mut records = records;
-        for r in &mut records {
-            r.key = Some(key.clone());
-        }
+        let key = self.set_keys(mqtt_topic, &mut records);
         let retained = retained.map(|mut r| {
-            r.key = Some(key.clone());
+            r.key = Some(key);
             r
         });
         let ingest = &self.inner.ingest;
@@ -286,6 +274,40 @@ impl MqttContext {
             }
         };
         Ok(Some(appended))
+    }
+
+    /// [`MqttContext::append`] for records with no retained message, in two steps: this
+    /// returns once the append is queued with the log writer (so a connection can queue its
+    /// next batch behind it and both share commits), and the [`Submitted`] says when it is
+    /// durable. `None` when there is nothing to append.
+    pub(crate) async fn submit(
+        &self,
+        mqtt_topic: &str,
+        log_topic: &str,
+        mut records: Vec<NewRecord>,
+    ) -> Option<Submitted> {
+        if records.is_empty() {
+            return None; // only resent QoS 2 messages, already stored
+        }
+        self.set_keys(mqtt_topic, &mut records);
+        Some(self.inner.ingest.submit_publish(log_topic, records).await)
+    }
+
+    /// Gives the records (one MQTT topic, one client) the key their route asks for; returns it.
+    fn set_keys(&self, mqtt_topic: &str, records: &mut [NewRecord]) -> bytes::Bytes {
+        let client_id = records
+            .first()
+            .into_iter()
+            .flat_map(|r| r.headers.iter())
+            .find(|(name, _)| name == HEADER_CLIENT_ID)
+            .and_then(|(_, v)| v.as_deref())
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .unwrap_or("");
+        let key = self.inner.router.record_key(mqtt_topic, client_id);
+        for r in records.iter_mut() {
+            r.key = Some(key.clone());
+        }
+        key
     }
 
     /// Number of retained messages kept.

@@ -24,7 +24,8 @@ use crate::mqtt::wire::Incoming;
 use crate::mqtt::{shared, topic::TopicError};
 
 use super::{
-    now_ms, AppendDone, Closed, Connection, OUT_READ_LIMIT, RECEIVE_MAXIMUM, TOPIC_ALIAS_MAXIMUM,
+    now_ms, AppendDone, Closed, Connection, MAX_APPENDS_IN_FLIGHT, OUT_READ_LIMIT, RECEIVE_MAXIMUM,
+    TOPIC_ALIAS_MAXIMUM,
 };
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
@@ -362,7 +363,51 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         self.send(&ServerPacket::UnsubAck { pkid, reasons });
     }
 
-    pub(super) fn start_append(&mut self, batch: Batch) {
+    /// Queues inbound batches with the log writer, up to [`MAX_APPENDS_IN_FLIGHT`]; a batch
+    /// with a retained message waits until the ones before it are done and then goes alone.
+    pub(super) async fn start_appends(&mut self) {
+        while self.pending.len() < MAX_APPENDS_IN_FLIGHT && !self.retained_in_flight {
+            let Some(batch) = self.held.take().or_else(|| self.inbound.next_batch()) else {
+                return;
+            };
+            if batch.retained.is_none() {
+                self.submit_append(batch).await;
+            } else if self.pending.is_empty() {
+                self.start_retained_append(batch);
+            } else {
+                self.held = Some(batch);
+                return;
+            }
+        }
+    }
+
+    /// Queues a batch without a retained message; returns once the writer has it (so the
+    /// next batch is queued behind it).
+    async fn submit_append(&mut self, batch: Batch) {
+        let log_topic = self.ctx.inner.router.log_topic(&batch.mqtt_topic);
+        let Batch {
+            mqtt_topic,
+            records,
+            acks,
+            ..
+        } = batch;
+        let submitted = self.ctx.submit(&mqtt_topic, &log_topic, records).await;
+        self.pending.push_back(Box::pin(async move {
+            let result = match submitted {
+                Some(submitted) => submitted.outcome().await.map(Some),
+                None => Ok(None),
+            };
+            AppendDone {
+                acks,
+                mqtt_topic,
+                log_topic,
+                result,
+            }
+        }));
+    }
+
+    /// Appends a batch carrying a retained message, alone.
+    fn start_retained_append(&mut self, batch: Batch) {
         let ctx = self.ctx.clone();
         let log_topic = self.ctx.inner.router.log_topic(&batch.mqtt_topic);
         let Batch {
@@ -371,7 +416,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             acks,
             retained,
         } = batch;
-        self.pending = Some(Box::pin(async move {
+        self.retained_in_flight = true;
+        self.pending.push_back(Box::pin(async move {
             let result = ctx.append(&mqtt_topic, &log_topic, records, retained).await;
             AppendDone {
                 acks,
