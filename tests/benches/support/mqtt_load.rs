@@ -219,22 +219,37 @@ pub async fn idle_connections(addr: SocketAddr, n: usize, held: &mut Vec<TcpStre
             pending.spawn(async move { connect_idle(addr, &id).await });
         }
         if let Some(joined) = pending.join_next().await {
-            held.push(joined.expect("idle connection task"));
+            match joined.expect("idle connection task") {
+                Some(stream) => held.push(stream),
+                None => eprintln!("  an idle connection was refused 5 times; going on without it"),
+            }
         }
     }
 }
 
-async fn connect_idle(addr: SocketAddr, id: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
+/// One idle connection; a broker that resets it (rumqttd does under a burst of connects) is
+/// tried again, up to 5 times.
+async fn connect_idle(addr: SocketAddr, id: &str) -> Option<TcpStream> {
+    for _ in 0..5 {
+        match try_connect_idle(addr, id).await {
+            Ok(stream) => return Some(stream),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    None
+}
+
+async fn try_connect_idle(addr: SocketAddr, id: &str) -> std::io::Result<TcpStream> {
+    let mut stream = TcpStream::connect(addr).await?;
     let mut connect = Connect::new(id);
     connect.keep_alive = 600;
     let mut bytes = BytesMut::new();
     Codec::new(1 << 16)
         .encode(&RawPacket::Connect(connect), &mut bytes)
         .expect("encode CONNECT");
-    stream.write_all(&bytes).await.expect("send CONNECT");
+    stream.write_all(&bytes).await?;
     let mut connack = [0u8; 4];
-    stream.read_exact(&mut connack).await.expect("CONNACK");
+    stream.read_exact(&mut connack).await?;
     assert_eq!(connack[0], 0x20, "CONNACK expected");
-    stream
+    Ok(stream)
 }
