@@ -1,8 +1,8 @@
 //! One MQTT connection over any byte stream: handshake, then a single `select!` loop.
 //!
 //! The loop owns all of the connection's state, so nothing is shared or locked: it reads and
-//! decodes client packets, queues publishes towards the log (one append in flight, acks in order
-//! once durable), answers control packets, delivers from the log while the outgoing window and
+//! decodes client packets, queues publishes towards the log (up to [`MAX_APPENDS_IN_FLIGHT`]
+//! appends queued with the writer, acks in order once durable), answers control packets, delivers from the log while the outgoing window and
 //! the write buffer have room, writes, and watches keep-alive, takeover and shutdown.
 //!
 //! Memory per connection is bounded: reading stops while the publish queue is full or the client
