@@ -1,5 +1,6 @@
 //! Debian's command-line clients against Headwater: kcat (librdkafka 2.0.2, which trips on
-//! ApiVersions responses with default-valued tagged fields) and mosquitto_pub/mosquitto_sub.
+//! ApiVersions responses with default-valued tagged fields) and mosquitto_pub/mosquitto_sub
+//! (plain, MQTT 5, and over TLS with a shared subscription).
 //! `.ci/run` installs them and sets HEADWATER_REQUIRE_CLIENTS, so there they must run.
 
 mod common;
@@ -183,6 +184,83 @@ async fn mosquitto_clients_speak_mqtt5_with_user_properties() {
     assert_eq!(
         records[0].header("mqtt.content_type").as_deref(),
         Some("text/plain")
+    );
+    hw.broker.stop().await;
+}
+
+/// A self-signed certificate for 127.0.0.1 in `dir`: (cert, key) paths.
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()])
+        .expect("self-signed certificate");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_clients_over_tls_with_a_shared_subscription() {
+    let Some(sub_bin) = system_client("mosquitto_sub") else {
+        return;
+    };
+    let Some(pub_bin) = system_client("mosquitto_pub") else {
+        return;
+    };
+    let files = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(files.path());
+    let tls = headwater::config::TlsFiles {
+        cert: cert.clone(),
+        key,
+        client_ca: None,
+    };
+    let hw = InProcess::start_with(|c| {
+        c.listeners.mqtt_tls = headwater::config::Listen::At("127.0.0.1:0".parse().unwrap());
+        c.mqtt.tls = Some(tls);
+    })
+    .await;
+    let port = hw.broker.addrs.mqtt_tls.expect("TLS listener").port();
+    let port = port.to_string();
+    let cafile = cert.to_str().unwrap();
+    let common = ["-V", "mqttv5", "-h", "127.0.0.1", "-p", &port, "-q", "1"];
+    let sub = Command::new(&sub_bin)
+        .args(common)
+        .args([
+            "--cafile",
+            cafile,
+            "-t",
+            "$share/g/secure/#",
+            "-C",
+            "2",
+            "-W",
+            "20",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub over TLS");
+    // Time to connect, finish the TLS handshake and subscribe: the group starts at the end of
+    // the log, so a message published before the SUBSCRIBE would not reach it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for m in ["one", "two"] {
+        let out = Command::new(&pub_bin)
+            .args(common)
+            .args(["--cafile", cafile, "-t", "secure/x", "-m", m])
+            .output()
+            .expect("mosquitto_pub over TLS");
+        assert!(
+            out.status.success(),
+            "mosquitto_pub over TLS: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = tokio::task::spawn_blocking(move || sub.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "one\ntwo\n",
+        "mosquitto_sub: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
     hw.broker.stop().await;
 }
