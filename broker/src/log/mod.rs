@@ -423,12 +423,22 @@ impl Log {
         partition: &Arc<PartitionHandle>,
         batches: Vec<(BatchHeader, Bytes)>,
     ) -> Result<AppendTicket, LogError> {
+        self.submit(partition, batches, None).await
+    }
+
+    /// Queues an append (with `meta` in its transaction) with the writer.
+    async fn submit(
+        &self,
+        partition: &Arc<PartitionHandle>,
+        batches: Vec<(BatchHeader, Bytes)>,
+        meta: Option<MetaUpdate>,
+    ) -> Result<AppendTicket, LogError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Append {
             partition: partition.clone(),
             batches,
             claim: None,
-            meta: None,
+            meta,
             reply,
         })
         .await?;
@@ -469,16 +479,7 @@ impl Log {
     ) -> Result<AppendTicket, LogError> {
         let bytes = batch::encode(records)?;
         let header = BatchHeader::parse(&bytes)?;
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Append {
-            partition: partition.clone(),
-            batches: vec![(header, bytes)],
-            claim: None,
-            meta,
-            reply,
-        })
-        .await?;
-        Ok(AppendTicket(rx))
+        self.submit(partition, vec![(header, bytes)], meta).await
     }
 
     /// Batches from `offset` on, about `max_bytes` of them. Blocking but short: an LMDB read.
