@@ -121,7 +121,7 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::MqttSection;
+use crate::config::{self, MqttSection};
 use crate::ingest::{Ingest, IngestError, Submitted};
 use crate::log::{Appended, NewRecord};
 
@@ -258,11 +258,8 @@ impl MqttContext {
             return Ok(None); // only resent QoS 2 messages, already stored
         }
         let mut records = records;
-        let key = self.set_keys(mqtt_topic, &mut records);
-        let retained = retained.map(|mut r| {
-            r.key = Some(key);
-            r
-        });
+        let mut retained = retained;
+        self.set_keys(mqtt_topic, &mut records, retained.as_mut());
         let ingest = &self.inner.ingest;
         let appended = match retained {
             None => ingest.publish(log_topic, records).await?,
@@ -289,12 +286,22 @@ impl MqttContext {
         if records.is_empty() {
             return None; // only resent QoS 2 messages, already stored
         }
-        self.set_keys(mqtt_topic, &mut records);
+        self.set_keys(mqtt_topic, &mut records, None);
         Some(self.inner.ingest.submit_publish(log_topic, records).await)
     }
 
-    /// Gives the records (one MQTT topic, one client) the key their route asks for; returns it.
-    fn set_keys(&self, mqtt_topic: &str, records: &mut [NewRecord]) -> bytes::Bytes {
+    /// Gives the records (one MQTT topic, one client) the key their route asks for. Records
+    /// are made keyed by their MQTT topic ([`inbound::record`]), so the default costs nothing.
+    fn set_keys(
+        &self,
+        mqtt_topic: &str,
+        records: &mut [NewRecord],
+        retained: Option<&mut NewRecord>,
+    ) {
+        let router = &self.inner.router;
+        if router.key_choice(mqtt_topic) == config::RouteKey::Topic {
+            return;
+        }
         let client_id = records
             .first()
             .into_iter()
@@ -303,11 +310,10 @@ impl MqttContext {
             .and_then(|(_, v)| v.as_deref())
             .and_then(|v| std::str::from_utf8(v).ok())
             .unwrap_or("");
-        let key = self.inner.router.record_key(mqtt_topic, client_id);
-        for r in records.iter_mut() {
+        let key = router.record_key(mqtt_topic, client_id);
+        for r in records.iter_mut().chain(retained) {
             r.key = Some(key.clone());
         }
-        key
     }
 
     /// Number of retained messages kept.

@@ -58,10 +58,15 @@ impl Router {
             .unwrap_or_else(|| sanitize_level(topic::first_level(mqtt_topic)))
     }
 
+    /// How records of `mqtt_topic` are keyed: as its route says, by the topic without one.
+    pub fn key_choice(&self, mqtt_topic: &str) -> RouteKey {
+        self.route(mqtt_topic).map_or(RouteKey::Topic, |r| r.key)
+    }
+
     /// The record key of a PUBLISH to `mqtt_topic` by `client_id`, as its route says (the
     /// full MQTT topic without a route).
     pub fn record_key(&self, mqtt_topic: &str, client_id: &str) -> Bytes {
-        let key = self.route(mqtt_topic).map_or(RouteKey::Topic, |r| r.key);
+        let key = self.key_choice(mqtt_topic);
         let text = match key {
             RouteKey::Topic => mqtt_topic,
             RouteKey::ClientId => client_id,
