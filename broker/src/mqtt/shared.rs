@@ -94,7 +94,6 @@ struct GroupState {
 
 /// One share group of one filter; members hold it in an `Arc`.
 pub struct ShareGroup {
-    pub name: String,
     /// The filter inside `$share/{name}/`.
     pub filter: String,
     state: Mutex<GroupState>,
@@ -104,7 +103,6 @@ impl ShareGroup {
     /// A group starting at the high watermarks, or where `saved` says (by partition store id;
     /// partitions it does not name were created since and start at their log start).
     pub(super) fn new(
-        name: &str,
         filter: &str,
         log: &Log,
         router: &Router,
@@ -127,7 +125,6 @@ impl ShareGroup {
             }
         }
         ShareGroup {
-            name: name.to_string(),
             filter: filter.to_string(),
             state: Mutex::new(GroupState {
                 cursors,

@@ -10,7 +10,7 @@
 //! Each group's position (per partition, before its oldest claim not yet acknowledged) is saved
 //! in the log's metadata under `mqtt/share/{group}/{filter}` by [`ShareGroups::save`], which the
 //! broker runs every [`SAVE_INTERVAL`] and once more at shutdown, after the connections have
-//! ended. A group created again (after a restart, or after a time with no member) starts where
+//! ended; only positions that moved are written, so idle groups cost no commits. A group created again (after a restart, or after a time with no member) starts where
 //! it was saved, so at most the last interval's acknowledged messages are delivered again after
 //! a crash. A saved position whose group is gone (no member, no parked session) is deleted by
 //! the next save. At startup, every stored session parks the groups of its shared filters.
@@ -52,6 +52,9 @@ struct Registry {
     groups: HashMap<GroupKey, Weak<ShareGroup>>,
     /// By client id.
     parked: HashMap<String, Parked>,
+    /// What LMDB holds for each group, so a save writes only positions that moved and deletes
+    /// only entries that exist.
+    stored: HashMap<GroupKey, Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -73,8 +76,11 @@ impl ShareGroups {
             group.refresh(log, router);
             return group;
         }
-        let saved = load(log, &key);
-        let group = Arc::new(ShareGroup::new(name, filter, log, router, saved));
+        let saved = load(log, &key).map(|(bytes, positions)| {
+            registry.stored.insert(key.clone(), bytes);
+            positions
+        });
+        let group = Arc::new(ShareGroup::new(filter, log, router, saved));
         registry.groups.insert(key, Arc::downgrade(&group));
         group
     }
@@ -96,31 +102,49 @@ impl ShareGroups {
         self.lock().parked.remove(client_id);
     }
 
-    /// Saves every live group's position and deletes those of groups gone; drops what expired
-    /// sessions held (at `now_ms`).
+    /// Saves the position of every live group that moved and deletes those of groups gone;
+    /// drops what expired sessions held (at `now_ms`).
     pub async fn save(&self, log: &Log, now_ms: i64) -> Result<(), LogError> {
-        let entries = {
+        // What changed: (group, new stored value or `None` to delete).
+        let changes: Vec<(GroupKey, Option<Vec<u8>>)> = {
             let mut registry = self.lock();
             registry
                 .parked
                 .retain(|_, p| p.expires_at.is_none_or(|at| at > now_ms));
-            let mut entries = Vec::new();
-            registry.groups.retain(|key, group| match group.upgrade() {
-                Some(group) => {
-                    entries.push((meta_key(key), Some(encode(&group))));
-                    true
+            let Registry { groups, stored, .. } = &mut *registry;
+            groups.retain(|_, group| group.strong_count() > 0);
+            let mut changes = Vec::new();
+            for (key, group) in groups.iter() {
+                let Some(group) = group.upgrade() else {
+                    continue;
+                };
+                let bytes = encode(&group);
+                if stored.get(key) != Some(&bytes) {
+                    changes.push((key.clone(), Some(bytes)));
                 }
-                None => {
-                    entries.push((meta_key(key), None));
-                    false
-                }
-            });
-            entries
+            }
+            for key in stored.keys().filter(|key| !groups.contains_key(*key)) {
+                changes.push((key.clone(), None));
+            }
+            changes
         };
-        if entries.is_empty() {
+        if changes.is_empty() {
             return Ok(());
         }
-        log.put_meta(entries).await
+        let entries = changes
+            .iter()
+            .map(|(key, value)| (meta_key(key), value.clone()))
+            .collect();
+        log.put_meta(entries).await?;
+        // Recorded only once written, so a failed save is tried again by the next one.
+        let stored = &mut self.lock().stored;
+        for (key, value) in changes {
+            match value {
+                Some(bytes) => stored.insert(key, bytes),
+                None => stored.remove(&key),
+            };
+        }
+        Ok(())
     }
 
     /// Saves every [`SAVE_INTERVAL`] until `shutdown`; the caller saves once more after the
@@ -158,8 +182,9 @@ fn encode(group: &ShareGroup) -> Vec<u8> {
     serde_json::to_vec(&positions).unwrap_or_default()
 }
 
-/// The saved position of a group, by partition store id; `None` if it was never saved.
-fn load(log: &Log, key: &GroupKey) -> Option<HashMap<u32, i64>> {
+/// The saved position of a group as stored and by partition store id; `None` if it was never
+/// saved.
+fn load(log: &Log, key: &GroupKey) -> Option<(Vec<u8>, HashMap<u32, i64>)> {
     let bytes = match log.get_meta(&meta_key(key)) {
         Ok(found) => found?,
         Err(e) => {
@@ -183,5 +208,5 @@ fn load(log: &Log, key: &GroupKey) -> Option<HashMap<u32, i64>> {
             saved.insert(handle.id, p.offset);
         }
     }
-    Some(saved)
+    Some((bytes, saved))
 }
