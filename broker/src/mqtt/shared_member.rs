@@ -196,9 +196,9 @@ impl Drop for SharedMember {
             (Arc::as_ptr(group), *partition_id, *offset)
         });
         for same in open.chunk_by(|a, b| Arc::ptr_eq(&a.0, &b.0)) {
-            same[0]
-                .0
-                .give_back(same.iter().map(|(_, p, offset)| (*p, *offset)));
+            if let Some((group, _, _)) = same.first() {
+                group.give_back(same.iter().map(|(_, p, offset)| (*p, *offset)));
+            }
         }
     }
 }
