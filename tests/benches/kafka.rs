@@ -7,7 +7,8 @@
 //! - produce-to-ack latency at a fixed moderate rate, against a bare fsync'd heed commit.
 //!
 //! Run: `cargo bench -p headwater-tests --bench kafka` (prints Markdown tables).
-//! Scale with `HW_BENCH_SCALE` (default 1.0).
+//! Scale with `HW_BENCH_SCALE` (default 1.0); `HW_KAFKA_BENCH=one` (or `produce`, `consume`,
+//! `latency`, comma-separated) runs only those parts.
 
 #[path = "support/procfs.rs"]
 mod procfs;
@@ -365,6 +366,24 @@ async fn blocking(bootstrap: &str, topic: &str, value: &[u8], records: usize) ->
         .expect("producer thread")
 }
 
+/// Whether `HW_KAFKA_BENCH` (default: all) names `part`: `produce`, `one`, `consume`, `latency`.
+fn wanted(part: &str) -> bool {
+    std::env::var("HW_KAFKA_BENCH").map_or(true, |v| v.split(',').any(|p| p.trim() == part))
+}
+
+/// Runs `work` under [`measured`] when `part` is wanted.
+async fn part<F: std::future::Future<Output = (u64, Duration)>>(
+    broker: &ChildBroker,
+    name: &str,
+    work: F,
+) -> Option<Run> {
+    if wanted(name) {
+        Some(measured(broker, work).await)
+    } else {
+        None
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let small = vec![b'x'; 100];
@@ -380,8 +399,18 @@ async fn main() {
     let kafka = broker.addrs.kafka.expect("kafka listener");
     let bootstrap = broker.kafka();
 
-    let produce_small = measured(&broker, blocking(&bootstrap, "p100", &small, n_small)).await;
-    let produce_large = measured(&broker, blocking(&bootstrap, "p1k", &large, n_large)).await;
+    // Consuming reads what the 100 B produce wrote, so `consume` runs it too.
+    let produce_small = if wanted("produce") || wanted("consume") {
+        Some(measured(&broker, blocking(&bootstrap, "p100", &small, n_small)).await)
+    } else {
+        None
+    };
+    let produce_large = part(
+        &broker,
+        "produce",
+        blocking(&bootstrap, "p1k", &large, n_large),
+    )
+    .await;
     let thousand = batch::encode(
         &(0..1000)
             .map(|i| NewRecord {
@@ -393,30 +422,42 @@ async fn main() {
             .collect::<Vec<_>>(),
     )
     .expect("encode");
-    let produce_batches = measured(
+    let produce_batches = part(
         &broker,
+        "produce",
         raw_batch_producers(kafka, batch_connections, batches_each, thousand),
     )
     .await;
-    let produce_one = measured(
+    let produce_one = part(
         &broker,
+        "one",
         one_record_producers(kafka, producers, per_producer, &small),
     )
     .await;
     let consume_rdkafka = {
         let bootstrap = bootstrap.clone();
         let n = n_small as u64;
-        measured(&broker, async move {
+        part(&broker, "consume", async move {
             tokio::task::spawn_blocking(move || librdkafka_consume(&bootstrap, "p100", n))
                 .await
                 .expect("consumer thread")
         })
         .await
     };
-    let consume_raw = measured(&broker, raw_consume(kafka, "p100", n_small as u64)).await;
-    let mut lat_rdkafka =
-        librdkafka_latencies(&bootstrap, latency_rate, latency_records, &small).await;
-    let mut lat_raw = raw_latencies(kafka, latency_rate, latency_records, &small).await;
+    let consume_raw = part(
+        &broker,
+        "consume",
+        raw_consume(kafka, "p100", n_small as u64),
+    )
+    .await;
+    let latencies = if wanted("latency") {
+        Some((
+            librdkafka_latencies(&bootstrap, latency_rate, latency_records, &small).await,
+            raw_latencies(kafka, latency_rate, latency_records, &small).await,
+        ))
+    } else {
+        None
+    };
     assert!(broker.terminate().success());
 
     // Raw heed after the broker is gone, so the two never share the disk or the CPUs.
@@ -427,22 +468,6 @@ async fn main() {
             RawLog::open().append_records(value, records, per_commit),
         )
     };
-    let one_total = producers * per_producer;
-    let batch_total = batch_connections * batches_each * 1000;
-    let raw_small_10k = raw(&small, n_small, 10_000.0);
-    let raw_small = raw(&small, n_small, produce_small.per_commit);
-    let raw_large = raw(&large, n_large, produce_large.per_commit);
-    let raw_batches = raw(&small, batch_total, produce_batches.per_commit);
-    let raw_one_100 = raw(&small, one_total, 100.0);
-    let raw_one_same = raw(&small, one_total, produce_one.per_commit);
-    let raw_scan = {
-        let mut raw = RawLog::open();
-        raw.append_records(&small, n_small, 10_000);
-        let (entries, took) = raw.scan();
-        rate(entries, took)
-    };
-    let mut lat_heed = RawLog::open().commit_latencies(&small, latency_records);
-
     let pct = |a: f64, b: f64| format!("{:.0}%", 100.0 * a / b);
     println!("| measurement | records/s | records per commit | CPU cores: broker / clients | vs raw heed |");
     println!("|---|---:|---:|---:|---|");
@@ -465,71 +490,118 @@ async fn main() {
             run.rate, run.broker_cores, run.client_cores
         );
     };
-    baseline(
-        "raw heed, 100 B records, commits of 10,000",
-        raw_small_10k,
-        10_000.0,
-    );
-    baseline(
-        "raw heed, 100 B records, commits as the broker made them (librdkafka)",
-        raw_small,
-        produce_small.per_commit,
-    );
-    measured_row(
-        "Kafka produce, librdkafka acks=all, 100 B",
-        &produce_small,
-        pct(produce_small.rate, raw_small),
-    );
-    baseline(
-        "raw heed, 1 KiB records, commits as the broker made them",
-        raw_large,
-        produce_large.per_commit,
-    );
-    measured_row(
-        "Kafka produce, librdkafka acks=all, 1 KiB",
-        &produce_large,
-        pct(produce_large.rate, raw_large),
-    );
-    baseline(
-        "raw heed, 100 B records, commits as the broker made them (raw client)",
-        raw_batches,
-        produce_batches.per_commit,
-    );
-    measured_row(
-        &format!("Kafka produce, raw client, 1,000 x 100 B per request, {batch_connections} connections, acks=all"),
-        &produce_batches,
-        pct(produce_batches.rate, raw_batches),
-    );
-    baseline(
-        "raw heed, 100 B records, commits of 100",
-        raw_one_100,
-        100.0,
-    );
-    baseline(
-        "raw heed, 100 B records, commits as the broker made them (100 producers)",
-        raw_one_same,
-        produce_one.per_commit,
-    );
-    measured_row(
-        "Kafka produce, 100 producers x 1 record per request, acks=all",
-        &produce_one,
-        format!(
-            "{} of commits-of-100; {} at the same commit size",
-            pct(produce_one.rate, raw_one_100),
-            pct(produce_one.rate, raw_one_same)
-        ),
-    );
-    baseline("raw heed scan, 100 B records", raw_scan, f64::NAN);
-    measured_row(
-        "Kafka consume, librdkafka, 100 B",
-        &consume_rdkafka,
-        pct(consume_rdkafka.rate, raw_scan),
-    );
-    measured_row(
-        "Kafka consume, raw fetch loop, 100 B",
-        &consume_raw,
-        pct(consume_raw.rate, raw_scan),
-    );
+    if let (Some(small_run), Some(large_run), Some(batches)) =
+        (&produce_small, &produce_large, &produce_batches)
+    {
+        baseline(
+            "raw heed, 100 B records, commits of 10,000",
+            raw(&small, n_small, 10_000.0),
+            10_000.0,
+        );
+        let raw_small = raw(&small, n_small, small_run.per_commit);
+        baseline(
+            "raw heed, 100 B records, commits as the broker made them (librdkafka)",
+            raw_small,
+            small_run.per_commit,
+        );
+        measured_row(
+            "Kafka produce, librdkafka acks=all, 100 B",
+            small_run,
+            pct(small_run.rate, raw_small),
+        );
+        let raw_large = raw(&large, n_large, large_run.per_commit);
+        baseline(
+            "raw heed, 1 KiB records, commits as the broker made them",
+            raw_large,
+            large_run.per_commit,
+        );
+        measured_row(
+            "Kafka produce, librdkafka acks=all, 1 KiB",
+            large_run,
+            pct(large_run.rate, raw_large),
+        );
+        let raw_batches = raw(
+            &small,
+            batch_connections * batches_each * 1000,
+            batches.per_commit,
+        );
+        baseline(
+            "raw heed, 100 B records, commits as the broker made them (raw client)",
+            raw_batches,
+            batches.per_commit,
+        );
+        measured_row(
+            &format!("Kafka produce, raw client, 1,000 x 100 B per request, {batch_connections} connections, acks=all"),
+            batches,
+            pct(batches.rate, raw_batches),
+        );
+    }
+    if let Some(one) = &produce_one {
+        let one_total = producers * per_producer;
+        let raw_one_100 = raw(&small, one_total, 100.0);
+        let raw_one_same = raw(&small, one_total, one.per_commit);
+        let (answered, took) = one_record_producers(
+            wire::canned_produce_server(),
+            producers,
+            per_producer,
+            &small,
+        )
+        .await;
+        let floor = rate(answered, took);
+        println!(
+            "| TCP floor: the same 100 producers answered at once by a canned response (no broker, no disk) | {floor:.0} | - | - | requests/s this machine's loopback allows |"
+        );
+        baseline(
+            "raw heed, 100 B records, commits of 100",
+            raw_one_100,
+            100.0,
+        );
+        baseline(
+            "raw heed, 100 B records, commits as the broker made them (100 producers)",
+            raw_one_same,
+            one.per_commit,
+        );
+        measured_row(
+            "Kafka produce, 100 producers x 1 record per request, acks=all",
+            one,
+            format!(
+                "{} of commits-of-100; {} at the same commit size; {} of the TCP floor",
+                pct(one.rate, raw_one_100),
+                pct(one.rate, raw_one_same),
+                pct(one.rate, floor)
+            ),
+        );
+    }
+    if let (Some(librdkafka), Some(raw_fetch)) = (&consume_rdkafka, &consume_raw) {
+        let raw_scan = {
+            let mut raw = RawLog::open();
+            raw.append_records(&small, n_small, 10_000);
+            let (entries, took) = raw.scan();
+            rate(entries, took)
+        };
+        baseline("raw heed scan, 100 B records", raw_scan, f64::NAN);
+        measured_row(
+            "Kafka consume, librdkafka, 100 B",
+            librdkafka,
+            pct(librdkafka.rate, raw_scan),
+        );
+        measured_row(
+            "Kafka consume, raw fetch loop, 100 B",
+            raw_fetch,
+            pct(raw_fetch.rate, raw_scan),
+        );
+    }
+    let Some((mut lat_rdkafka, mut lat_raw)) = latencies else {
+        return;
+    };
+    let mut lat_heed = RawLog::open().commit_latencies(&small, latency_records);
+    let mut lat_floor = raw_latencies(
+        wire::canned_produce_server(),
+        latency_rate,
+        latency_records,
+        &small,
+    )
+    .await;
     println!();
     println!("| latency, {latency_rate} records/s, 100 B | p50 ms | p99 ms | p99 vs bare commit |");
     println!("|---|---:|---:|---|");
@@ -541,6 +613,10 @@ async fn main() {
             &mut lat_rdkafka,
         ),
         ("Kafka produce-to-ack, raw client", &mut lat_raw),
+        (
+            "TCP floor: raw client answered at once by a canned response",
+            &mut lat_floor,
+        ),
     ] {
         let p50 = quantile(samples, 0.5);
         let p99 = quantile(samples, 0.99);

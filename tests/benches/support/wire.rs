@@ -9,13 +9,14 @@ use bytes::{BufMut, Bytes, BytesMut};
 use headwater::log::BatchHeader;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
     ApiKey, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse, RequestHeader,
     ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 
 const PRODUCE_VERSION: i16 = 7;
 const FETCH_VERSION: i16 = 11;
@@ -115,6 +116,67 @@ impl Wire {
         let partition = &response.responses[0].partitions[0];
         assert_eq!(partition.error_code, 0, "fetch refused");
         count_records(partition.records.as_deref().unwrap_or_default(), offset)
+    }
+}
+
+/// A server that answers every request frame at once with the same successful produce response:
+/// no broker, no disk. What the clients reach against it is the floor this machine's loopback
+/// TCP and scheduler set for a request/response protocol, measured with the very same clients.
+/// It runs on its own two-worker runtime, as the broker does in its own process.
+pub fn canned_produce_server() -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                tx.send(listener.local_addr().expect("addr"))
+                    .expect("send addr");
+                serve_canned(listener).await;
+            })
+    });
+    rx.recv().expect("canned server address")
+}
+
+async fn serve_canned(listener: TcpListener) {
+    let mut response = BytesMut::new();
+    response.put_i32(0);
+    ResponseHeader::default()
+        .encode(
+            &mut response,
+            ApiKey::Produce.response_header_version(PRODUCE_VERSION),
+        )
+        .expect("encode header");
+    ProduceResponse::default()
+        .with_responses(vec![TopicProduceResponse::default()
+            .with_name(TopicName(StrBytes::from_static_str("floor")))
+            .with_partition_responses(vec![PartitionProduceResponse::default()])])
+        .encode(&mut response, PRODUCE_VERSION)
+        .expect("encode response");
+    let len = (response.len() - 4) as i32;
+    response[..4].copy_from_slice(&len.to_be_bytes());
+    let response = response.freeze();
+    while let Ok((mut stream, _)) = listener.accept().await {
+        let response = response.clone();
+        tokio::spawn(async move {
+            stream.set_nodelay(true).expect("nodelay");
+            let mut request = Vec::new();
+            loop {
+                let mut len = [0u8; 4];
+                if stream.read_exact(&mut len).await.is_err() {
+                    return;
+                }
+                request.resize(i32::from_be_bytes(len) as usize, 0);
+                if stream.read_exact(&mut request).await.is_err()
+                    || stream.write_all(&response).await.is_err()
+                {
+                    return;
+                }
+            }
+        });
     }
 }
 
