@@ -184,19 +184,27 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = writeln!(out, "ready");
         let _ = out.flush();
         drop(out);
-        wait_for_signal().await?;
+        wait_for_signal(&broker).await?;
         tracing::info!("shutting down");
         broker.stop().await;
         Ok(())
     })
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Waits for SIGTERM or SIGINT; meanwhile each SIGHUP reloads the plugin modules (as
+/// Mosquitto reloads on SIGHUP).
+async fn wait_for_signal(broker: &Broker) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
-        _ = term.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => return r.context("waiting for SIGINT"),
+            _ = term.recv() => return Ok(()),
+            _ = hup.recv() => {
+                let replaced = broker.reload_plugins().await;
+                tracing::info!(replaced, "SIGHUP: plugin modules reloaded");
+            }
+        }
     }
-    Ok(())
 }

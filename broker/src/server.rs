@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin;
-use crate::config::{Attach, Config};
+use crate::config::Config;
 use crate::ingest::Ingest;
 use crate::kafka::{self, KafkaContext};
 use crate::log::{self, Log, LogError};
@@ -64,6 +64,8 @@ pub struct BoundAddrs {
 pub struct Broker {
     pub addrs: BoundAddrs,
     log: Log,
+    /// Every loaded plugin, ingest and upstream.
+    plugins: Vec<Arc<plugin::Plugin>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -159,9 +161,10 @@ impl Broker {
         let started = Self::start_services(&config, &log, &shutdown, &tasks).await;
         tasks.close();
         match started {
-            Ok(addrs) => Ok(Broker {
+            Ok((addrs, plugins)) => Ok(Broker {
                 addrs,
                 log,
+                plugins,
                 shutdown,
                 tasks,
             }),
@@ -182,20 +185,21 @@ impl Broker {
         log: &Log,
         shutdown: &CancellationToken,
         tasks: &TaskTracker,
-    ) -> Result<BoundAddrs, StartError> {
-        if let Some(p) = config.plugins.iter().find(|p| p.attach == Attach::Upstream) {
-            return Err(StartError::Unsupported(format!(
-                "plugin {:?}: attach = \"upstream\" is not supported yet (ingest only)",
-                p.name
-            )));
-        }
+    ) -> Result<(BoundAddrs, Vec<Arc<plugin::Plugin>>), StartError> {
         // Compiling modules and running their init blocks: keep it off the async workers.
         let sections = config.plugins.clone();
-        let (plugins, _upstream_plugins) =
+        let (plugins, upstream_plugins) =
             tokio::task::spawn_blocking(move || plugin::load(&sections))
                 .await
                 .map_err(|e| StartError::Unsupported(format!("plugin loader panicked: {e}")))??;
+        let all_plugins: Vec<_> = plugins
+            .plugins()
+            .iter()
+            .chain(upstream_plugins.plugins())
+            .cloned()
+            .collect();
         let ingest = Ingest::new(log.clone(), Arc::new(plugins));
+        let upstream_plugins = Arc::new(upstream_plugins);
         let mut addrs = BoundAddrs::default();
 
         tasks.spawn(log::retention::run(
@@ -241,6 +245,7 @@ impl Broker {
                     config: up.clone(),
                     gateway_id: Arc::from(config.gateway_id()),
                     lag: Default::default(),
+                    plugins: upstream_plugins,
                 };
                 let lag = ctx.lag.clone();
                 tasks.spawn(upstream::run(ctx, shutdown.clone()));
@@ -255,11 +260,26 @@ impl Broker {
             let sources = MetricSources {
                 log: log.clone(),
                 upstream_lag,
+                plugins: all_plugins.clone(),
             };
             tasks.spawn(admin::run(listener, sources, shutdown.clone()));
-            tracing::info!(addr = %bound, "HTTP listening (/healthz, /metrics, /topics)");
+            tracing::info!(addr = %bound, "HTTP listening (/healthz, /metrics, /topics, /plugins)");
         }
-        Ok(addrs)
+        Ok((addrs, all_plugins))
+    }
+
+    /// Reloads every plugin's module from its path (SIGHUP): each swaps in between two batches,
+    /// and one that fails to load keeps its running module. Returns how many were replaced.
+    pub async fn reload_plugins(&self) -> usize {
+        let mut replaced = 0;
+        for plugin in &self.plugins {
+            match plugin.reload().await {
+                Ok(()) => replaced += 1,
+                Err(e) => tracing::error!(plugin = plugin.name(), error = %e,
+                    "plugin reload refused; the running module stays"),
+            }
+        }
+        replaced
     }
 
     pub fn log(&self) -> &Log {

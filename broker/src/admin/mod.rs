@@ -1,9 +1,10 @@
-//! The HTTP side: `/healthz` (liveness), `/metrics` (Prometheus), `/topics` (admin, JSON).
+//! The HTTP side: `/healthz` (liveness), `/metrics` (Prometheus), and the admin API (JSON):
+//! `/topics`, `/plugins`, `POST /plugins/{name}/reload`.
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -11,12 +12,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{render, MetricSources};
 
+mod plugins;
+
 /// Serves HTTP on `listener` until `shutdown`.
 pub async fn run(listener: TcpListener, sources: MetricSources, shutdown: CancellationToken) {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/topics", get(topics))
+        .route("/plugins", get(plugins::list))
+        .route("/plugins/{name}/reload", post(plugins::reload))
         .with_state(sources);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())

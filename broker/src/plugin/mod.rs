@@ -9,7 +9,9 @@
 //! - `linker` and `limits`: the only import (`headwater.log`) and the memory cap;
 //! - `instance`: one store per live instance, bounds-checked copies in and out of its memory;
 //! - `runner`: a worker thread per plugin (an actor owning its instance) with the failure
-//!   policy (dead letters, restart after a trap, disable after repeated failures) and counters;
+//!   policy (dead letters, restart after a trap, disable after repeated failures) and module
+//!   swaps between batches (hot reload);
+//! - `stats`: the counters behind the per-plugin metrics;
 //! - `chain`: the plugins of a topic in config order, for ingest and for upstream.
 //!
 //! The sandbox promise: a plugin sees only the batches it is given. It has no WASI, no files, no
@@ -26,6 +28,7 @@ mod instance;
 mod limits;
 mod linker;
 mod runner;
+mod stats;
 
 #[cfg(test)]
 mod tests;
@@ -36,7 +39,8 @@ pub use dead_letter::{
     HEADER_ERROR, HEADER_PLUGIN, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC,
 };
 pub use engine::{PluginEngine, EPOCH_TICK};
-pub use runner::{Plugin, PluginStats, StatsSnapshot};
+pub use runner::Plugin;
+pub use stats::{PluginStats, StatsSnapshot, BATCH_SECONDS_BUCKETS};
 
 /// Loading a plugin failed, or (rarely) the host itself did.
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,7 @@
 //!   on its records go straight to the dead-letter topic with "plugin disabled", so nothing is
 //!   lost while an operator looks into it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -24,6 +24,7 @@ use super::dead_letter::{dead_letter, Origin};
 use super::engine::PluginEngine;
 use super::instance::{CallError, Instance, Settings};
 use super::linker::{linker, HostState};
+use super::stats::PluginStats;
 use super::PluginError;
 use crate::config::{Attach, PluginSection};
 use crate::log::NewRecord;
@@ -36,58 +37,6 @@ const JOB_QUEUE: usize = 64;
 /// output and the allocator's slack.
 const MIN_CALL_INPUT_BYTES: usize = 64 * 1024;
 const MAX_CALL_INPUT_BYTES: usize = 16 * 1024 * 1024;
-
-/// Counters of one plugin, for metrics. Updated by the worker, read by anyone.
-#[derive(Debug, Default)]
-pub struct PluginStats {
-    /// Calls into `hw_process`.
-    pub calls: AtomicU64,
-    /// Calls that failed as a whole (trap, timeout, bad output, plugin-reported failure).
-    pub failed_batches: AtomicU64,
-    pub records_in: AtomicU64,
-    /// Records the plugin kept (in any topic).
-    pub records_out: AtomicU64,
-    /// Records sent to the dead-letter topic.
-    pub records_failed: AtomicU64,
-    /// Wall-clock time spent in calls, encoding and decoding included.
-    pub busy_nanos: AtomicU64,
-    /// Fresh instances started after a failure.
-    pub restarts: AtomicU64,
-    pub disabled: AtomicBool,
-}
-
-/// A point-in-time copy of [`PluginStats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StatsSnapshot {
-    pub calls: u64,
-    pub failed_batches: u64,
-    pub records_in: u64,
-    pub records_out: u64,
-    pub records_failed: u64,
-    pub busy_nanos: u64,
-    pub restarts: u64,
-    pub disabled: bool,
-}
-
-impl PluginStats {
-    pub fn snapshot(&self) -> StatsSnapshot {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        StatsSnapshot {
-            calls: get(&self.calls),
-            failed_batches: get(&self.failed_batches),
-            records_in: get(&self.records_in),
-            records_out: get(&self.records_out),
-            records_failed: get(&self.records_failed),
-            busy_nanos: get(&self.busy_nanos),
-            restarts: get(&self.restarts),
-            disabled: self.disabled.load(Ordering::Relaxed),
-        }
-    }
-
-    fn add(counter: &AtomicU64, n: usize) {
-        counter.fetch_add(n as u64, Ordering::Relaxed);
-    }
-}
 
 /// What one plugin made of the records of one request.
 #[derive(Default)]
@@ -104,40 +53,32 @@ struct Job {
     reply: oneshot::Sender<PluginOutput>,
 }
 
-/// A loaded plugin. Dropping it (and every clone of its `Arc`) stops its worker thread.
-pub struct Plugin {
-    name: Arc<str>,
-    attach: Attach,
-    topics: Vec<String>,
-    dead_letter_topic: String,
-    stats: Arc<PluginStats>,
-    jobs: mpsc::Sender<Job>,
+/// What the worker's queue carries: batches, and module swaps between them. One queue keeps the
+/// order: batches queued before a swap run on the old module, batches after it on the new one.
+enum Work {
+    Batch(Job),
+    Swap(Box<Prepared>, oneshot::Sender<()>),
 }
 
-impl Plugin {
-    /// Reads, checks, compiles and starts the plugin of `section`. Blocking (compilation and
-    /// `hw_init` run here): call it at startup or from `spawn_blocking`.
-    pub fn load(engine: &PluginEngine, section: &PluginSection) -> Result<Plugin, PluginError> {
-        let bytes = std::fs::read(&section.module).map_err(|source| PluginError::Read {
-            plugin: section.name.clone(),
-            path: section.module.display().to_string(),
-            source,
-        })?;
-        Plugin::from_bytes(engine, section, &bytes)
-    }
+/// A module checked, compiled and started (its `hw_init` accepted the config): ready to run.
+struct Prepared {
+    pre: InstancePre<HostState>,
+    /// The CBOR config, kept to initialise fresh instances.
+    config: Vec<u8>,
+    settings: Settings,
+    /// `None` after a failure (or once disabled): the next batch starts a fresh instance.
+    instance: Option<Instance>,
+    max_input_bytes: usize,
+}
 
-    /// Like [`Plugin::load`], with the module's bytes at hand.
-    pub fn from_bytes(
+impl Prepared {
+    /// Blocking: compiles the module and runs its `hw_init`.
+    fn new(
         engine: &PluginEngine,
         section: &PluginSection,
+        name: &Arc<str>,
         bytes: &[u8],
-    ) -> Result<Plugin, PluginError> {
-        let name: Arc<str> = Arc::from(section.name.as_str());
-        let invalid = |reason: String| PluginError::Invalid {
-            plugin: section.name.clone(),
-            reason,
-        };
-        check_section(section).map_err(invalid)?;
+    ) -> Result<Prepared, PluginError> {
         let module_err = |reason: String| PluginError::Module {
             plugin: section.name.clone(),
             path: section.module.display().to_string(),
@@ -165,17 +106,51 @@ impl Plugin {
             .max_memory_bytes
             .saturating_sub(instance.memory_size());
         let max_input_bytes = (free / 4).clamp(MIN_CALL_INPUT_BYTES, MAX_CALL_INPUT_BYTES);
-        let stats = Arc::new(PluginStats::default());
-        let worker = Worker {
-            name: name.clone(),
+        Ok(Prepared {
             pre,
             config,
             settings,
             instance: Some(instance),
+            max_input_bytes,
+        })
+    }
+}
+
+/// A loaded plugin. Dropping it (and every clone of its `Arc`) stops its worker thread.
+pub struct Plugin {
+    name: Arc<str>,
+    section: PluginSection,
+    engine: PluginEngine,
+    stats: Arc<PluginStats>,
+    jobs: mpsc::Sender<Work>,
+}
+
+impl Plugin {
+    /// Reads, checks, compiles and starts the plugin of `section`. Blocking (compilation and
+    /// `hw_init` run here): call it at startup or from `spawn_blocking`.
+    pub fn load(engine: &PluginEngine, section: &PluginSection) -> Result<Plugin, PluginError> {
+        Plugin::from_bytes(engine, section, &read_module(section)?)
+    }
+
+    /// Like [`Plugin::load`], with the module's bytes at hand.
+    pub fn from_bytes(
+        engine: &PluginEngine,
+        section: &PluginSection,
+        bytes: &[u8],
+    ) -> Result<Plugin, PluginError> {
+        check_section(section).map_err(|reason| PluginError::Invalid {
+            plugin: section.name.clone(),
+            reason,
+        })?;
+        let name: Arc<str> = Arc::from(section.name.as_str());
+        let prepared = Prepared::new(engine, section, &name, bytes)?;
+        let stats = Arc::new(PluginStats::default());
+        let worker = Worker {
+            name: name.clone(),
+            module: prepared,
             max_failures: section.max_consecutive_failures,
             failures: 0,
             disabled: false,
-            max_input_bytes,
             stats: stats.clone(),
         };
         let (jobs, queue) = mpsc::channel(JOB_QUEUE);
@@ -186,12 +161,46 @@ impl Plugin {
         tracing::info!(plugin = %name, module = %section.module.display(), topics = ?section.topics, "plugin loaded");
         Ok(Plugin {
             name,
-            attach: section.attach,
-            topics: section.topics.clone(),
-            dead_letter_topic: section.dead_letter_topic.clone(),
+            section: section.clone(),
+            engine: engine.clone(),
             stats,
             jobs,
         })
+    }
+
+    /// Replaces the module with the one now at the configured path (same config and limits).
+    /// The new module is compiled and initialised first, so a module that does not load leaves
+    /// the running one in place; then it takes over between two batches: every batch runs whole
+    /// on one module, none is lost or run twice. A disabled plugin is enabled again.
+    pub async fn reload(self: &Arc<Self>) -> Result<(), PluginError> {
+        let plugin = self.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            let bytes = read_module(&plugin.section)?;
+            Prepared::new(&plugin.engine, &plugin.section, &plugin.name, &bytes)
+        })
+        .await
+        .map_err(|e| PluginError::Engine(format!("plugin loader panicked: {e}")))??;
+        self.swap(prepared).await
+    }
+
+    /// Like [`Plugin::reload`], with the new module's bytes at hand. Blocking while it compiles.
+    pub async fn reload_from_bytes(&self, bytes: &[u8]) -> Result<(), PluginError> {
+        let prepared = Prepared::new(&self.engine, &self.section, &self.name, bytes)?;
+        self.swap(prepared).await
+    }
+
+    async fn swap(&self, prepared: Prepared) -> Result<(), PluginError> {
+        let stopped = || PluginError::Stopped {
+            plugin: self.name.to_string(),
+        };
+        let (done, swapped) = oneshot::channel();
+        self.jobs
+            .send(Work::Swap(Box::new(prepared), done))
+            .await
+            .map_err(|_| stopped())?;
+        swapped.await.map_err(|_| stopped())?;
+        tracing::info!(plugin = %self.name, module = %self.section.module.display(), "plugin module replaced");
+        Ok(())
     }
 
     pub fn name(&self) -> &str {
@@ -199,15 +208,20 @@ impl Plugin {
     }
 
     pub fn attach(&self) -> Attach {
-        self.attach
+        self.section.attach
+    }
+
+    /// Where the module is read from, at load and at every reload.
+    pub fn module_path(&self) -> &std::path::Path {
+        &self.section.module
     }
 
     pub fn topics(&self) -> &[String] {
-        &self.topics
+        &self.section.topics
     }
 
     pub fn dead_letter_topic(&self) -> &str {
-        &self.dead_letter_topic
+        &self.section.dead_letter_topic
     }
 
     pub fn stats(&self) -> &PluginStats {
@@ -235,9 +249,20 @@ impl Plugin {
             records,
             reply,
         };
-        self.jobs.send(job).await.map_err(|_| stopped())?;
+        self.jobs
+            .send(Work::Batch(job))
+            .await
+            .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())
     }
+}
+
+fn read_module(section: &PluginSection) -> Result<Vec<u8>, PluginError> {
+    std::fs::read(&section.module).map_err(|source| PluginError::Read {
+        plugin: section.name.clone(),
+        path: section.module.display().to_string(),
+        source,
+    })
 }
 
 fn check_section(section: &PluginSection) -> Result<(), String> {
@@ -258,34 +283,40 @@ fn check_section(section: &PluginSection) -> Result<(), String> {
 /// The plugin's own thread: owns the instance and applies the failure policy.
 struct Worker {
     name: Arc<str>,
-    pre: InstancePre<HostState>,
-    /// The CBOR config, kept to initialise fresh instances.
-    config: Vec<u8>,
-    settings: Settings,
-    /// `None` after a failure (or once disabled): the next batch starts a fresh instance.
-    instance: Option<Instance>,
+    module: Prepared,
     /// 0 never disables.
     max_failures: u32,
     /// Failed batches in a row.
     failures: u32,
     disabled: bool,
-    max_input_bytes: usize,
     stats: Arc<PluginStats>,
 }
 
 impl Worker {
-    fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
-        while let Some(job) = jobs.blocking_recv() {
-            let output = self.handle(&job.topic, job.records);
-            // The requester may have given up (its client went away); nothing to do then.
-            let _ = job.reply.send(output);
+    fn run(mut self, mut jobs: mpsc::Receiver<Work>) {
+        while let Some(work) = jobs.blocking_recv() {
+            match work {
+                Work::Batch(job) => {
+                    let output = self.handle(&job.topic, job.records);
+                    // The requester may have given up (its client went away); nothing to do.
+                    let _ = job.reply.send(output);
+                }
+                Work::Swap(prepared, done) => {
+                    self.module = *prepared;
+                    self.failures = 0;
+                    self.disabled = false;
+                    self.stats.disabled.store(false, Ordering::Relaxed);
+                    PluginStats::add(&self.stats.reloads, 1);
+                    let _ = done.send(());
+                }
+            }
         }
     }
 
     fn handle(&mut self, topic: &str, records: Vec<SourceRecord>) -> PluginOutput {
         PluginStats::add(&self.stats.records_in, records.len());
         let mut out = PluginOutput::default();
-        for batch in split(records, self.max_input_bytes) {
+        for batch in split(records, self.module.max_input_bytes) {
             self.run_batch(topic, batch, &mut out);
         }
         out
@@ -298,9 +329,7 @@ impl Worker {
         }
         let started = Instant::now();
         let result = self.call(topic, &records);
-        PluginStats::add(&self.stats.calls, 1);
-        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.stats.busy_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.stats.record_call(started.elapsed());
         match result {
             Ok(decoded) => {
                 self.failures = 0;
@@ -311,14 +340,15 @@ impl Worker {
     }
 
     fn call(&mut self, topic: &str, records: &[SourceRecord]) -> Result<Decoded, CallError> {
-        let instance = match self.instance.take() {
+        let m = &mut self.module;
+        let instance = match m.instance.take() {
             Some(instance) => instance,
             None => {
                 PluginStats::add(&self.stats.restarts, 1);
-                Instance::start(&self.pre, self.name.clone(), self.settings, &self.config)?
+                Instance::start(&m.pre, self.name.clone(), m.settings, &m.config)?
             }
         };
-        let instance = self.instance.insert(instance);
+        let instance = m.instance.insert(instance);
         let input = convert::encode_input(topic, records);
         let output = instance.process(&input)?;
         convert::decode_output(output, records.len())
@@ -331,18 +361,24 @@ impl Worker {
         decoded: Decoded,
         out: &mut PluginOutput,
     ) {
-        PluginStats::add(&self.stats.records_out, decoded.kept.len());
+        let (inputs, kept) = (records.len(), decoded.kept.len());
+        PluginStats::add(&self.stats.records_out, kept);
         out.kept.extend(decoded.kept);
-        if decoded.errors.is_empty() {
-            return;
-        }
-        let mut records: Vec<Option<SourceRecord>> = records.into_iter().map(Some).collect();
-        for (index, message) in decoded.errors {
-            // Indexes were checked against the batch; a repeated index dead-letters once.
-            if let Some(r) = records.get_mut(index).and_then(Option::take) {
-                out.dead.push(self.dead_letter(topic, r, &message));
+        let mut failed = 0;
+        if !decoded.errors.is_empty() {
+            let mut records: Vec<Option<SourceRecord>> = records.into_iter().map(Some).collect();
+            for (index, message) in decoded.errors {
+                // Indexes were checked against the batch; a repeated index dead-letters once.
+                if let Some(r) = records.get_mut(index).and_then(Option::take) {
+                    out.dead.push(self.dead_letter(topic, r, &message));
+                    failed += 1;
+                }
             }
         }
+        PluginStats::add(
+            &self.stats.records_dropped,
+            inputs.saturating_sub(kept + failed),
+        );
     }
 
     fn fail(
@@ -355,7 +391,7 @@ impl Worker {
         // A failure the plugin reported itself leaves it in a known state; anything else
         // (trap, timeout, garbage) may have corrupted it, so start afresh next time.
         if !matches!(error, CallError::Failed(_)) {
-            self.instance = None;
+            self.module.instance = None;
         }
         self.failures += 1;
         PluginStats::add(&self.stats.failed_batches, 1);
@@ -369,7 +405,7 @@ impl Worker {
         );
         if self.max_failures > 0 && self.failures >= self.max_failures && !self.disabled {
             self.disabled = true;
-            self.instance = None;
+            self.module.instance = None;
             self.stats.disabled.store(true, Ordering::Relaxed);
             tracing::error!(
                 plugin = &*self.name,

@@ -16,18 +16,18 @@ const INPUT_AT: u32 = 1024;
 const OUTPUT_AT: u32 = 60_000;
 
 /// A module with the ABI exports; `process` is the body of `hw_process(ptr, len) -> i64`.
-struct Wat<'a> {
-    abi: Option<&'a str>,
-    imports: &'a str,
-    pages: u32,
-    items: String,
-    alloc: String,
-    init: String,
-    process: String,
+pub(super) struct Wat<'a> {
+    pub(super) abi: Option<&'a str>,
+    pub(super) imports: &'a str,
+    pub(super) pages: u32,
+    pub(super) items: String,
+    pub(super) alloc: String,
+    pub(super) init: String,
+    pub(super) process: String,
 }
 
 impl<'a> Wat<'a> {
-    fn new(process: &str) -> Wat<'a> {
+    pub(super) fn new(process: &str) -> Wat<'a> {
         Wat {
             abi: Some(V1),
             imports: "",
@@ -40,7 +40,7 @@ impl<'a> Wat<'a> {
     }
 
     /// `hw_process` returns `output`, stored as a data segment.
-    fn returning(output: &Output<'_>) -> Wat<'a> {
+    pub(super) fn returning(output: &Output<'_>) -> Wat<'a> {
         let mut bytes = Vec::new();
         wire::encode_output(output, &mut bytes);
         Wat::returning_bytes(&bytes)
@@ -52,7 +52,7 @@ impl<'a> Wat<'a> {
         wat
     }
 
-    fn build(&self) -> Vec<u8> {
+    pub(super) fn build(&self) -> Vec<u8> {
         let abi = self
             .abi
             .map(|v| format!(r#"(@custom "headwater:abi" "{v}")"#))
@@ -87,7 +87,7 @@ fn data(at: u32, bytes: &[u8]) -> String {
 }
 
 /// An output that keeps one record with value `value` in the source topic.
-fn keep_one(value: &'static str) -> Output<'static> {
+pub(super) fn keep_one(value: &'static str) -> Output<'static> {
     let mut out = Output::new();
     out.keep(OutRecord {
         topic: None,
@@ -99,7 +99,7 @@ fn keep_one(value: &'static str) -> Output<'static> {
     out
 }
 
-fn load(sections: Vec<PluginSection>) -> IngestPlugins {
+pub(super) fn load(sections: Vec<PluginSection>) -> IngestPlugins {
     IngestPlugins::from_config(&sections).unwrap()
 }
 

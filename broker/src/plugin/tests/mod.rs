@@ -1,8 +1,11 @@
 //! Tests of the plugin host with real modules: hostile ones written in WebAssembly text
-//! ([`hostile`]) and the example plugins of `plugins/` ([`examples`]).
+//! ([`hostile`]) and the example plugins of `plugins/` ([`examples`]); module swaps while
+//! running ([`reload`]).
 
 mod examples;
 mod hostile;
+mod metrics;
+mod reload;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

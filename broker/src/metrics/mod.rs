@@ -12,7 +12,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::log::{CommitCounts, Log};
+use crate::plugin::Plugin;
 use crate::upstream::LagMap;
+
+mod plugins;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PartitionLabels {
@@ -26,6 +29,8 @@ pub struct MetricSources {
     pub log: Log,
     /// Records not yet forwarded upstream, per (topic, partition); absent without `[upstream]`.
     pub upstream_lag: Option<LagMap>,
+    /// Every loaded plugin, ingest and upstream.
+    pub plugins: Vec<std::sync::Arc<Plugin>>,
 }
 
 /// The Prometheus text exposition of the broker's current state.
@@ -83,6 +88,9 @@ pub fn render(sources: &MetricSources) -> String {
             family,
         );
     }
+    registry.register_collector(Box::new(plugins::PluginCollector::new(
+        sources.plugins.clone(),
+    )));
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = encode(&mut out, &registry);
@@ -151,6 +159,7 @@ mod tests {
         let text = render(&MetricSources {
             log: log.clone(),
             upstream_lag: None,
+            plugins: Vec::new(),
         });
         assert_eq!(
             value_of(

@@ -1,0 +1,97 @@
+//! Hot reload: a new module takes over between two batches; one that does not load leaves the
+//! running one in place; a reload brings a disabled plugin back.
+
+use std::sync::Arc;
+
+use super::hostile::{keep_one, load, Wat};
+use super::*;
+use crate::plugin::Plugin;
+
+/// The single value a batch's output holds (the test modules keep exactly one record).
+async fn answer(plugins: &IngestPlugins) -> String {
+    let out = run(plugins, "t", &["in"]).await;
+    let (kept, dead) = split_output(&out, "t");
+    assert!(dead.is_empty() && out.dead_letters().is_empty());
+    assert_eq!(kept.len(), 1, "exactly one record per batch");
+    values(&kept)[0].to_string()
+}
+
+fn plugin(plugins: &IngestPlugins) -> Arc<Plugin> {
+    plugins.plugins()[0].clone()
+}
+
+#[tokio::test]
+async fn a_reload_swaps_the_module_between_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_module(dir.path(), "p", &Wat::returning(&keep_one("old")).build());
+    let plugins = Arc::new(load(vec![section("p", &path, &["t"])]));
+    assert_eq!(answer(&plugins).await, "old");
+
+    // Batches in flight while the module is replaced: each runs whole on one module, once.
+    let in_flight: Vec<_> = (0..40)
+        .map(|_| {
+            let plugins = plugins.clone();
+            tokio::spawn(async move { answer(&plugins).await })
+        })
+        .collect();
+    write_module(dir.path(), "p", &Wat::returning(&keep_one("new")).build());
+    plugin(&plugins).reload().await.unwrap();
+    assert_eq!(answer(&plugins).await, "new", "after the reload returns");
+    for task in in_flight {
+        let value = task.await.unwrap();
+        assert!(value == "old" || value == "new", "{value}");
+    }
+    let stats = plugin(&plugins).stats().snapshot();
+    assert_eq!(stats.reloads, 1);
+    assert_eq!(stats.calls, 42, "every batch ran exactly once");
+    assert_eq!((stats.records_in, stats.records_out), (42, 42));
+}
+
+#[tokio::test]
+async fn a_module_that_does_not_load_leaves_the_running_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_module(dir.path(), "p", &Wat::returning(&keep_one("good")).build());
+    let plugins = load(vec![section("p", &path, &["t"])]);
+
+    write_module(dir.path(), "p", b"\0asm garbage");
+    let err = plugin(&plugins).reload().await.unwrap_err().to_string();
+    assert!(err.contains("plugin p: module"), "{err}");
+    let mut no_abi = Wat::returning(&keep_one("bad"));
+    no_abi.abi = None;
+    write_module(dir.path(), "p", &no_abi.build());
+    let err = plugin(&plugins).reload().await.unwrap_err().to_string();
+    assert!(
+        err.contains("has no `headwater:abi` custom section"),
+        "{err}"
+    );
+    let mut refuses = Wat::returning(&keep_one("bad"));
+    refuses.init = "(i64.const 1)".into(); // hw_init answers with an (empty) message: refused
+    write_module(dir.path(), "p", &refuses.build());
+    let err = plugin(&plugins).reload().await.unwrap_err().to_string();
+    assert!(err.contains("refused its config"), "{err}");
+    std::fs::remove_file(&path).unwrap();
+    let err = plugin(&plugins).reload().await.unwrap_err().to_string();
+    assert!(err.contains("cannot read module"), "{err}");
+
+    assert_eq!(answer(&plugins).await, "good");
+    assert_eq!(plugin(&plugins).stats().snapshot().reloads, 0);
+}
+
+#[tokio::test]
+async fn a_reload_brings_a_disabled_plugin_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_module(dir.path(), "p", &Wat::new("unreachable").build());
+    let mut s = section("p", &path, &["t"]);
+    s.max_consecutive_failures = 2;
+    let plugins = load(vec![s]);
+    for _ in 0..3 {
+        let out = run(&plugins, "t", &["in"]).await;
+        assert_eq!(split_output(&out, "dead-letters").1.len(), 1);
+    }
+    assert!(plugin(&plugins).is_disabled());
+
+    write_module(dir.path(), "p", &Wat::returning(&keep_one("fixed")).build());
+    plugin(&plugins).reload().await.unwrap();
+    assert!(!plugin(&plugins).is_disabled());
+    assert_eq!(answer(&plugins).await, "fixed");
+}
