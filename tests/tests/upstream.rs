@@ -133,3 +133,83 @@ async fn a_batch_too_large_to_decode_is_forwarded_as_stored() {
     edge.broker.stop().await;
     central.broker.stop().await;
 }
+
+/// An upstream plugin shapes what is forwarded, never the local log: the json-range filter keeps
+/// in-range readings for the central cluster, drops the rest, and dead-letters what it cannot
+/// parse into the edge's own log with its source partition and offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_plugins_filter_what_is_forwarded_and_the_local_log_stays_raw() {
+    use headwater::config::{Attach, PluginSection};
+
+    let central = InProcess::start().await;
+    let central_kafka = central.kafka();
+    let edge = InProcess::start_with(|c| {
+        c.gateway_id = Some("gw-test".into());
+        c.upstream = Some(UpstreamSection {
+            bootstrap: central_kafka.clone(),
+            topics: vec!["sensors".into()],
+            retry_backoff_ms: 100,
+            max_batch_bytes: 64 * 1024,
+            request_timeout_ms: 2000,
+        });
+        let mut config = std::collections::BTreeMap::new();
+        config.insert("field".to_string(), toml::Value::String("temp".into()));
+        config.insert("max".to_string(), toml::Value::Float(100.0));
+        c.plugins.push(PluginSection {
+            name: "range".into(),
+            module: headwater_tests::plugin_wasm("json_range"),
+            attach: Attach::Upstream,
+            topics: vec!["sensors".into()],
+            dead_letter_topic: "upstream-dead".into(),
+            config,
+            max_memory_bytes: 16 * 1024 * 1024,
+            timeout_ms: 1000,
+            max_consecutive_failures: 10,
+        });
+    })
+    .await;
+    let p = producer(&edge.kafka(), &[]);
+    let values = [
+        r#"{"temp": 21}"#,
+        r#"{"temp": 500}"#,
+        "garbled",
+        r#"{"temp": 22}"#,
+    ];
+    for v in values {
+        send(&p, "sensors", "dev", v).await;
+    }
+
+    let forwarded = read_all(central_kafka.clone(), 2, Duration::from_secs(20)).await;
+    let got: Vec<String> = forwarded.iter().map(Consumed::value_str).collect();
+    assert_eq!(got, [r#"{"temp": 21}"#, r#"{"temp": 22}"#]);
+    for r in &forwarded {
+        assert_eq!(r.header("hw.origin.gateway").as_deref(), Some("gw-test"));
+        assert_eq!(r.header("hw.origin.partition").as_deref(), Some("0"));
+        assert_eq!(
+            r.header("hw.origin.offset"),
+            None,
+            "plugin output maps to no one offset"
+        );
+    }
+    let local = read_all(edge.kafka(), 4, Duration::from_secs(20)).await;
+    let raw: Vec<String> = local.iter().map(Consumed::value_str).collect();
+    assert_eq!(raw, values, "the local log stays raw");
+    let edge_kafka = edge.kafka();
+    let dead = tokio::task::spawn_blocking(move || {
+        consume(&edge_kafka, "upstream-dead", 1, 1, Duration::from_secs(20))
+    })
+    .await
+    .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].value_str(), "garbled");
+    assert_eq!(dead[0].header("headwater.plugin").as_deref(), Some("range"));
+    assert_eq!(
+        dead[0].header("headwater.source.offset").as_deref(),
+        Some("2")
+    );
+    // Nothing more reaches the central cluster.
+    let again = read_all(central_kafka, 3, Duration::from_secs(2)).await;
+    assert_eq!(again.len(), 2);
+    edge.broker.stop().await;
+    central.broker.stop().await;
+}

@@ -537,6 +537,19 @@ impl Config {
             if p.timeout_ms == 0 {
                 return bad(format!("plugin {:?}: timeout_ms must be > 0", p.name));
             }
+            if p.attach == Attach::Upstream {
+                let replicated = self.upstream.as_ref().map(|u| &u.topics);
+                if let Some(t) = p
+                    .topics
+                    .iter()
+                    .find(|t| !replicated.is_some_and(|r| r.contains(t)))
+                {
+                    return bad(format!(
+                        "plugin {:?} attaches upstream to topic {t:?}, which [upstream] topics do not forward",
+                        p.name
+                    ));
+                }
+            }
         }
         if self.kafka.groups.offsets_retention_minutes == 0
             || self.kafka.groups.offsets_retention_check_interval_ms == 0
@@ -650,5 +663,26 @@ mod tests {
         assert!(Config::from_toml("[log]\ndefault_partitions = 0", "x").is_err());
         let off = Config::from_toml("[listeners]\nquic = \"off\"", "x").unwrap();
         assert_eq!(off.listeners.quic, Listen::Off);
+    }
+
+    #[test]
+    fn upstream_plugins_must_attach_to_forwarded_topics() {
+        let plugin = |topic: &str| {
+            format!(
+                "[[plugins]]\nname = \"p\"\nmodule = \"p.wasm\"\nattach = \"upstream\"\ntopics = [\"{topic}\"]\n"
+            )
+        };
+        let upstream = "[upstream]\nbootstrap = \"central:9092\"\ntopics = [\"sensors\"]\n";
+        let ok = format!("{}{upstream}", plugin("sensors"));
+        assert!(Config::from_toml(&ok, "x").is_ok());
+        let err = Config::from_toml(&format!("{}{upstream}", plugin("other")), "x").unwrap_err();
+        assert!(
+            err.to_string().contains("[upstream] topics do not forward"),
+            "{err}"
+        );
+        assert!(
+            Config::from_toml(&plugin("sensors"), "x").is_err(),
+            "no [upstream] at all"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! One connected replication session: upstream metadata, leader connections, and the loop that
 //! moves each partition's pending records upstream.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,8 +12,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::client::Connection;
 use super::cursor::{load_cursor, store_cursor};
+use super::transform::outgoing;
 use super::{UpstreamContext, UpstreamError};
-use crate::log::{batch, BatchError, NewRecord, PartitionHandle, StoredRecord};
+use crate::log::{batch, BatchError, PartitionHandle, StoredRecord};
 
 /// Where one upstream topic's partitions live.
 struct UpstreamTopic {
@@ -30,6 +31,8 @@ pub struct Session {
     topics: HashMap<String, UpstreamTopic>,
     /// Next offset to forward, per (topic, local partition), loaded from LMDB on first use.
     cursors: HashMap<(String, u32), i64>,
+    /// Upstream topics that upstream plugins routed records to, besides the configured ones.
+    routed: BTreeSet<String>,
     timeout: Duration,
 }
 
@@ -88,6 +91,7 @@ impl Session {
             leaders: HashMap::new(),
             topics: HashMap::new(),
             cursors: HashMap::new(),
+            routed: BTreeSet::new(),
             timeout,
         };
         session.refresh_metadata(ctx).await?;
@@ -102,6 +106,7 @@ impl Session {
                 ctx.config
                     .topics
                     .iter()
+                    .chain(&self.routed)
                     .map(|t| {
                         MetadataRequestTopic::default()
                             .with_name(Some(TopicName(StrBytes::from_string(t.clone()))))
@@ -180,26 +185,61 @@ impl Session {
             self.cursors.insert(key, cursor);
             return Ok(false);
         }
-        let (bytes, last) = match read_pending(ctx, partition, cursor)? {
+        let last = match read_pending(ctx, partition, cursor)? {
             Pending::Nothing => {
                 self.cursors.insert(key, cursor);
                 return Ok(false);
             }
             Pending::Records(records, last) => {
-                let outgoing: Vec<NewRecord> = records
-                    .into_iter()
-                    .map(|r| with_origin(ctx, partition, r))
-                    .collect();
-                (batch::encode(&outgoing)?, last)
+                // Each topic's produce is acked before the next; the cursor moves after all.
+                for (topic, records) in outgoing(ctx, partition, records).await? {
+                    self.ensure_topic(ctx, &topic).await?;
+                    self.produce(&topic, partition.index, batch::encode(&records)?)
+                        .await?;
+                }
+                last
             }
-            Pending::Raw(bytes, last) => (bytes, last),
+            Pending::Raw(_, last) if ctx.plugins.has_plugins(&partition.topic) => {
+                // Its records cannot be decoded for the plugins, and forwarding them unfiltered
+                // could leak what a plugin exists to remove: it stays in the local log only.
+                tracing::error!(
+                    topic = %partition.topic, partition = partition.index, cursor, last,
+                    "batch too large to decode for the upstream plugins: not forwarded (kept locally)"
+                );
+                last
+            }
+            Pending::Raw(bytes, last) => {
+                self.produce(&partition.topic, partition.index, bytes)
+                    .await?;
+                last
+            }
         };
-        self.produce(&partition.topic, partition.index, bytes)
-            .await?;
         store_cursor(&ctx.log, &partition.topic, partition.index, last + 1).await?;
         self.cursors.insert(key.clone(), last + 1);
         record_lag(ctx, &key, high_watermark - (last + 1));
         Ok(true)
+    }
+
+    /// Makes sure the upstream metadata knows `topic` (one a plugin routed records to, seen for
+    /// the first time).
+    async fn ensure_topic(
+        &mut self,
+        ctx: &UpstreamContext,
+        topic: &str,
+    ) -> Result<(), UpstreamError> {
+        if self.topics.contains_key(topic) {
+            return Ok(());
+        }
+        self.routed.insert(topic.to_string());
+        self.refresh_metadata(ctx).await?;
+        if self.topics.contains_key(topic) {
+            Ok(())
+        } else {
+            Err(UpstreamError::NoLeader {
+                topic: topic.to_string(),
+                partition: 0,
+            })
+        }
     }
 
     /// Produces one batch with acks=all to the leader of the mapped upstream partition.
@@ -281,35 +321,6 @@ impl Session {
                 topic: topic.to_string(),
                 partition,
             })
-    }
-}
-
-/// The record as forwarded: same key, value, timestamp and headers, plus its origin.
-fn with_origin(
-    ctx: &UpstreamContext,
-    partition: &PartitionHandle,
-    record: crate::log::StoredRecord,
-) -> NewRecord {
-    let mut headers = record.headers;
-    let origin = |v: String| Some(Bytes::from(v));
-    headers.push((
-        "hw.origin.gateway".into(),
-        origin(ctx.gateway_id.to_string()),
-    ));
-    headers.push((
-        "hw.origin.topic".into(),
-        origin(partition.topic.to_string()),
-    ));
-    headers.push((
-        "hw.origin.partition".into(),
-        origin(partition.index.to_string()),
-    ));
-    headers.push(("hw.origin.offset".into(), origin(record.offset.to_string())));
-    NewRecord {
-        timestamp: record.timestamp,
-        key: record.key,
-        value: record.value,
-        headers,
     }
 }
 

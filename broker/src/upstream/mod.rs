@@ -9,11 +9,13 @@
 //! reading at most `max_batch_bytes` per partition at a time, so memory stays bounded.
 //!
 //! Each forwarded record carries its origin in headers (`hw.origin.gateway`, `.topic`,
-//! `.partition`, `.offset`).
+//! `.partition`, and `.offset` unless an upstream plugin made it). Upstream plugins run on the
+//! records as read, before they are forwarded (see `transform`); the local log stays raw.
 
 pub mod client;
 mod cursor;
 mod forward;
+mod transform;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::UpstreamSection;
 use crate::log::Log;
+use crate::plugin::UpstreamPlugins;
 
 pub use cursor::{cursor_key, load_cursor};
 use forward::Session;
@@ -40,6 +43,8 @@ pub struct UpstreamContext {
     pub gateway_id: Arc<str>,
     /// Per-partition lag, for metrics.
     pub lag: LagMap,
+    /// The `attach = "upstream"` plugin chains, run on records before they are forwarded.
+    pub plugins: Arc<UpstreamPlugins>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +65,8 @@ pub enum UpstreamError {
     NoLeader { topic: String, partition: i32 },
     #[error("re-encoding records for upstream: {0}")]
     Encode(#[from] crate::log::BatchError),
+    #[error("upstream plugins: {0}")]
+    Plugin(String),
 }
 
 /// Forwards until `shutdown`; reconnects with a backoff after every failure.
