@@ -40,6 +40,7 @@ extern crate alloc;
 
 pub mod abi;
 pub mod config;
+mod fast;
 mod guest;
 pub mod log;
 mod plugin;

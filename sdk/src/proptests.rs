@@ -182,9 +182,48 @@ proptest! {
     }
 
     #[test]
+    fn the_fast_path_takes_what_the_encoders_write(
+        records in proptest::collection::vec(record(), 0..8),
+        out in output(),
+    ) {
+        let mut buf = Vec::new();
+        wire::encode_batch(&Batch::new(records), &mut buf);
+        prop_assert!(crate::fast::batch(&buf).is_some());
+        buf.clear();
+        wire::encode_output(&out, &mut buf);
+        prop_assert!(crate::fast::output(&buf).is_some());
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_general_decoder_on_damaged_input(
+        records in proptest::collection::vec(record(), 1..6),
+        out in output(),
+        damage in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+    ) {
+        let mut batch = Vec::new();
+        wire::encode_batch(&Batch::new(records), &mut batch);
+        let mut output = Vec::new();
+        wire::encode_output(&out, &mut output);
+        for (at, byte) in &damage {
+            let i = at.index(batch.len());
+            batch[i] = *byte;
+            let i = at.index(output.len());
+            output[i] = *byte;
+        }
+        if let Some(fast) = crate::fast::batch(&batch) {
+            prop_assert_eq!(Some(fast), wire::decode_batch_general(&batch).ok());
+        }
+        if let Some(fast) = crate::fast::output(&output) {
+            prop_assert_eq!(Some(fast), wire::decode_output_general(&output).ok());
+        }
+    }
+
+    #[test]
     fn decoders_never_panic_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
         let _ = wire::decode_batch(&bytes);
         let _ = wire::decode_output(&bytes);
+        let _ = crate::fast::batch(&bytes);
+        let _ = crate::fast::output(&bytes);
         let _ = Config::from_cbor(&bytes);
     }
 

@@ -28,7 +28,10 @@ pub fn encode_batch(batch: &Batch<'_>, buf: &mut Vec<u8>) {
 
 /// Decodes a batch, borrowing from `bytes`. The whole input must be one batch.
 pub fn decode_batch(bytes: &[u8]) -> Result<Batch<'_>, DecodeError> {
-    decode_all(bytes)
+    match crate::fast::batch(bytes) {
+        Some(batch) => Ok(batch),
+        None => decode_all(bytes),
+    }
 }
 
 /// Encodes an output, appending to `buf`.
@@ -38,6 +41,20 @@ pub fn encode_output(output: &Output<'_>, buf: &mut Vec<u8>) {
 
 /// Decodes an output, borrowing from `bytes`. The whole input must be one output.
 pub fn decode_output(bytes: &[u8]) -> Result<Output<'_>, DecodeError> {
+    match crate::fast::output(bytes) {
+        Some(output) => Ok(output),
+        None => decode_all(bytes),
+    }
+}
+
+/// The general decoders alone, without the fast path (for tests that compare the two).
+#[cfg(test)]
+pub(crate) fn decode_batch_general(bytes: &[u8]) -> Result<Batch<'_>, DecodeError> {
+    decode_all(bytes)
+}
+
+#[cfg(test)]
+pub(crate) fn decode_output_general(bytes: &[u8]) -> Result<Output<'_>, DecodeError> {
     decode_all(bytes)
 }
 
