@@ -257,6 +257,52 @@ impl Plugin {
     }
 }
 
+/// What starting a fresh instance costs (as the worker does after a failed batch): for the
+/// plugin benchmark.
+#[derive(Debug, Clone, Copy)]
+pub struct StartCost {
+    /// Mean time of one start: instantiation plus `hw_init`.
+    pub per_start: std::time::Duration,
+    /// Linear memory of one instance right after `hw_init`.
+    pub linear_memory_bytes: usize,
+}
+
+/// Compiles `bytes` for `section` once, then starts `instances` fresh instances and keeps them
+/// all alive while `while_alive` runs (so a caller can read the process's memory meanwhile).
+pub fn measure_starts(
+    engine: &PluginEngine,
+    section: &PluginSection,
+    bytes: &[u8],
+    instances: usize,
+    while_alive: impl FnOnce(),
+) -> Result<StartCost, PluginError> {
+    let name: Arc<str> = Arc::from(section.name.as_str());
+    let prepared = Prepared::new(engine, section, &name, bytes)?;
+    let start_err = |e: CallError| PluginError::Start {
+        plugin: section.name.clone(),
+        reason: e.to_string(),
+    };
+    let mut live = Vec::with_capacity(instances);
+    let started = Instant::now();
+    for _ in 0..instances.max(1) {
+        let instance = Instance::start(
+            &prepared.pre,
+            name.clone(),
+            prepared.settings,
+            &prepared.config,
+        )
+        .map_err(start_err)?;
+        live.push(instance);
+    }
+    let per_start = started.elapsed() / live.len() as u32;
+    let linear_memory_bytes = live[0].memory_size();
+    while_alive();
+    Ok(StartCost {
+        per_start,
+        linear_memory_bytes,
+    })
+}
+
 fn read_module(section: &PluginSection) -> Result<Vec<u8>, PluginError> {
     std::fs::read(&section.module).map_err(|source| PluginError::Read {
         plugin: section.name.clone(),

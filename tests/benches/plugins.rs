@@ -1,0 +1,319 @@
+//! WebAssembly plugins (issue 5, item 8), side by side in one run on one machine:
+//! - the ingest path (records in, fsync'd durable append) with no plugin, the pass-through
+//!   plugin and the json-range filter, 100-byte JSON records;
+//! - the host/guest crossing: time per call of the pass-through plugin for batches of 1 to 1,000
+//!   records, through the broker's real plugin runner (worker thread, CBOR both ways, copies);
+//! - the json-range filter as a plugin against the same plugin code compiled natively: called
+//!   directly on borrowed records, and through the same SDK code path (CBOR in, CBOR out);
+//! - starting an instance (instantiation plus `hw_init`, what a restart after a failure costs)
+//!   and the memory each live instance takes.
+//!
+//! Run: `cargo bench -p headwater-tests --bench plugins` (prints Markdown tables). Scale with
+//! `HW_BENCH_SCALE` (default 1.0).
+
+#[path = "support/procfs.rs"]
+mod procfs;
+#[path = "support/scale.rs"]
+mod scale;
+
+// The json-range example plugin's own source, compiled natively for the comparison.
+#[allow(dead_code)]
+#[path = "../../plugins/json-range/src/lib.rs"]
+mod json_range;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use headwater::config::{Attach, PluginSection};
+use headwater::ingest::Ingest;
+use headwater::log::{Log, LogOptions, NewRecord, TopicConfig, TopicDefaults};
+use headwater::plugin::{measure_starts, IngestPlugins, PluginEngine};
+use headwater_sdk::{wire, Batch, Plugin, Record};
+use headwater_tests::plugin_wasm;
+use scale::scale;
+
+const RECORD_BYTES: usize = 100;
+const BATCH: usize = 1000;
+
+/// A 100-byte JSON reading, as a sensor would send it.
+fn reading(i: usize) -> Bytes {
+    let mut text = format!(
+        r#"{{"device":"dev-{:04}","temp":{:.1},"hum":{:.1},"seq":{i}"#,
+        i % 1000,
+        15.0 + (i % 200) as f64 / 10.0,
+        40.0 + (i % 300) as f64 / 10.0,
+    );
+    // Pad with a string field to exactly RECORD_BYTES.
+    let pad = RECORD_BYTES.saturating_sub(text.len() + r#","pad":""}"#.len());
+    text.push_str(&format!(r#","pad":"{}"}}"#, "x".repeat(pad)));
+    Bytes::from(text)
+}
+
+fn records(n: usize, from: usize) -> Vec<NewRecord> {
+    (from..from + n)
+        .map(|i| NewRecord {
+            timestamp: 1_700_000_000_000 + i as i64,
+            key: None,
+            value: Some(reading(i)),
+            headers: vec![],
+        })
+        .collect()
+}
+
+fn section(name: &str, module: &str, config: BTreeMap<String, toml::Value>) -> PluginSection {
+    PluginSection {
+        name: name.into(),
+        module: plugin_wasm(module),
+        attach: Attach::Ingest,
+        topics: vec!["bench".into()],
+        dead_letter_topic: "dead-letters".into(),
+        config,
+        max_memory_bytes: 16 << 20,
+        timeout_ms: 1000,
+        max_consecutive_failures: 10,
+    }
+}
+
+/// json-range configured to keep every reading (so every variant appends the same records).
+fn range_config() -> BTreeMap<String, toml::Value> {
+    let mut config = BTreeMap::new();
+    config.insert("field".into(), toml::Value::String("temp".into()));
+    config.insert("min".into(), toml::Value::Float(-1000.0));
+    config.insert("max".into(), toml::Value::Float(1000.0));
+    config
+}
+
+/// [`range_config`] as the CBOR map the host hands to `hw_init`.
+fn range_config_cbor() -> Vec<u8> {
+    let mut config = Vec::new();
+    let mut e = minicbor::Encoder::new(&mut config);
+    e.map(3).unwrap();
+    e.str("field").unwrap().str("temp").unwrap();
+    e.str("min").unwrap().f64(-1000.0).unwrap();
+    e.str("max").unwrap().f64(1000.0).unwrap();
+    config
+}
+
+/// The records as the SDK's input batch, borrowing their bytes.
+fn sdk_batch(input: &[NewRecord]) -> Batch<'_> {
+    Batch::new(
+        input
+            .iter()
+            .map(|r| Record {
+                topic: "bench".into(),
+                partition: None,
+                offset: None,
+                timestamp: r.timestamp,
+                key: r.key.as_deref().map(Into::into),
+                value: r.value.as_deref().map(Into::into),
+                headers: vec![],
+            })
+            .collect(),
+    )
+}
+
+fn plugins(sections: &[PluginSection]) -> IngestPlugins {
+    IngestPlugins::from_config(sections).expect("plugins load")
+}
+
+/// Records/s through `Ingest::publish` (the path MQTT publishes take) into a fresh fsync'd log:
+/// `producers` tasks each publishing `requests` requests of [`BATCH`] records.
+async fn ingest_rate(chain: IngestPlugins, producers: usize, requests: usize) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(&LogOptions {
+        data_dir: dir.path().to_path_buf(),
+        max_disk_bytes: 8 << 30,
+        fsync: true,
+        defaults: TopicDefaults {
+            auto_create: true,
+            partitions: 1,
+            retention_ms: -1,
+            retention_bytes: -1,
+        },
+    })
+    .unwrap();
+    log.create_topic("bench", 1, TopicConfig::default())
+        .await
+        .unwrap();
+    let ingest = Ingest::new(log.clone(), Arc::new(chain));
+    let prepared: Vec<Vec<Vec<NewRecord>>> = (0..producers)
+        .map(|p| {
+            (0..requests)
+                .map(|r| records(BATCH, (p * requests + r) * BATCH))
+                .collect()
+        })
+        .collect();
+    let started = Instant::now();
+    let tasks: Vec<_> = prepared
+        .into_iter()
+        .map(|batches| {
+            let ingest = ingest.clone();
+            tokio::spawn(async move {
+                for batch in batches {
+                    ingest.publish("bench", batch).await.expect("publish");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let rate = (producers * requests * BATCH) as f64 / started.elapsed().as_secs_f64();
+    let end = log.topic("bench").unwrap().partitions[0].high_watermark();
+    assert_eq!(
+        end as usize,
+        producers * requests * BATCH,
+        "every record kept"
+    );
+    log.close().await;
+    rate
+}
+
+/// Mean time of one chain run over `batch` records, `calls` times.
+async fn per_call(chain: &IngestPlugins, batch: usize, calls: usize) -> Duration {
+    let input = records(batch, 0);
+    // Warm up: the first call may grow the instance's memory.
+    chain.run("bench", input.clone()).await.expect("run");
+    let started = Instant::now();
+    for _ in 0..calls {
+        let out = chain.run("bench", input.clone()).await.expect("run");
+        assert_eq!(out.kept()[0].1.len(), batch);
+    }
+    started.elapsed() / calls as u32
+}
+
+/// The same json-range code compiled natively, called through the SDK's entry points on the
+/// same CBOR bytes the host would write (and the output decoded as the host would).
+fn native_sdk_per_record(batches: usize) -> Duration {
+    let state = headwater_sdk::__rt::State::<json_range::JsonRange>::new();
+    // The SDK's std feature installs a panic hook for guests; keep the bench's own.
+    let hook = std::panic::take_hook();
+    state.init_bytes(&range_config_cbor()).expect("init");
+    std::panic::set_hook(hook);
+    let input = records(BATCH, 0);
+    let started = Instant::now();
+    for _ in 0..batches {
+        let mut encoded = Vec::new();
+        wire::encode_batch(&sdk_batch(&input), &mut encoded);
+        let output = state.process_bytes(&encoded);
+        let decoded = wire::decode_output(&output).expect("output");
+        assert_eq!(decoded.records.len(), BATCH);
+    }
+    started.elapsed() / (batches * BATCH) as u32
+}
+
+/// The same plugin value called directly with borrowed records: no CBOR, no WebAssembly.
+fn native_direct_per_record(batches: usize) -> Duration {
+    let config = headwater_sdk::Config::from_cbor(&range_config_cbor()).expect("config");
+    let mut plugin = json_range::JsonRange::init(&config).expect("init");
+    let input = records(BATCH, 0);
+    let started = Instant::now();
+    for _ in 0..batches {
+        let out = plugin.process(sdk_batch(&input));
+        assert_eq!(out.records.len(), BATCH);
+    }
+    started.elapsed() / (batches * BATCH) as u32
+}
+
+fn ns(d: Duration) -> String {
+    format!("{:.0}", d.as_nanos())
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1e6)
+}
+
+#[tokio::main]
+async fn main() {
+    let (producers, requests) = (4, scale(100));
+    let calls = scale(2000);
+
+    println!("| ingest path, {RECORD_BYTES} B JSON records, {BATCH} per request, {producers} producers, fsync'd | records/s | vs no plugin |");
+    println!("|---|---:|---:|");
+    let none = ingest_rate(IngestPlugins::default(), producers, requests).await;
+    let pass = ingest_rate(
+        plugins(&[section("pass", "passthrough", BTreeMap::new())]),
+        producers,
+        requests,
+    )
+    .await;
+    let range = ingest_rate(
+        plugins(&[section("range", "json_range", range_config())]),
+        producers,
+        requests,
+    )
+    .await;
+    let pct = |a: f64| format!("{:.0}%", 100.0 * a / none);
+    println!("| no plugin | {none:.0} | 100% |");
+    println!("| pass-through plugin | {pass:.0} | {} |", pct(pass));
+    println!(
+        "| json-range filter (keeps all) | {range:.0} | {} |",
+        pct(range)
+    );
+
+    println!();
+    println!("| pass-through plugin, one call (host encode, copy in, guest decode/encode, copy out, host decode, worker hand-off) | µs per call | ns per record |");
+    println!("|---|---:|---:|");
+    let pass_chain = plugins(&[section("pass", "passthrough", BTreeMap::new())]);
+    for batch in [1, 10, 100, 1000] {
+        let n = (calls * 10 / batch).clamp(50, calls * 10);
+        let t = per_call(&pass_chain, batch, n).await;
+        println!(
+            "| {batch} record(s) | {} | {} |",
+            us(t),
+            ns(t / batch as u32)
+        );
+    }
+
+    println!();
+    println!("| json-range filter, {BATCH}-record batches | ns per record | vs native direct |");
+    println!("|---|---:|---:|");
+    let batches = scale(300);
+    let native_loop = native_direct_per_record(batches);
+    let native_sdk = native_sdk_per_record(batches);
+    let range_chain = plugins(&[section("range", "json_range", range_config())]);
+    let wasm = per_call(&range_chain, BATCH, batches).await / BATCH as u32;
+    let ratio = |d: Duration| format!("{:.2}x", d.as_secs_f64() / native_loop.as_secs_f64());
+    println!(
+        "| native Rust, the plugin called directly (no CBOR) | {} | 1.00x |",
+        ns(native_loop)
+    );
+    println!(
+        "| native Rust, same SDK code path (CBOR in and out) | {} | {} |",
+        ns(native_sdk),
+        ratio(native_sdk)
+    );
+    println!(
+        "| WebAssembly plugin through the broker's runner | {} | {} |",
+        ns(wasm),
+        ratio(wasm)
+    );
+
+    println!();
+    println!("| starting an instance (instantiate + hw_init), 1,000 live instances | µs per start | linear memory KiB | RSS KiB per instance |");
+    println!("|---|---:|---:|---:|");
+    let engine = PluginEngine::new().expect("engine");
+    for (module, config) in [
+        ("passthrough", BTreeMap::new()),
+        ("json_range", range_config()),
+    ] {
+        let s = section(module, module, config);
+        let bytes = std::fs::read(&s.module).unwrap();
+        let instances = 1000;
+        let before = procfs::rss_kib(std::process::id());
+        let mut during = before;
+        let cost = measure_starts(&engine, &s, &bytes, instances, || {
+            during = procfs::rss_kib(std::process::id());
+        })
+        .expect("starts");
+        println!(
+            "| {module} ({} KiB module) | {} | {} | {:.1} |",
+            bytes.len() / 1024,
+            us(cost.per_start),
+            cost.linear_memory_bytes / 1024,
+            (during.saturating_sub(before)) as f64 / instances as f64
+        );
+    }
+}
