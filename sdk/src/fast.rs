@@ -175,25 +175,38 @@ impl<'b> Reader<'b> {
 /// The batch, if it has the common shape.
 pub(crate) fn batch(bytes: &[u8]) -> Option<Batch<'_>> {
     let mut r = Reader { buf: bytes, pos: 0 };
-    if r.array()? != 1 {
+    let fields = r.array()?;
+    if !(1..=2).contains(&fields) {
         return None;
     }
     let records = r.list(Reader::record)?;
-    r.finish(Batch { records })
+    let state = if fields == 2 {
+        r.opt(Reader::bytes)?.map(Cow::Borrowed)
+    } else {
+        None
+    };
+    r.finish(Batch { records, state })
 }
 
-/// The output, if it has the common shape (all three fields present).
+/// The output, if it has the common shape (records, errors and failure present).
 pub(crate) fn output(bytes: &[u8]) -> Option<Output<'_>> {
     let mut r = Reader { buf: bytes, pos: 0 };
-    if r.array()? != 3 {
+    let fields = r.array()?;
+    if !(3..=4).contains(&fields) {
         return None;
     }
     let records = r.list(Reader::out_record)?;
     let errors = r.opt(|r| r.list(Reader::record_error))?.unwrap_or_default();
     let failure = r.opt(Reader::text)?.map(Cow::Borrowed);
+    let state = if fields == 4 {
+        r.opt(Reader::bytes)?.map(Cow::Borrowed)
+    } else {
+        None
+    };
     r.finish(Output {
         records,
         errors,
         failure,
+        state,
     })
 }

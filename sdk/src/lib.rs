@@ -45,12 +45,17 @@ mod guest;
 pub mod log;
 mod plugin;
 pub mod record;
+mod stateful;
 pub mod wire;
 
 pub use config::{Config, ConfigError, Value};
+/// The CBOR crate the SDK speaks, for [`Aggregate::State`] types (`#[derive(Encode, Decode)]`
+/// needs its `derive` feature in the plugin's own `minicbor` dependency of the same version).
+pub use minicbor;
 pub use minicbor::decode::Error as DecodeError;
 pub use plugin::Plugin;
 pub use record::{Batch, Header, OutRecord, Output, Record, RecordError};
+pub use stateful::{Aggregate, Stateful};
 
 /// Used by [`export_plugin!`]; not a stable API.
 #[doc(hidden)]

@@ -64,8 +64,9 @@ prop_compose! {
             0..4,
         ),
         failure in proptest::option::of(text()),
+        state in proptest::option::of(bytes()),
     ) -> Output<'static> {
-        Output { records, errors, failure }
+        Output { records, errors, failure, state }
     }
 }
 
@@ -144,8 +145,11 @@ fn encode_record_indefinite(r: &Record<'_>, e: &mut Encoder<&mut Vec<u8>>) {
 
 proptest! {
     #[test]
-    fn batch_round_trips(records in proptest::collection::vec(record(), 0..16)) {
-        let batch = Batch::new(records);
+    fn batch_round_trips(
+        records in proptest::collection::vec(record(), 0..16),
+        state in proptest::option::of(bytes()),
+    ) {
+        let batch = Batch { records, state };
         let mut buf = Vec::new();
         wire::encode_batch(&batch, &mut buf);
         prop_assert_eq!(wire::decode_batch(&buf).unwrap(), batch);
@@ -184,10 +188,11 @@ proptest! {
     #[test]
     fn the_fast_path_takes_what_the_encoders_write(
         records in proptest::collection::vec(record(), 0..8),
+        state in proptest::option::of(bytes()),
         out in output(),
     ) {
         let mut buf = Vec::new();
-        wire::encode_batch(&Batch::new(records), &mut buf);
+        wire::encode_batch(&Batch { records, state }, &mut buf);
         prop_assert!(crate::fast::batch(&buf).is_some());
         buf.clear();
         wire::encode_output(&out, &mut buf);

@@ -72,11 +72,17 @@ impl<'a> Record<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Batch<'a> {
     pub records: Vec<Record<'a>>,
+    /// The state the plugin returned with its last output for this topic and partition, as the
+    /// host keeps it (see [`Output::state`]); `None` when there is none.
+    pub state: Option<Cow<'a, [u8]>>,
 }
 
 impl<'a> Batch<'a> {
     pub fn new(records: Vec<Record<'a>>) -> Batch<'a> {
-        Batch { records }
+        Batch {
+            records,
+            state: None,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -188,6 +194,10 @@ pub struct Output<'a> {
     /// Set when the whole batch failed (the SDK sets it when it cannot decode the input, for
     /// example): the broker then dead-letters every input record, as after a trap.
     pub failure: Option<Cow<'a, str>>,
+    /// State for the host to keep and hand back with the next batch of the same topic and
+    /// partition (`None`: no state). Upstream plugins' state is committed with the replication
+    /// cursor, so it always matches the records already handled.
+    pub state: Option<Cow<'a, [u8]>>,
 }
 
 impl<'a> Output<'a> {
@@ -198,8 +208,7 @@ impl<'a> Output<'a> {
     pub fn with_capacity(records: usize) -> Output<'a> {
         Output {
             records: Vec::with_capacity(records),
-            errors: Vec::new(),
-            failure: None,
+            ..Output::default()
         }
     }
 

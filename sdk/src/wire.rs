@@ -280,12 +280,17 @@ impl<'b, C> Decode<'b, C> for Record<'b> {
     }
 }
 
-// Batch = [records: [* Record]]
+// Batch = [records: [* Record], ? state: bstr / null]
 impl<C> Encode<C> for Batch<'_> {
     fn encode<W: Write>(&self, e: &mut Encoder<W>, _: &mut C) -> Result<(), EncodeError<W::Error>> {
-        e.array(1)?.array(self.records.len() as u64)?;
+        // Without state, the one-element form every v1 guest has always read.
+        e.array(if self.state.is_some() { 2 } else { 1 })?;
+        e.array(self.records.len() as u64)?;
         for r in &self.records {
             r.encode(e, &mut ())?;
+        }
+        if let Some(state) = &self.state {
+            e.bytes(state)?;
         }
         Ok(())
     }
@@ -297,8 +302,9 @@ impl<'b, C> Decode<'b, C> for Batch<'b> {
         let records = s.required(d, "batch: missing records", |d| {
             list(d, |d| Record::decode(d, &mut ()))
         })?;
+        let state = s.nullable(d, bytes)?;
         s.finish(d)?;
-        Ok(Batch { records })
+        Ok(Batch { records, state })
     }
 }
 
@@ -354,10 +360,12 @@ impl<'b, C> Decode<'b, C> for RecordError<'b> {
     }
 }
 
-// Output = [records: [* OutRecord], errors: [* RecordError] / null, failure: tstr / null]
+// Output = [records: [* OutRecord], errors: [* RecordError] / null, failure: tstr / null,
+//           ? state: bstr / null]
 impl<C> Encode<C> for Output<'_> {
     fn encode<W: Write>(&self, e: &mut Encoder<W>, _: &mut C) -> Result<(), EncodeError<W::Error>> {
-        e.array(3)?.array(self.records.len() as u64)?;
+        e.array(if self.state.is_some() { 4 } else { 3 })?;
+        e.array(self.records.len() as u64)?;
         for r in &self.records {
             r.encode(e, &mut ())?;
         }
@@ -369,6 +377,9 @@ impl<C> Encode<C> for Output<'_> {
             Some(f) => e.str(f)?,
             None => e.null()?,
         };
+        if let Some(state) = &self.state {
+            e.bytes(state)?;
+        }
         Ok(())
     }
 }
@@ -383,11 +394,13 @@ impl<'b, C> Decode<'b, C> for Output<'b> {
             .nullable(d, |d| list(d, |d| RecordError::decode(d, &mut ())))?
             .unwrap_or_default();
         let failure = s.nullable(d, text)?;
+        let state = s.nullable(d, bytes)?;
         s.finish(d)?;
         Ok(Output {
             records,
             errors,
             failure,
+            state,
         })
     }
 }

@@ -457,7 +457,11 @@ async fn the_sdk_selftest_passes_in_the_host_and_every_output_path_works() {
         value: Some(Bytes::from_static(b"x")),
         headers: vec![("action".into(), Some(Bytes::from_static(b"describe")))],
     };
-    let out = upstream.run("sensors", 2, vec![stored]).await.unwrap();
+    let mut states = headwater::plugin::PluginStates::new();
+    let out = upstream
+        .run("sensors", 2, vec![stored], &mut states)
+        .await
+        .unwrap();
     assert_eq!(
         value_strs(kept(&out, "sensors")),
         [Some(

@@ -6,12 +6,12 @@
 //! plugin's dead-letter topic. [`IngestPlugins`] holds the chains of `attach = "ingest"` plugins,
 //! [`UpstreamPlugins`] those of `attach = "upstream"` plugins; both share [`Chains`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::convert::SourceRecord;
 use super::engine::PluginEngine;
-use super::runner::Plugin;
+use super::runner::{Plugin, StateIn};
 use super::PluginError;
 use crate::config::{Attach, PluginSection};
 use crate::log::{NewRecord, StoredRecord};
@@ -69,6 +69,9 @@ impl ChainOutput {
     }
 }
 
+/// Plugin states of one topic and partition, by plugin name (plugins without state absent).
+pub type PluginStates = BTreeMap<String, Vec<u8>>;
+
 /// The chains of one attach point, by topic.
 #[derive(Default)]
 pub(crate) struct Chains {
@@ -102,11 +105,14 @@ impl Chains {
         self.by_topic.contains_key(topic)
     }
 
+    /// Runs `topic`'s chain. With `states`, each plugin's state comes from there (by plugin
+    /// name) and its new state goes back there; without, the plugins' workers keep it.
     async fn run(
         &self,
         topic: &str,
         partition: Option<i32>,
         records: Vec<SourceRecord>,
+        mut states: Option<&mut PluginStates>,
     ) -> Result<ChainOutput, PluginError> {
         let mut out = ChainOutput::new(topic);
         let mut current = records;
@@ -114,7 +120,19 @@ impl Chains {
             if current.is_empty() {
                 break;
             }
-            let result = plugin.process(topic, std::mem::take(&mut current)).await?;
+            let state = match &states {
+                Some(states) => StateIn::Given(states.get(plugin.name()).cloned()),
+                None => StateIn::Held,
+            };
+            let result = plugin
+                .process(topic, std::mem::take(&mut current), state)
+                .await?;
+            if let Some(states) = states.as_deref_mut() {
+                match result.state {
+                    Some(state) => states.insert(plugin.name().to_string(), state),
+                    None => states.remove(plugin.name()),
+                };
+            }
             for (target, record) in result.kept {
                 match target {
                     Some(t) if t != topic => out.push_kept(t, record),
@@ -188,7 +206,7 @@ impl IngestPlugins {
         records: Vec<NewRecord>,
     ) -> Result<ChainOutput, PluginError> {
         let records = records.into_iter().map(SourceRecord::from).collect();
-        self.chains.run(topic, None, records).await
+        self.chains.run(topic, None, records, None).await
     }
 
     /// Every loaded plugin, for metrics.
@@ -221,12 +239,15 @@ impl UpstreamPlugins {
     }
 
     /// Runs `topic`'s chain on records read from one partition. Kept records of the source
-    /// topic are what to forward; dead letters belong in the local log.
+    /// topic are what to forward; dead letters belong in the local log. `states` holds the
+    /// plugins' states for this partition as committed, and comes back as they are after these
+    /// records: the caller commits it with the cursor.
     pub async fn run(
         &self,
         topic: &str,
         partition: i32,
         records: Vec<StoredRecord>,
+        states: &mut PluginStates,
     ) -> Result<ChainOutput, PluginError> {
         let records = records
             .into_iter()
@@ -241,7 +262,9 @@ impl UpstreamPlugins {
                 },
             })
             .collect();
-        self.chains.run(topic, Some(partition), records).await
+        self.chains
+            .run(topic, Some(partition), records, Some(states))
+            .await
     }
 
     pub fn plugins(&self) -> &[Arc<Plugin>] {

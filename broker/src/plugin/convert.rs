@@ -41,6 +41,8 @@ pub(crate) struct Decoded {
     pub kept: Vec<(Option<String>, NewRecord)>,
     /// Input records the plugin reported as failed: index into the input, message.
     pub errors: Vec<(usize, String)>,
+    /// The state the plugin wants back with its next batch of this topic and partition.
+    pub state: Option<Vec<u8>>,
 }
 
 /// The `config` table as the CBOR map `hw_init` receives.
@@ -68,9 +70,9 @@ fn toml_to_value(v: &toml::Value) -> Value {
     }
 }
 
-/// Encodes records of `topic` as an ABI batch.
-pub(crate) fn encode_input(topic: &str, records: &[SourceRecord]) -> Vec<u8> {
-    let batch = Batch::new(
+/// Encodes records of `topic` as an ABI batch, with the plugin's `state` for them.
+pub(crate) fn encode_input(topic: &str, records: &[SourceRecord], state: Option<&[u8]>) -> Vec<u8> {
+    let mut batch = Batch::new(
         records
             .iter()
             .map(|s| Record {
@@ -92,7 +94,8 @@ pub(crate) fn encode_input(topic: &str, records: &[SourceRecord]) -> Vec<u8> {
             })
             .collect(),
     );
-    let mut buf = Vec::with_capacity(estimate(records) + 16);
+    batch.state = state.map(Cow::Borrowed);
+    let mut buf = Vec::with_capacity(estimate(records) + state.map_or(0, <[u8]>::len) + 16);
     wire::encode_batch(&batch, &mut buf);
     buf
 }
@@ -163,7 +166,12 @@ pub(crate) fn decode_output(buf: Vec<u8>, inputs: usize) -> Result<Decoded, Call
         };
         kept.push((topic, record));
     }
-    Ok(Decoded { kept, errors })
+    let state = output.state.map(Cow::into_owned);
+    Ok(Decoded {
+        kept,
+        errors,
+        state,
+    })
 }
 
 #[cfg(test)]
@@ -188,7 +196,7 @@ mod tests {
 
     #[test]
     fn input_batches_carry_every_field() {
-        let buf = encode_input("sensors", &[record(b"v")]);
+        let buf = encode_input("sensors", &[record(b"v")], None);
         let batch = wire::decode_batch(&buf).unwrap();
         let r = &batch.records[0];
         assert_eq!(r.topic, "sensors");

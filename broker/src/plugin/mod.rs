@@ -33,7 +33,7 @@ mod stats;
 #[cfg(test)]
 mod tests;
 
-pub use chain::{load, ChainOutput, IngestPlugins, UpstreamPlugins};
+pub use chain::{load, ChainOutput, IngestPlugins, PluginStates, UpstreamPlugins};
 pub use convert::SourceRecord;
 pub use dead_letter::{
     HEADER_ERROR, HEADER_PLUGIN, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC,

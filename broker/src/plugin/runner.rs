@@ -11,6 +11,7 @@
 //!   on its records go straight to the dead-letter topic with "plugin disabled", so nothing is
 //!   lost while an operator looks into it.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,11 +46,23 @@ pub(crate) struct PluginOutput {
     pub kept: Vec<(Option<String>, NewRecord)>,
     /// Dead letters, for the plugin's dead-letter topic.
     pub dead: Vec<NewRecord>,
+    /// The plugin's state after these records (`None`: it keeps none).
+    pub state: Option<Vec<u8>>,
+}
+
+/// Where the plugin state of a batch comes from (ABI.md, "State").
+pub(crate) enum StateIn {
+    /// The worker keeps it in memory, per topic (ingest plugins).
+    Held,
+    /// The caller keeps it and gets the new one back in [`PluginOutput::state`] (upstream
+    /// plugins, whose state is committed with the replication cursor).
+    Given(Option<Vec<u8>>),
 }
 
 struct Job {
     topic: String,
     records: Vec<SourceRecord>,
+    state: StateIn,
     reply: oneshot::Sender<PluginOutput>,
 }
 
@@ -148,6 +161,7 @@ impl Plugin {
         let worker = Worker {
             name: name.clone(),
             module: prepared,
+            held: HashMap::new(),
             max_failures: section.max_consecutive_failures,
             failures: 0,
             disabled: false,
@@ -239,6 +253,7 @@ impl Plugin {
         &self,
         topic: &str,
         records: Vec<SourceRecord>,
+        state: StateIn,
     ) -> Result<PluginOutput, PluginError> {
         let stopped = || PluginError::Stopped {
             plugin: self.name.to_string(),
@@ -247,6 +262,7 @@ impl Plugin {
         let job = Job {
             topic: topic.to_string(),
             records,
+            state,
             reply,
         };
         self.jobs
@@ -330,6 +346,9 @@ fn check_section(section: &PluginSection) -> Result<(), String> {
 struct Worker {
     name: Arc<str>,
     module: Prepared,
+    /// Plugin state per topic, for batches whose state the worker keeps ([`StateIn::Held`]).
+    /// Kept across instance restarts and module swaps.
+    held: HashMap<String, Vec<u8>>,
     /// 0 never disables.
     max_failures: u32,
     /// Failed batches in a row.
@@ -343,7 +362,7 @@ impl Worker {
         while let Some(work) = jobs.blocking_recv() {
             match work {
                 Work::Batch(job) => {
-                    let output = self.handle(&job.topic, job.records);
+                    let output = self.handle(&job.topic, job.records, job.state);
                     // The requester may have given up (its client went away); nothing to do.
                     let _ = job.reply.send(output);
                 }
@@ -359,33 +378,54 @@ impl Worker {
         }
     }
 
-    fn handle(&mut self, topic: &str, records: Vec<SourceRecord>) -> PluginOutput {
+    fn handle(&mut self, topic: &str, records: Vec<SourceRecord>, state: StateIn) -> PluginOutput {
         PluginStats::add(&self.stats.records_in, records.len());
-        let mut out = PluginOutput::default();
+        let held = matches!(state, StateIn::Held);
+        let mut out = PluginOutput {
+            state: match state {
+                StateIn::Held => self.held.get(topic).cloned(),
+                StateIn::Given(state) => state,
+            },
+            ..PluginOutput::default()
+        };
         for batch in split(records, self.module.max_input_bytes) {
             self.run_batch(topic, batch, &mut out);
+        }
+        if held {
+            match &out.state {
+                Some(state) => self.held.insert(topic.to_string(), state.clone()),
+                None => self.held.remove(topic),
+            };
         }
         out
     }
 
+    /// Runs one call; on success the plugin's new state replaces `out.state`, on failure the
+    /// state stays what it was before the call.
     fn run_batch(&mut self, topic: &str, records: Vec<SourceRecord>, out: &mut PluginOutput) {
         if self.disabled {
             self.dead_letter_all(topic, records, "plugin disabled", out);
             return;
         }
         let started = Instant::now();
-        let result = self.call(topic, &records);
+        let result = self.call(topic, &records, out.state.as_deref());
         self.stats.record_call(started.elapsed());
         match result {
-            Ok(decoded) => {
+            Ok(mut decoded) => {
                 self.failures = 0;
+                out.state = decoded.state.take();
                 self.accept(topic, records, decoded, out);
             }
             Err(error) => self.fail(topic, records, error, out),
         }
     }
 
-    fn call(&mut self, topic: &str, records: &[SourceRecord]) -> Result<Decoded, CallError> {
+    fn call(
+        &mut self,
+        topic: &str,
+        records: &[SourceRecord],
+        state: Option<&[u8]>,
+    ) -> Result<Decoded, CallError> {
         let m = &mut self.module;
         let instance = match m.instance.take() {
             Some(instance) => instance,
@@ -395,7 +435,7 @@ impl Worker {
             }
         };
         let instance = m.instance.insert(instance);
-        let input = convert::encode_input(topic, records);
+        let input = convert::encode_input(topic, records, state);
         let output = instance.process(&input)?;
         convert::decode_output(output, records.len())
     }

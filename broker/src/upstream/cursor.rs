@@ -1,7 +1,9 @@
 //! Replication cursors: per local partition, the next offset to forward, kept in the log's meta
-//! database so it survives restarts and moves in the same durable way as the data.
+//! database so it survives restarts and moves in the same durable way as the data. The upstream
+//! plugins' states of a partition move with its cursor, in the same commit.
 
 use crate::log::{Log, LogError};
+use crate::plugin::PluginStates;
 
 /// Meta key of a partition's cursor.
 pub fn cursor_key(topic: &str, partition: u32) -> String {
@@ -17,16 +19,42 @@ pub fn load_cursor(log: &Log, topic: &str, partition: u32) -> Result<i64, LogErr
         .unwrap_or(0))
 }
 
-/// Durably moves a cursor; called only after the upstream acked everything below `next`.
+/// Meta key prefix of a partition's upstream plugin states; the plugin name follows.
+fn states_prefix(topic: &str, partition: u32) -> String {
+    format!("upstream/state/{topic}/{partition}/")
+}
+
+/// The upstream plugins' states of a partition as last committed.
+pub fn load_states(log: &Log, topic: &str, partition: u32) -> Result<PluginStates, LogError> {
+    let prefix = states_prefix(topic, partition);
+    Ok(log
+        .scan_meta(&prefix)?
+        .into_iter()
+        .filter_map(|(key, state)| Some((key.strip_prefix(&prefix)?.to_string(), state)))
+        .collect())
+}
+
+/// Durably moves a cursor, and with it the plugin states from `before` to `after` (in one
+/// commit); called only after the upstream acked everything below `next`.
 pub async fn store_cursor(
     log: &Log,
     topic: &str,
     partition: u32,
     next: i64,
+    (before, after): (&PluginStates, &PluginStates),
 ) -> Result<(), LogError> {
-    log.put_meta(vec![(
+    let prefix = states_prefix(topic, partition);
+    let mut entries = vec![(
         cursor_key(topic, partition),
         Some(next.to_be_bytes().to_vec()),
-    )])
-    .await
+    )];
+    for (plugin, state) in after {
+        if before.get(plugin) != Some(state) {
+            entries.push((format!("{prefix}{plugin}"), Some(state.clone())));
+        }
+    }
+    for plugin in before.keys().filter(|p| !after.contains_key(*p)) {
+        entries.push((format!("{prefix}{plugin}"), None));
+    }
+    log.put_meta(entries).await
 }

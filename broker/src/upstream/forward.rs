@@ -11,10 +11,11 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, ProduceRequest, TopicN
 use kafka_protocol::protocol::StrBytes;
 
 use super::client::Connection;
-use super::cursor::{load_cursor, store_cursor};
+use super::cursor::{load_cursor, load_states, store_cursor};
 use super::transform::outgoing;
 use super::{UpstreamContext, UpstreamError};
 use crate::log::{batch, BatchError, PartitionHandle, StoredRecord};
+use crate::plugin::PluginStates;
 
 /// Where one upstream topic's partitions live.
 struct UpstreamTopic {
@@ -33,6 +34,8 @@ pub struct Session {
     cursors: HashMap<(String, u32), i64>,
     /// Upstream topics that upstream plugins routed records to, besides the configured ones.
     routed: BTreeSet<String>,
+    /// Upstream plugin states per (topic, local partition) as committed, loaded on first use.
+    states: HashMap<(String, u32), PluginStates>,
     timeout: Duration,
 }
 
@@ -92,6 +95,7 @@ impl Session {
             topics: HashMap::new(),
             cursors: HashMap::new(),
             routed: BTreeSet::new(),
+            states: HashMap::new(),
             timeout,
         };
         session.refresh_metadata(ctx).await?;
@@ -185,6 +189,12 @@ impl Session {
             self.cursors.insert(key, cursor);
             return Ok(false);
         }
+        if !self.states.contains_key(&key) {
+            let loaded = load_states(&ctx.log, &partition.topic, partition.index)?;
+            self.states.insert(key.clone(), loaded);
+        }
+        let committed = self.states.get(&key).cloned().unwrap_or_default();
+        let mut states = committed.clone();
         let last = match read_pending(ctx, partition, cursor)? {
             Pending::Nothing => {
                 self.cursors.insert(key, cursor);
@@ -192,7 +202,7 @@ impl Session {
             }
             Pending::Records(records, last) => {
                 // Each topic's produce is acked before the next; the cursor moves after all.
-                for (topic, records) in outgoing(ctx, partition, records).await? {
+                for (topic, records) in outgoing(ctx, partition, records, &mut states).await? {
                     self.ensure_topic(ctx, &topic).await?;
                     self.produce(&topic, partition.index, batch::encode(&records)?)
                         .await?;
@@ -214,7 +224,9 @@ impl Session {
                 last
             }
         };
-        store_cursor(&ctx.log, &partition.topic, partition.index, last + 1).await?;
+        let moved = (&committed, &states);
+        store_cursor(&ctx.log, &partition.topic, partition.index, last + 1, moved).await?;
+        self.states.insert(key.clone(), states);
         self.cursors.insert(key.clone(), last + 1);
         record_lag(ctx, &key, high_watermark - (last + 1));
         Ok(true)

@@ -13,15 +13,19 @@ use bytes::Bytes;
 use super::{UpstreamContext, UpstreamError};
 use crate::ingest::murmur2;
 use crate::log::{NewRecord, PartitionHandle, StoredRecord};
+use crate::plugin::PluginStates;
 
 /// Records to produce, grouped by upstream topic: the source topic first, then topics the
 /// plugins routed records to, in the order they first appeared.
 pub type Outgoing = Vec<(String, Vec<NewRecord>)>;
 
+/// `states` are the partition's plugin states as committed; they come back as they are after
+/// these records, for the caller to commit with the cursor once the upstream acked.
 pub async fn outgoing(
     ctx: &UpstreamContext,
     partition: &PartitionHandle,
     records: Vec<StoredRecord>,
+    states: &mut PluginStates,
 ) -> Result<Outgoing, UpstreamError> {
     let topic = partition.topic.to_string();
     if !ctx.plugins.has_plugins(&topic) {
@@ -36,7 +40,7 @@ pub async fn outgoing(
     }
     let output = ctx
         .plugins
-        .run(&topic, partition.index as i32, records)
+        .run(&topic, partition.index as i32, records, states)
         .await
         .map_err(|e| UpstreamError::Plugin(e.to_string()))?;
     for (dead_letter_topic, records) in output.dead_letters() {

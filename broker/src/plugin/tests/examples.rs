@@ -5,7 +5,7 @@ use super::*;
 use crate::plugin::{HEADER_ERROR, HEADER_PLUGIN, HEADER_SOURCE_TOPIC};
 
 /// The compiled example plugin `name`, or a failure that says how to build it.
-fn example(name: &str) -> PathBuf {
+pub(super) fn example(name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../plugins/target/wasm32-unknown-unknown/release")
         .join(format!("{name}.wasm"));
@@ -134,7 +134,12 @@ async fn upstream_plugins_see_partition_and_offset() {
             headers: r.headers,
         })
         .collect();
-    let out = upstream.run("sensors", 3, stored).await.unwrap();
+    let mut states = crate::plugin::PluginStates::new();
+    let out = upstream
+        .run("sensors", 3, stored, &mut states)
+        .await
+        .unwrap();
+    assert!(states.is_empty(), "json-range keeps no state");
     assert_eq!(values(&split_output(&out, "sensors").0), [r#"{"temp": 5}"#]);
     let dead = split_output(&out, "dead-letters").1;
     assert_eq!(
@@ -411,7 +416,13 @@ async fn deep_nesting_is_an_error_or_copied_never_a_stack_overflow_in_the_guest(
 
 #[test]
 fn example_modules_declare_the_abi_section_the_sdk_names() {
-    for name in ["json_range", "passthrough", "redact", "cbor_to_json"] {
+    for name in [
+        "json_range",
+        "passthrough",
+        "redact",
+        "cbor_to_json",
+        "downsample",
+    ] {
         let bytes = std::fs::read(example(name)).unwrap();
         crate::plugin::abi::check_version(&bytes).unwrap();
     }

@@ -6,6 +6,7 @@ mod examples;
 mod hostile;
 mod metrics;
 mod reload;
+mod state;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -90,7 +91,8 @@ fn chain_futures_are_send() {
     let ingest = IngestPlugins::default();
     assert_send(&ingest.run("t", Vec::new()));
     let upstream = super::UpstreamPlugins::default();
-    assert_send(&upstream.run("t", 0, Vec::new()));
+    let mut states = super::PluginStates::new();
+    assert_send(&upstream.run("t", 0, Vec::new(), &mut states));
     fn assert_sync<T: Send + Sync>() {}
     assert_sync::<IngestPlugins>();
     assert_sync::<super::UpstreamPlugins>();
