@@ -213,3 +213,61 @@ async fn upstream_plugins_filter_what_is_forwarded_and_the_local_log_stays_raw()
     edge.broker.stop().await;
     central.broker.stop().await;
 }
+
+/// Sends `value` for key "dev" with an explicit record timestamp.
+async fn send_at(producer: &rdkafka::producer::FutureProducer, value: &str, timestamp: i64) {
+    let record = rdkafka::producer::FutureRecord::to("sensors")
+        .key("dev")
+        .payload(value)
+        .timestamp(timestamp);
+    producer
+        .send(record, Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|(e, _)| panic!("produce failed: {e}"));
+}
+
+/// The downsampler keeps one record per key per second for the central cluster; its state (the
+/// last kept timestamp per key) is committed with the replication cursor, so it survives a
+/// restart of the edge: a reading too close to the last forwarded one stays at home afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downsampling_state_survives_an_edge_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let central = InProcess::start().await;
+    let central_kafka = central.kafka();
+    let edge_data = dir.path().join("edge");
+    let config = format!(
+        "[upstream]\nbootstrap = {central_kafka:?}\ntopics = [\"sensors\"]\nretry_backoff_ms = 100\n\n\
+         [[plugins]]\nname = \"every-second\"\nmodule = {:?}\nattach = \"upstream\"\n\
+         topics = [\"sensors\"]\nconfig = {{ interval_ms = 1000 }}\n",
+        headwater_tests::plugin_wasm("downsample").display().to_string()
+    );
+    let edge = ChildBroker::spawn(BIN, &edge_data, &config);
+    // Recent timestamps: older ones would fall to the default time retention.
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let p = producer(&edge.kafka(), &[]);
+    for (value, at) in [("a", 0), ("b", 400), ("c", 1000), ("d", 1999)] {
+        send_at(&p, value, t0 + at).await;
+    }
+    let forwarded = read_all(central_kafka.clone(), 2, Duration::from_secs(20)).await;
+    let got: Vec<String> = forwarded.iter().map(Consumed::value_str).collect();
+    assert_eq!(got, ["a", "c"]);
+    drop(p);
+    assert!(edge.terminate().success());
+
+    let edge = ChildBroker::spawn(BIN, &edge_data, &config);
+    let p = producer(&edge.kafka(), &[]);
+    // 500 ms after "c", the last kept: dropped if the state survived, kept if it was lost.
+    send_at(&p, "e", t0 + 1500).await;
+    send_at(&p, "f", t0 + 2000).await;
+    let forwarded = read_all(central_kafka.clone(), 4, Duration::from_secs(5)).await;
+    let got: Vec<String> = forwarded.iter().map(Consumed::value_str).collect();
+    assert_eq!(got, ["a", "c", "f"]);
+    let local = read_all(edge.kafka(), 6, Duration::from_secs(20)).await;
+    assert_eq!(local.len(), 6, "the local log keeps every reading");
+    drop(p);
+    assert!(edge.terminate().success());
+    central.broker.stop().await;
+}
