@@ -5,8 +5,8 @@
 //!   records, through the broker's real plugin runner (worker thread, CBOR both ways, copies);
 //! - the json-range filter as a plugin against the same plugin code compiled natively: called
 //!   directly on borrowed records, and through the same SDK code path (CBOR in, CBOR out);
-//! - starting an instance (instantiation plus `hw_init`, what a restart after a failure costs)
-//!   and the memory each live instance takes.
+//! - restarting an instance (drop, instantiation, `hw_init`: what the worker does after a failed
+//!   batch) and the memory each live instance takes.
 //!
 //! Run: `cargo bench -p headwater-tests --bench plugins` (prints Markdown tables). Scale with
 //! `HW_BENCH_SCALE` (default 1.0).
@@ -292,7 +292,7 @@ async fn main() {
     );
 
     println!();
-    println!("| starting an instance (instantiate + hw_init), 1,000 live instances | µs per start | linear memory KiB | RSS KiB per instance |");
+    println!("| restarting an instance (drop, instantiate, hw_init) | µs per start | linear memory KiB | RSS KiB per live instance (100 alive) |");
     println!("|---|---:|---:|---:|");
     let engine = PluginEngine::new().expect("engine");
     for (module, config) in [
@@ -301,10 +301,10 @@ async fn main() {
     ] {
         let s = section(module, module, config);
         let bytes = std::fs::read(&s.module).unwrap();
-        let instances = 1000;
+        let instances = 100;
         let before = procfs::rss_kib(std::process::id());
         let mut during = before;
-        let cost = measure_starts(&engine, &s, &bytes, instances, || {
+        let cost = measure_starts(&engine, &s, &bytes, (scale(2000), instances), || {
             during = procfs::rss_kib(std::process::id());
         })
         .expect("starts");

@@ -277,42 +277,49 @@ impl Plugin {
 /// plugin benchmark.
 #[derive(Debug, Clone, Copy)]
 pub struct StartCost {
-    /// Mean time of one start: instantiation plus `hw_init`.
+    /// Mean time of one restart: the previous instance dropped, a new one instantiated and
+    /// initialised (`hw_init`).
     pub per_start: std::time::Duration,
     /// Linear memory of one instance right after `hw_init`.
     pub linear_memory_bytes: usize,
 }
 
-/// Compiles `bytes` for `section` once, then starts `instances` fresh instances and keeps them
-/// all alive while `while_alive` runs (so a caller can read the process's memory meanwhile).
+/// Compiles `bytes` for `section` once and restarts an instance `restarts` times in a row; then
+/// keeps `alive` instances at once while `while_alive` runs (so a caller can read the
+/// process's memory meanwhile).
 pub fn measure_starts(
     engine: &PluginEngine,
     section: &PluginSection,
     bytes: &[u8],
-    instances: usize,
+    (restarts, alive): (usize, usize),
     while_alive: impl FnOnce(),
 ) -> Result<StartCost, PluginError> {
     let name: Arc<str> = Arc::from(section.name.as_str());
     let prepared = Prepared::new(engine, section, &name, bytes)?;
-    let start_err = |e: CallError| PluginError::Start {
-        plugin: section.name.clone(),
-        reason: e.to_string(),
-    };
-    let mut live = Vec::with_capacity(instances);
-    let started = Instant::now();
-    for _ in 0..instances.max(1) {
-        let instance = Instance::start(
+    let start = || {
+        Instance::start(
             &prepared.pre,
             name.clone(),
             prepared.settings,
             &prepared.config,
         )
-        .map_err(start_err)?;
-        live.push(instance);
+        .map_err(|e| PluginError::Start {
+            plugin: section.name.clone(),
+            reason: e.to_string(),
+        })
+    };
+    let mut current = Some(start()?);
+    let started = Instant::now();
+    for _ in 0..restarts.max(1) {
+        drop(current.take());
+        current = Some(start()?);
     }
-    let per_start = started.elapsed() / live.len() as u32;
-    let linear_memory_bytes = live[0].memory_size();
+    let per_start = started.elapsed() / restarts.max(1) as u32;
+    let linear_memory_bytes = current.as_ref().map_or(0, Instance::memory_size);
+    drop(current);
+    let live = (0..alive).map(|_| start()).collect::<Result<Vec<_>, _>>()?;
     while_alive();
+    drop(live);
     Ok(StartCost {
         per_start,
         linear_memory_bytes,
