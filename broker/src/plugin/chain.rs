@@ -16,6 +16,9 @@ use super::PluginError;
 use crate::config::{Attach, PluginSection};
 use crate::log::{NewRecord, StoredRecord};
 
+/// Records grouped by the topic they go to.
+pub type ByTopic = Vec<(String, Vec<NewRecord>)>;
+
 /// What a chain made of a batch.
 #[derive(Debug, Default)]
 pub struct ChainOutput {
@@ -39,6 +42,11 @@ impl ChainOutput {
         let mut all = self.kept;
         all.extend(self.dead_letters);
         all
+    }
+
+    /// Kept records and dead letters, each per topic, taken apart.
+    pub fn into_parts(self) -> (ByTopic, ByTopic) {
+        (self.kept, self.dead_letters)
     }
 
     /// Kept records per target topic, the source topic first (possibly empty).

@@ -197,12 +197,6 @@ impl Plugin {
         self.swap(prepared).await
     }
 
-    /// Like [`Plugin::reload`], with the new module's bytes at hand. Blocking while it compiles.
-    pub async fn reload_from_bytes(&self, bytes: &[u8]) -> Result<(), PluginError> {
-        let prepared = Prepared::new(&self.engine, &self.section, &self.name, bytes)?;
-        self.swap(prepared).await
-    }
-
     async fn swap(&self, prepared: Prepared) -> Result<(), PluginError> {
         let stopped = || PluginError::Stopped {
             plugin: self.name.to_string(),

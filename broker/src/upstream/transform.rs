@@ -43,20 +43,20 @@ pub async fn outgoing(
         .run(&topic, partition.index as i32, records, states)
         .await
         .map_err(|e| UpstreamError::Plugin(e.to_string()))?;
-    for (dead_letter_topic, records) in output.dead_letters() {
+    let (kept, dead_letters) = output.into_parts();
+    for (dead_letter_topic, records) in &dead_letters {
         append_locally(ctx, dead_letter_topic, records).await?;
     }
     // Plugin outputs do not map one to one to inputs, so they carry no origin offset.
-    Ok(output
-        .kept()
-        .iter()
+    Ok(kept
+        .into_iter()
         .filter(|(_, records)| !records.is_empty())
         .map(|(t, records)| {
             let records = records
-                .iter()
-                .map(|r| with_origin(ctx, partition, None, r.clone()))
+                .into_iter()
+                .map(|r| with_origin(ctx, partition, None, r))
                 .collect();
-            (t.clone(), records)
+            (t, records)
         })
         .collect())
 }
