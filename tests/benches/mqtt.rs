@@ -11,7 +11,8 @@
 //! `--locked`: its lock file pins a `metrics` that Rust 1.95 refuses); a missing one is skipped
 //! with a note. Scale with `HW_BENCH_SCALE` (default 1.0).
 //! 10,000 connections need `ulimit -n` above 10,100. `HW_MQTT_BENCH=memory` (or `throughput`,
-//! `latency`, comma-separated) runs only those parts.
+//! `latency`, comma-separated) runs only those parts; `HW_MQTT_BROKERS=mosquitto,fsync` (words
+//! of the brokers' names, comma-separated) only those brokers.
 
 #[path = "support/mqtt_brokers.rs"]
 mod mqtt_brokers;
@@ -107,6 +108,15 @@ fn wanted(part: &str) -> bool {
     std::env::var("HW_MQTT_BENCH").map_or(true, |v| v.split(',').any(|p| p.trim() == part))
 }
 
+/// Whether `HW_MQTT_BROKERS` (default: all) names a word of `name`.
+fn broker_wanted(name: &str) -> bool {
+    let name = name.to_lowercase();
+    std::env::var("HW_MQTT_BROKERS").map_or(true, |v| {
+        v.split(',')
+            .any(|w| name.contains(w.trim().to_lowercase().as_str()))
+    })
+}
+
 fn cell(m: Option<&Measured>) -> String {
     match m {
         None => "-".into(),
@@ -135,7 +145,7 @@ async fn main() {
     let mut present = Vec::new();
     let mut latency_rate = 10_000u64;
 
-    for kind in KINDS {
+    for kind in KINDS.into_iter().filter(|k| broker_wanted(k.name())) {
         let Some(broker) = mqtt_brokers::start(kind, BIN) else {
             continue;
         };

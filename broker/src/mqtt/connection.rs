@@ -21,12 +21,17 @@
 //! the client's will, if it still has one, is settled ([`will`]): after the drain, so it follows
 //! the client's own publishes in the log.
 //!
+//! Memory while quiet: the state is boxed, the subscriber side ([`outbound`]) exists only from
+//! the first SUBSCRIBE, and a connection with nothing to do for [`QUIET_BEFORE_IDLE`] drops the
+//! busy loop's future and its buffers and waits in [`idle`]'s small one (about 2.3 KiB per
+//! idle sensor in all, against 7 KiB before; see BENCHMARKS.md).
+//!
 //! A persistent session ([`super::session`]) is opened in the handshake (after the client id's
 //! lease, so a connection taken over has saved its state first), saved by a timer in the loop
 //! at most every [`super::session::SAVE_INTERVAL`], and saved a last time when the loop ends
 //! ([`persist`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -47,17 +52,18 @@ use super::wire::{Incoming, Wire};
 
 mod buffers;
 mod handlers;
+mod idle;
+mod outbound;
 mod persist;
-use super::delivery::Delivery;
+use super::delivery::Wake;
 use super::inbound::{Ack, Batch, InboundQueue};
-use super::inflight::{AwaitingRelease, Outgoing, MAX_AWAITING_PUBREL};
+use super::inflight::{AwaitingRelease, MAX_AWAITING_PUBREL};
 use super::registry::Registration;
-use super::retained_out::RetainedOut;
 use super::session_store::Lease;
-use super::subscriptions::Subscriptions;
 use super::topic;
 use super::will::{self, Fate};
 use super::MqttContext;
+use outbound::Outbound;
 
 /// Time a new connection has to send its CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -118,6 +124,19 @@ pub enum Closed {
     },
 }
 
+/// How a busy stretch of the session ended.
+enum Step {
+    Closed(Closed),
+    /// Nothing to do until the client, the log or a timer says so: wait in [`Connection::idle`].
+    Idle,
+}
+
+/// How long a connection has nothing to do before it waits in [`Connection::idle`]: a client
+/// that is busy (a publisher between two acks, a subscriber between two appends) would
+/// otherwise swap its state in and out thousands of times a second, which measurably costs
+/// throughput; a sensor between two readings waits far longer than this.
+const QUIET_BEFORE_IDLE: Duration = Duration::from_millis(200);
+
 /// A finished append and the acks it owes.
 struct AppendDone {
     acks: Vec<Ack>,
@@ -137,79 +156,25 @@ const MAX_APPENDS_IN_FLIGHT: usize = 4;
 /// TCP listeners (plain, TLS, WebSocket; see [`super::transport`]) and, with one bidirectional
 /// stream per connection, by MQTT over QUIC. The caller holds a connection slot
 /// ([`MqttContext::admit`]) for the duration.
-pub async fn serve_connection<S>(
+pub fn serve_connection<S>(
     stream: S,
     peer: Peer,
     ctx: MqttContext,
     shutdown: CancellationToken,
-) where
+) -> impl Future<Output = ()> + Send
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (reader, writer) = tokio::io::split(stream);
-    let mut conn = Connection {
-        reader,
-        writer,
-        inbuf: BytesMut::new(),
-        read_hint: buffers::IDLE_READ,
-        out: BytesMut::new(),
-        needs_flush: false,
-        writer_dead: false,
-        wire: Wire::new(ctx.inner.max_packet_bytes),
-        peer: peer.addr,
-        cert_identity: peer.cert_identity,
-        client_id: String::new(),
-        registration: None,
-        keep_alive: None,
-        last_heard: Instant::now(),
-        inbound: InboundQueue::default(),
-        pending: VecDeque::new(),
-        held: None,
-        retained_in_flight: false,
-        disconnect_received: false,
-        awaiting_rel: AwaitingRelease::default(),
-        outgoing: Outgoing::new(ctx.inner.max_inflight),
-        aliases: HashMap::new(),
-        qos1_unacked: 0,
-        subs: Subscriptions::default(),
-        retained_out: RetainedOut::default(),
-        will: None,
-        session_expiry: None,
-        lease: None,
-        persist: None,
-        delivery: Delivery::new(ctx.inner.ingest.log().clone()),
-        permissions: Permissions::all(),
-        ctx,
-    };
-    let closed = match conn.handshake(&shutdown).await {
-        Ok(()) => conn.session(&shutdown).await,
-        Err(closed) => closed,
-    };
-    conn.log_close(&closed);
-    conn.close_session(&closed).await;
-    if conn.registration.is_some() && conn.wire.version == Version::V5 {
-        if let Some(reason) = closed.disconnect_reason() {
-            conn.send_disconnect(reason, &closed);
-        }
-    }
-    if !matches!(closed, Closed::Io(_)) {
-        conn.final_flush().await;
-    }
-    if let Some(w) = conn.will.take() {
-        let fate = match closed {
-            // Only DISCONNECT 0x04 leaves the will in place (see `handlers`).
-            Closed::ClientDisconnect => Fate::Publish,
-            Closed::Shutdown => Fate::PublishNow,
-            Closed::TakenOver => Fate::TakenOver,
-            _ => Fate::Publish,
+    // The state lives on the heap, built before the future (whose arguments would otherwise
+    // stay in it), and each phase's future is boxed while it runs: an idle connection holds its
+    // state and the small wait of `idle`, not room for the busiest phase.
+    let mut conn = Box::new(Connection::new(stream, peer, ctx));
+    async move {
+        let closed = match Box::pin(conn.handshake(&shutdown)).await {
+            Ok(()) => conn.run(&shutdown).await,
+            Err(closed) => closed,
         };
-        let delay = will::delay(&w, conn.session_expiry);
-        will::settle(&conn.ctx, &conn.client_id, w, delay, fate, &shutdown).await;
-    }
-    if let Some(r) = &conn.registration {
-        conn.ctx
-            .inner
-            .clients
-            .unregister(&conn.client_id, r.connection);
+        Box::pin(conn.finish(closed, &shutdown)).await;
     }
 }
 
@@ -242,35 +207,124 @@ struct Connection<S> {
     pending: VecDeque<PendingAppend>,
     /// A batch with a retained message, waiting for the appends before it to finish: it is
     /// appended alone (the retained store's index follows commit order under its own lock).
-    held: Option<Batch>,
+    held: Option<Box<Batch>>,
     /// The one append in flight carries a retained message; nothing else starts meanwhile.
     retained_in_flight: bool,
     disconnect_received: bool,
     awaiting_rel: AwaitingRelease,
-    outgoing: Outgoing,
+    /// Most deliveries unacknowledged: `mqtt.max_inflight` capped by the client's Receive
+    /// Maximum (set at CONNECT).
+    window: usize,
     /// MQTT 5 inbound topic aliases (1..=[`TOPIC_ALIAS_MAXIMUM`]) set by this client.
-    aliases: HashMap<u16, String>,
+    /// A vector, not a map: at most 64 entries, and no room taken in clients that set none.
+    aliases: Vec<(u16, String)>,
     /// QoS 1 publishes received and not yet acknowledged (with the QoS 2 ones awaiting PUBREL,
     /// what [`RECEIVE_MAXIMUM`] bounds).
     qos1_unacked: usize,
-    subs: Subscriptions,
-    /// Retained messages still to send for recent SUBSCRIBEs.
-    retained_out: RetainedOut,
     /// The will from CONNECT; taken away by a normal DISCONNECT.
-    will: Option<WillIn>,
+    will: Option<Box<WillIn>>,
     /// MQTT 5 session expiry interval the client asked for (bounds the will delay).
     session_expiry: Option<u32>,
     /// Exclusive use of this client id's stored session, from CONNECT to the final save.
-    lease: Option<Lease>,
+    lease: Option<Box<Lease>>,
     /// Set when the session outlives the connection (or was resumed by it).
-    persist: Option<persist::Persist>,
-    delivery: Delivery,
+    persist: Option<Box<persist::Persist>>,
+    /// Subscriptions and delivery, from the first SUBSCRIBE on.
+    outbound: Option<Box<Outbound>>,
     /// What this client may publish and subscribe to (`[mqtt.auth]` ACL), set at CONNECT.
     permissions: Permissions,
     ctx: MqttContext,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
+    fn new(stream: S, peer: Peer, ctx: MqttContext) -> Connection<S> {
+        let (reader, writer) = tokio::io::split(stream);
+        Connection {
+            reader,
+            writer,
+            inbuf: BytesMut::new(),
+            read_hint: buffers::IDLE_READ,
+            out: BytesMut::new(),
+            needs_flush: false,
+            writer_dead: false,
+            wire: Wire::new(ctx.inner.max_packet_bytes),
+            peer: peer.addr,
+            cert_identity: peer.cert_identity,
+            client_id: String::new(),
+            registration: None,
+            keep_alive: None,
+            last_heard: Instant::now(),
+            inbound: InboundQueue::default(),
+            pending: VecDeque::new(),
+            held: None,
+            retained_in_flight: false,
+            disconnect_received: false,
+            awaiting_rel: AwaitingRelease::default(),
+            window: ctx.inner.max_inflight,
+            aliases: Vec::new(),
+            qos1_unacked: 0,
+            will: None,
+            session_expiry: None,
+            lease: None,
+            persist: None,
+            outbound: None,
+            permissions: Permissions::all(),
+            ctx,
+        }
+    }
+
+    /// The connected session: busy stretches in [`Self::session`], quiet ones in
+    /// [`Self::idle`], until the connection ends.
+    async fn run(&mut self, shutdown: &CancellationToken) -> Closed {
+        let mut first = true;
+        loop {
+            // The first quiet moment after CONNACK goes idle at once: a burst of connecting
+            // sensors then never holds the busy state of all of them together.
+            let eager = first;
+            first = false;
+            match Box::pin(self.session(shutdown, eager)).await {
+                Step::Closed(closed) => return closed,
+                Step::Idle => {
+                    if let Err(closed) = self.idle(shutdown).await {
+                        return closed;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the connection: logs why, saves or drops the session, tells an MQTT 5 client the
+    /// reason, flushes, settles the will and gives up the client id.
+    async fn finish(&mut self, closed: Closed, shutdown: &CancellationToken) {
+        self.log_close(&closed);
+        self.close_session(&closed).await;
+        if self.registration.is_some() && self.wire.version == Version::V5 {
+            if let Some(reason) = closed.disconnect_reason() {
+                self.send_disconnect(reason, &closed);
+            }
+        }
+        if !matches!(closed, Closed::Io(_)) {
+            self.final_flush().await;
+        }
+        if let Some(w) = self.will.take() {
+            let fate = match closed {
+                // Only DISCONNECT 0x04 leaves the will in place (see `handlers`).
+                Closed::ClientDisconnect => Fate::Publish,
+                Closed::Shutdown => Fate::PublishNow,
+                Closed::TakenOver => Fate::TakenOver,
+                _ => Fate::Publish,
+            };
+            let delay = will::delay(&w, self.session_expiry);
+            will::settle(&self.ctx, &self.client_id, *w, delay, fate, shutdown).await;
+        }
+        if let Some(r) = &self.registration {
+            self.ctx
+                .inner
+                .clients
+                .unregister(&self.client_id, r.connection);
+        }
+    }
+
     /// Reads the CONNECT and answers it.
     async fn handshake(&mut self, shutdown: &CancellationToken) -> Result<(), Closed> {
         let deadline = Instant::now() + CONNECT_TIMEOUT;
@@ -372,7 +426,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         }
         self.permissions = login.permissions(&self.client_id, username.as_deref());
         let identity = self.cert_identity.clone();
-        self.registration = Some(self.ctx.inner.clients.register(&self.client_id, identity));
+        let clients = &self.ctx.inner.clients;
+        self.registration = Some(clients.register(&self.client_id, identity, shutdown));
         // A will of this client id waiting out its delay is not published (§3.1.3.2.2).
         self.ctx.inner.wills.cancel(&self.client_id);
         // The client's Receive Maximum bounds our window towards it (set before a resumed
@@ -383,7 +438,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             .inner
             .max_inflight
             .min(usize::from(connect.receive_maximum.unwrap_or(u16::MAX)));
-        self.outgoing = Outgoing::new(window);
+        self.window = window;
         let opened = match self
             .open_session(connect.clean_start, connect.session_expiry, shutdown)
             .await
@@ -393,7 +448,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             Err(persist::Refusal::Code(code, why)) => return refuse(self, code, &why),
         };
         // A will the client may not write is dropped, the connection accepted (as Mosquitto).
-        self.will = connect.will.map(|w| *w).filter(|w| {
+        self.will = connect.will.filter(|w| {
             let ok = self.permissions.may_publish(&w.topic);
             if !ok {
                 tracing::info!(client_id = %self.client_id, peer = %self.peer, topic = %w.topic, "mqtt: will dropped: no write access (acl_file)");
@@ -407,8 +462,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         self.wire.peer_max = connect.maximum_packet_size;
         let alias_max = connect.topic_alias_maximum.unwrap_or(0);
         self.wire.out_aliases.get_mut().set_max(alias_max);
-        self.delivery.client_id = self.client_id.clone();
-        self.delivery.permissions = self.permissions.clone();
         self.inbound.client_id = self.client_id.clone();
         self.last_heard = Instant::now();
         let mut ack = ConnAckOut::bare(ConnectCode::Success);
@@ -428,19 +481,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         Ok(())
     }
 
-    /// The connected session, until it ends.
-    async fn session(&mut self, shutdown: &CancellationToken) -> Closed {
+    /// A busy stretch of the connected session: until it ends or has nothing to do but wait for
+    /// the client ([`Step::Idle`]).
+    async fn session(&mut self, shutdown: &CancellationToken, eager_idle: bool) -> Step {
         let taken_over = match &self.registration {
             Some(r) => r.taken_over.clone(),
             None => CancellationToken::new(),
         };
         // Set once the connection is ending: why, and until when appends may finish.
         let mut draining: Option<(Closed, Instant)> = None;
+        // Since when there has been nothing to do (see `QUIET_BEFORE_IDLE`).
+        let mut quiet_since: Option<Instant> = None;
         loop {
             // Complete packets already read are handled even while draining: a client that
             // publishes, sends DISCONNECT and hangs up may be seen at end of stream first.
             if let Err(closed) = self.process_input() {
-                return closed;
+                return Step::Closed(closed);
             }
             if self.disconnect_received
                 && !matches!(
@@ -453,36 +509,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                     .map_or_else(|| Instant::now() + DRAIN_TIMEOUT, |(_, at)| *at);
                 draining = Some((Closed::ClientDisconnect, until));
             }
-            self.start_appends().await;
+            if self.appends_to_start() {
+                // Boxed, like the save below: the loop's own future stays small.
+                Box::pin(self.start_appends()).await;
+            }
             let appends_done = self.pending.is_empty() && self.held.is_none();
             if draining.is_some() && appends_done && self.inbound.is_empty() {
                 if let Some((closed, _)) = draining.take() {
-                    return closed;
+                    return Step::Closed(closed);
                 }
             }
             let mut more = false;
-            if draining.is_none() && !self.retained_out.is_empty() {
-                more = self.retained_out.pump(
-                    &self.ctx.inner.retained,
-                    &mut self.outgoing,
-                    &self.wire,
-                    &mut self.out,
-                    OUT_DELIVERY_LIMIT,
-                    now_ms(),
-                );
-            }
-            if draining.is_none() {
-                more |= self.delivery.pump(
-                    &self.subs,
-                    &mut self.outgoing,
-                    &self.wire,
-                    &mut self.out,
-                    OUT_DELIVERY_LIMIT,
-                    now_ms(),
-                );
+            if let (None, Some(o)) = (&draining, self.outbound.as_deref_mut()) {
+                let retained = &self.ctx.inner.retained;
+                more = o.pump(retained, &self.wire, &mut self.out, now_ms());
             }
             if self.writer_dead {
                 self.out.clear();
+            }
+            let now = Instant::now();
+            if draining.is_none() && !more && self.is_quiet() {
+                let since = *quiet_since.get_or_insert(now);
+                if eager_idle || now >= since + QUIET_BEFORE_IDLE {
+                    return Step::Idle;
+                }
+            } else {
+                quiet_since = None;
             }
             let can_read =
                 draining.is_none() && !self.inbound.is_full() && self.out.len() < OUT_READ_LIMIT;
@@ -492,8 +544,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             buffers::release_idle_write(&mut self.out);
             let can_write = !self.writer_dead && (!self.out.is_empty() || self.needs_flush);
             let silent_until = self.keep_alive.map(|k| self.last_heard + k);
+            // One timer for the keep-alive and the end of a quiet stretch.
+            let quiet_until = quiet_since.map(|at| at + QUIET_BEFORE_IDLE);
+            let timer_at = match (silent_until, quiet_until) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let drain_until = draining.as_ref().map(|(_, at)| *at);
-            let far = Instant::now() + Duration::from_secs(86_400);
+            let far = now + Duration::from_secs(86_400);
             let save_at = self.persist.as_ref().map(|p| p.next_save);
 
             tokio::select! {
@@ -503,12 +561,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                         self.read_hint = buffers::next_hint(n, self.read_hint);
                         self.last_heard = Instant::now();
                     }
-                    Err(e) => return Closed::Io(e),
+                    Err(e) => return Step::Closed(Closed::Io(e)),
                 },
                 written = write_some(&mut self.writer, &mut self.out, &mut self.needs_flush), if can_write => {
                     if let Err(e) = written {
                         if draining.is_none() {
-                            return Closed::Io(e);
+                            return Step::Closed(Closed::Io(e));
                         }
                         self.writer_dead = true;
                     }
@@ -517,32 +575,55 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                     self.pending.pop_front();
                     self.retained_in_flight = false;
                     if let Err(closed) = self.finish_append(done) {
-                        return closed;
+                        return Step::Closed(closed);
                     }
                 }
-                wake = self.delivery.wake(), if draining.is_none() => {
-                    let router = &self.ctx.inner.router;
-                    self.delivery.on_wake(wake, &self.subs, router);
-                    for wake in self.delivery.ready_events(EVENTS_PER_WAKE) {
-                        self.delivery.on_wake(wake, &self.subs, router);
+                wake = outbound::next_wake(&mut self.outbound), if draining.is_none() => self.on_delivery_wake(wake),
+                _ = tokio::time::sleep_until(timer_at.unwrap_or(far)), if timer_at.is_some() && draining.is_none() => {
+                    if silent_until.is_some_and(|at| at <= Instant::now()) {
+                        return Step::Closed(Closed::KeepAlive(self.keep_alive.unwrap_or_default()));
                     }
-                }
-                _ = tokio::time::sleep_until(silent_until.unwrap_or(far)), if silent_until.is_some() && draining.is_none() => {
-                    return Closed::KeepAlive(self.keep_alive.unwrap_or_default());
+                    // Otherwise the quiet stretch is long enough: the next turn goes idle.
                 }
                 _ = tokio::time::sleep_until(drain_until.unwrap_or(far)), if drain_until.is_some() => {
-                    return Closed::DrainTimeout;
+                    return Step::Closed(Closed::DrainTimeout);
                 }
                 _ = shutdown.cancelled(), if draining.is_none() => {
                     draining = Some((Closed::Shutdown, Instant::now() + DRAIN_TIMEOUT));
                 }
                 _ = tokio::time::sleep_until(save_at.unwrap_or(far)), if save_at.is_some() && draining.is_none() => {
-                    self.save_session().await;
+                    Box::pin(self.save_session()).await;
                 }
-                _ = taken_over.cancelled() => return Closed::TakenOver,
+                // Also cancelled by a shutdown (a child token): that one drains first.
+                _ = taken_over.cancelled(), if !shutdown.is_cancelled() => {
+                    if !shutdown.is_cancelled() {
+                        return Step::Closed(Closed::TakenOver);
+                    }
+                }
                 _ = tokio::task::yield_now(), if more => {}
             }
         }
+    }
+
+    /// Append events (or a share group's nudge) for this subscriber, and those already queued.
+    fn on_delivery_wake(&mut self, wake: Wake) {
+        if let Some(o) = self.outbound.as_deref_mut() {
+            o.on_wake(wake, &self.ctx.inner.router);
+        }
+    }
+
+    /// The subscriber side, created on first use.
+    fn outbound(&mut self) -> &mut Outbound {
+        let (log, window) = (self.ctx.inner.ingest.log(), self.window);
+        let (client_id, permissions) = (&self.client_id, &self.permissions);
+        self.outbound.get_or_insert_with(|| {
+            Box::new(Outbound::new(
+                log.clone(),
+                client_id,
+                permissions.clone(),
+                window,
+            ))
+        })
     }
 
     fn log_close(&self, closed: &Closed) {

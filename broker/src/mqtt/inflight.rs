@@ -8,7 +8,7 @@
 //! resent PUBLISH with the same id is acknowledged but not stored twice (exactly once within a
 //! connection). The set is bounded; a client exceeding it is misbehaving and is disconnected.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use rumqttc::mqttbytes::QoS;
 
@@ -238,10 +238,12 @@ impl Outgoing {
     }
 }
 
-/// Incoming QoS 2 ids between PUBLISH and PUBREL.
+/// Incoming QoS 2 ids between PUBLISH and PUBREL. A vector, not a set: at most
+/// [`MAX_AWAITING_PUBREL`] ids (a scan is cheap) and, unlike an empty set, 24 bytes in each
+/// connection that never uses QoS 2.
 #[derive(Debug, Default)]
 pub struct AwaitingRelease {
-    ids: HashSet<u16>,
+    ids: Vec<u16>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -261,14 +263,20 @@ impl AwaitingRelease {
         } else if self.ids.len() >= MAX_AWAITING_PUBREL {
             Receipt::Overflow
         } else {
-            self.ids.insert(id);
+            self.ids.push(id);
             Receipt::New
         }
     }
 
     /// PUBREL: the client will not resend this id; forget it. False if it was not known.
     pub fn release(&mut self, id: u16) -> bool {
-        self.ids.remove(&id)
+        match self.ids.iter().position(|&known| known == id) {
+            Some(i) => {
+                self.ids.swap_remove(i);
+                true
+            }
+            None => false,
+        }
     }
 
     /// QoS 2 publishes between PUBLISH and PUBREL.

@@ -28,7 +28,9 @@ struct Entry {
     cert_identity: Option<String>,
 }
 
-/// A registered connection: its number and the token cancelled when it is taken over.
+/// A registered connection: its number and the token cancelled when it is taken over (or the
+/// broker shuts down: it is a child of the shutdown token, so a quiet connection waits on one
+/// token, not two; tell the two apart with the shutdown token).
 pub struct Registration {
     pub connection: u64,
     pub taken_over: CancellationToken,
@@ -36,9 +38,14 @@ pub struct Registration {
 
 impl Registry {
     /// Registers `client_id`, cancelling the connection that had it.
-    pub fn register(&self, client_id: &str, cert_identity: Option<String>) -> Registration {
+    pub fn register(
+        &self,
+        client_id: &str,
+        cert_identity: Option<String>,
+        shutdown: &CancellationToken,
+    ) -> Registration {
         let connection = self.next_connection.fetch_add(1, Ordering::Relaxed);
-        let token = CancellationToken::new();
+        let token = shutdown.child_token();
         let previous = self
             .clients
             .lock()
@@ -103,8 +110,9 @@ mod tests {
     #[test]
     fn a_second_connection_takes_over_and_the_first_leaves_it_alone() {
         let r = Registry::default();
-        let a = r.register("dev", None);
-        let b = r.register("dev", Some("sensor-1".into()));
+        let shutdown = CancellationToken::new();
+        let a = r.register("dev", None, &shutdown);
+        let b = r.register("dev", Some("sensor-1".into()), &shutdown);
         assert_eq!(r.cert_identity("dev"), Some(Some("sensor-1".into())));
         assert_eq!(r.cert_identity("other"), None);
         assert!(a.taken_over.is_cancelled());
@@ -114,6 +122,11 @@ mod tests {
             r.len(),
             1,
             "the old connection must not remove its successor"
+        );
+        shutdown.cancel();
+        assert!(
+            b.taken_over.is_cancelled(),
+            "shutdown reaches every connection"
         );
         r.unregister("dev", b.connection);
         assert_eq!(r.len(), 0);

@@ -58,11 +58,15 @@ pub async fn run_transport(
         };
         // Acks and PINGRESPs are small and latency-sensitive.
         let _ = stream.set_nodelay(true);
-        let ctx = ctx.clone();
-        let shutdown = shutdown.clone();
-        let transport = transport.clone();
+        let served = transport::serve(
+            stream,
+            peer,
+            transport.clone(),
+            ctx.clone(),
+            shutdown.clone(),
+        );
         tracker.spawn(async move {
-            transport::serve(stream, peer, transport, ctx, shutdown).await;
+            served.await;
             drop(permit);
         });
     }

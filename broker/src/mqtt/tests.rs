@@ -808,3 +808,39 @@ async fn qos0_publishes_followed_by_disconnect_are_all_stored() {
     }
     assert_eq!(records(&b.log, "ff").len(), 500);
 }
+
+/// A quiet connection reads its next bytes through a small buffer on its stack (see
+/// `connection::idle`): a large publish arriving in pieces after a quiet stretch, and a
+/// publish after another quiet stretch, are still stored whole and acked.
+#[tokio::test]
+async fn a_quiet_connection_takes_a_large_publish_in_pieces() {
+    let b = start(MqttSection::default()).await;
+    let mut raw = Raw::connected(b.addr, "quiet", 0).await;
+    let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let mut bytes = BytesMut::new();
+    Codec::new(1 << 20)
+        .encode(
+            &publish("quiet/big", QoS::AtLeastOnce, 7, &payload),
+            &mut bytes,
+        )
+        .unwrap();
+    for piece in [&bytes[..3], &bytes[3..50], &bytes[50..5000], &bytes[5000..]] {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        raw.send_bytes(piece).await;
+    }
+    match raw.recv().await {
+        Some(Packet::PubAck(a)) => assert_eq!(a.pkid, 7),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    // Past the quiet stretch before idling (200 ms), so this one is read while idle too.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    raw.send(publish("quiet/big", QoS::AtLeastOnce, 8, b"small"))
+        .await;
+    match raw.recv().await {
+        Some(Packet::PubAck(a)) => assert_eq!(a.pkid, 8),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    let stored = records(&b.log, "quiet");
+    let payloads: Vec<&[u8]> = stored.iter().map(|r| r.value.as_deref().unwrap()).collect();
+    assert_eq!(payloads, [&payload[..], b"small"]);
+}

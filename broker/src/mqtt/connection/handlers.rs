@@ -54,18 +54,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         match packet {
             ClientPacket::Publish(p) => self.on_publish(p)?,
             ClientPacket::PubAck { pkid } => {
-                self.delivery.shared.settled(pkid);
-                if !self.outgoing.puback(pkid) {
+                let known = self.outbound.as_deref_mut().is_some_and(|o| {
+                    o.delivery.shared.settled(pkid);
+                    o.outgoing.puback(pkid)
+                });
+                if !known {
                     tracing::debug!(client_id = %self.client_id, pkid, "mqtt: PUBACK for no open delivery");
                 }
             }
             ClientPacket::PubRec { pkid, reason } => {
-                // The client has the message (or refused it): a shared delivery is settled.
-                self.delivery.shared.settled(pkid);
-                if reason >= 0x80 {
-                    // MQTT 5: the client refused the message; the exchange ends here (§4.3.3).
-                    self.outgoing.pubrec_refused(pkid);
-                } else if self.outgoing.pubrec(pkid) {
+                let release = self.outbound.as_deref_mut().is_some_and(|o| {
+                    // The client has the message (or refused it): a shared delivery is settled.
+                    o.delivery.shared.settled(pkid);
+                    if reason >= 0x80 {
+                        // MQTT 5: the client refused the message; the exchange ends here
+                        // (§4.3.3).
+                        o.outgoing.pubrec_refused(pkid);
+                        false
+                    } else {
+                        o.outgoing.pubrec(pkid)
+                    }
+                });
+                if release {
                     self.send(&ServerPacket::PubRel { pkid });
                 }
             }
@@ -81,7 +91,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 self.send(&ServerPacket::PubComp { pkid, reason });
             }
             ClientPacket::PubComp { pkid } => {
-                self.outgoing.pubcomp(pkid);
+                if let Some(o) = self.outbound.as_deref_mut() {
+                    o.outgoing.pubcomp(pkid);
+                }
             }
             ClientPacket::Subscribe(s) => self.on_subscribe(s)?,
             ClientPacket::Unsubscribe { pkid, filters } => self.on_unsubscribe(pkid, filters),
@@ -134,14 +146,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             });
         }
         if p.topic.is_empty() {
-            return self.aliases.get(&alias).cloned().ok_or_else(|| {
+            let known = self.aliases.iter().find(|(a, _)| *a == alias);
+            return known.map(|(_, t)| t.clone()).ok_or_else(|| {
                 Closed::Protocol(format!("PUBLISH with unknown topic alias {alias}"))
             });
         }
         if let Err(e) = topic::validate_topic_name(&p.topic) {
             return Err(self.invalid_topic(e));
         }
-        self.aliases.insert(alias, p.topic.clone());
+        match self.aliases.iter_mut().find(|(a, _)| *a == alias) {
+            Some((_, topic)) => *topic = p.topic.clone(),
+            None => self.aliases.push((alias, p.topic.clone())),
+        }
         Ok(std::mem::take(&mut p.topic))
     }
 
@@ -244,26 +260,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             } else if !self.permissions.may_subscribe(&f.path) {
                 tracing::debug!(client_id = %self.client_id, peer = %self.peer, filter = %f.path, "mqtt: subscription refused: no read access (acl_file)");
                 reason::NOT_AUTHORIZED
-            } else if self.subs.contains(&f.path) {
-                self.subs.subscribe(&f.path, options, Default::default());
+            } else if self.outbound().subs.contains(&f.path) {
+                self.outbound()
+                    .subs
+                    .subscribe(&f.path, options, Default::default());
                 // Retain handling 1: retained messages only for a new subscription (§3.8.3.1).
                 if f.retain_handling == 0 && self.retained_allowed(&f.path) {
-                    self.retained_out.start(&f.path, f.qos, s.id);
+                    self.outbound().retained_out.start(&f.path, f.qos, s.id);
                 }
                 f.qos as u8
-            } else if self.subs.len() >= MAX_SUBSCRIPTIONS {
+            } else if self.outbound().subs.len() >= MAX_SUBSCRIPTIONS {
                 tracing::warn!(client_id = %self.client_id, peer = %self.peer, filter = %f.path, "mqtt: refusing subscription: {MAX_SUBSCRIPTIONS} filters already");
                 reason::QUOTA_EXCEEDED
             } else {
-                let since = self.delivery.start(&f.path, &self.subs, router);
-                match self.subs.subscribe(&f.path, options, since) {
+                let o = self.outbound();
+                let since = o.delivery.start(&f.path, &o.subs, router);
+                match o.subs.subscribe(&f.path, options, since) {
                     Added::Full => {
-                        self.delivery.forget_unselected(&self.subs, router);
+                        o.delivery.forget_unselected(&o.subs, router);
                         reason::QUOTA_EXCEEDED
                     }
                     Added::New | Added::Replaced => {
                         if f.retain_handling < 2 && self.retained_allowed(&f.path) {
-                            self.retained_out.start(&f.path, f.qos, s.id);
+                            self.outbound().retained_out.start(&f.path, f.qos, s.id);
                         }
                         f.qos as u8
                     }
@@ -303,11 +322,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             tracing::debug!(client_id = %self.client_id, peer = %self.peer, filter = %path, "mqtt: subscription refused: no read access (acl_file)");
             return Ok(reason::NOT_AUTHORIZED);
         }
-        if !self.subs.contains(path) && self.subs.len() >= MAX_SUBSCRIPTIONS {
+        let subs = &mut self.outbound().subs;
+        if !subs.contains(path) && subs.len() >= MAX_SUBSCRIPTIONS {
             tracing::warn!(client_id = %self.client_id, peer = %self.peer, filter = %path, "mqtt: refusing subscription: {MAX_SUBSCRIPTIONS} filters already");
             return Ok(reason::QUOTA_EXCEEDED);
         }
-        self.subs.subscribe(path, options, Default::default());
+        subs.subscribe(path, options, Default::default());
         self.join_share_group(path, group, filter);
         Ok(options.qos as u8)
     }
@@ -315,6 +335,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     /// Joins the groups of the shared subscriptions a resumed session brought back.
     pub(super) fn rejoin_share_groups(&mut self) {
         let paths: Vec<String> = self
+            .outbound()
             .subs
             .iter()
             .map(|(path, _, _)| path.to_string())
@@ -329,10 +350,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
 
     /// Joins the group of a shared subscription in `subs` (on SUBSCRIBE and session resume).
     pub(super) fn join_share_group(&mut self, path: &str, group: &str, filter: &str) {
-        let log = self.ctx.inner.ingest.log();
-        let router = &self.ctx.inner.router;
-        let joined = self.ctx.inner.share_groups.join(group, filter, log, router);
-        self.delivery.join_shared(path, joined);
+        let ctx = self.ctx.clone();
+        let (log, router) = (ctx.inner.ingest.log(), &ctx.inner.router);
+        let joined = ctx.inner.share_groups.join(group, filter, log, router);
+        self.outbound().delivery.join_shared(path, joined);
     }
 
     /// Retained messages go out without the per-message ACL check, so only for a filter whose
@@ -346,28 +367,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     }
 
     fn on_unsubscribe(&mut self, pkid: u16, filters: Vec<String>) {
+        let ctx = self.ctx.clone();
+        let o = self.outbound();
         let reasons = filters
             .iter()
             .map(|f| {
-                self.retained_out.stop(f);
-                self.delivery.shared.leave(f);
-                if self.subs.unsubscribe(f) {
+                o.retained_out.stop(f);
+                o.delivery.shared.leave(f);
+                if o.subs.unsubscribe(f) {
                     reason::SUCCESS
                 } else {
                     reason::NO_SUBSCRIPTION_EXISTED
                 }
             })
             .collect();
-        self.delivery
-            .forget_unselected(&self.subs, &self.ctx.inner.router);
+        o.delivery.forget_unselected(&o.subs, &ctx.inner.router);
         self.send(&ServerPacket::UnsubAck { pkid, reasons });
+    }
+
+    /// Whether [`Self::start_appends`] has something to start.
+    pub(super) fn appends_to_start(&self) -> bool {
+        (self.held.is_some() || !self.inbound.is_empty())
+            && self.pending.len() < MAX_APPENDS_IN_FLIGHT
+            && !self.retained_in_flight
     }
 
     /// Queues inbound batches with the log writer, up to [`MAX_APPENDS_IN_FLIGHT`]; a batch
     /// with a retained message waits until the ones before it are done and then goes alone.
     pub(super) async fn start_appends(&mut self) {
         while self.pending.len() < MAX_APPENDS_IN_FLIGHT && !self.retained_in_flight {
-            let Some(batch) = self.held.take().or_else(|| self.inbound.next_batch()) else {
+            let Some(batch) = self
+                .held
+                .take()
+                .map(|b| *b)
+                .or_else(|| self.inbound.next_batch())
+            else {
                 return;
             };
             if batch.retained.is_none() {
@@ -375,7 +409,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             } else if self.pending.is_empty() {
                 self.start_retained_append(batch);
             } else {
-                self.held = Some(batch);
+                self.held = Some(Box::new(batch));
                 return;
             }
         }

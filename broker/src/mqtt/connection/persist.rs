@@ -63,7 +63,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             lease = store.lease(&self.client_id) => lease,
             _ = shutdown.cancelled() => return Err(Refusal::Shutdown),
         };
-        self.lease = Some(lease);
+        self.lease = Some(Box::new(lease));
         let v5 = self.wire.version == Version::V5;
         let asked_secs = asked.unwrap_or(0);
         let keep = if v5 { asked_secs > 0 } else { !clean_start };
@@ -100,33 +100,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         }
         let present = stored.is_some();
         let log = ctx.inner.ingest.log();
-        self.delivery.client_id = self.client_id.clone();
         let (mut saved_subs, mut saved_cursors) = (Vec::new(), SavedCursors::default());
         let mut release = Vec::new();
         if let Some((record, cursors)) = stored {
-            session::restore_subs(&record.subs, &mut self.subs, log);
+            let o = self.outbound();
+            session::restore_subs(&record.subs, &mut o.subs, log);
             let resolved = session::resolve_cursors(&cursors.cursors, log);
             let max_queued = ctx.inner.max_queued_messages;
-            self.delivery
-                .resume(resolved, &self.subs, &ctx.inner.router, max_queued);
-            self.rejoin_share_groups();
+            o.delivery
+                .resume(resolved, &o.subs, &ctx.inner.router, max_queued);
             let inflight = session::resolve_inflight(&cursors.inflight, log);
-            release = self.outgoing.restore(&inflight);
-            tracing::debug!(client_id = %self.client_id, filters = self.subs.len(), "mqtt: session resumed");
+            release = o.outgoing.restore(&inflight);
+            let filters = o.subs.len();
+            self.rejoin_share_groups();
+            tracing::debug!(client_id = %self.client_id, filters, "mqtt: session resumed");
             saved_subs = record.subs;
             saved_cursors = cursors;
         }
         // The connection holds its groups itself now (or, on a clean start, no longer wants
         // them).
         ctx.inner.share_groups.unpark(&self.client_id);
+        if !keep && !present {
+            // Nothing of this session is stored or will be: the lease is not needed to save it,
+            // and 10,000 idle sensors need not hold 10,000 locks.
+            self.lease = None;
+        }
         if keep || present {
-            self.persist = Some(Persist {
+            self.persist = Some(Box::new(Persist {
                 keep,
                 expiry,
                 saved_subs,
                 saved_cursors,
                 next_save: Instant::now() + SAVE_INTERVAL,
-            });
+            }));
         }
         if keep {
             // Stored now: the session exists (and counts) from CONNACK on, with its new expiry.
@@ -181,7 +187,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             // The session's share groups keep their place for it while it is away.
             let expiry = self.persist.as_ref().and_then(|p| p.expiry);
             let expires_at = expiry.map(|secs| now_ms().saturating_add(i64::from(secs) * 1000));
-            let groups = self.delivery.shared.groups();
+            let groups = match &self.outbound {
+                Some(o) => o.delivery.shared.groups(),
+                None => Vec::new(),
+            };
             let share_groups = &self.ctx.inner.share_groups;
             share_groups.park(&self.client_id, groups, expires_at);
         }
@@ -210,8 +219,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             return Ok(());
         }
         let log = self.ctx.inner.ingest.log();
-        let subs = session::save_subs(&self.subs, log);
-        let cursors = session::save_cursors(self.delivery.positions(), &self.outgoing);
+        let (subs, cursors) = match &self.outbound {
+            Some(o) => (
+                session::save_subs(&o.subs, log),
+                session::save_cursors(o.delivery.positions(), &o.outgoing),
+            ),
+            None => Default::default(),
+        };
         let subs_changed = subs != p.saved_subs;
         if !force && !subs_changed && cursors == p.saved_cursors {
             return Ok(());

@@ -1,0 +1,121 @@
+//! A connection's quiet stretches. Most connections of a gateway are sensors between two
+//! readings, so what a quiet connection holds is what 10,000 of them cost: once there has been
+//! nothing to do for `QUIET_BEFORE_IDLE`, [`Connection::idle`] gives back the read and write
+//! buffers and waits in a small future of its own (the busy loop's future, with room for every
+//! branch and append, is dropped meanwhile), reading the client's next bytes through a few
+//! bytes on the stack.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::mqtt::delivery::Wake;
+
+use super::{buffers, Closed, Connection};
+
+/// Bytes a quiet connection reads at a time, on its stack.
+const IDLE_PROBE: usize = 64;
+
+/// What ended a quiet stretch.
+enum Woke {
+    /// Bytes from the client (appended to the read buffer), or the end of the stream.
+    Read(std::io::Result<usize>),
+    Log(Wake),
+    /// The keep-alive or session-save deadline.
+    Timer,
+    /// Shutdown or takeover.
+    Cancelled,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
+    /// Nothing to do but wait for the client, the log or a timer: no bytes buffered either way,
+    /// no append in flight or queued (the caller also checks nothing is left to deliver).
+    pub(super) fn is_quiet(&self) -> bool {
+        self.inbuf.is_empty()
+            && self.out.is_empty()
+            && !self.needs_flush
+            && self.pending.is_empty()
+            && self.held.is_none()
+            && self.inbound.is_empty()
+    }
+
+    /// Waits out a quiet stretch: for the client's next bytes, a log event for a subscriber,
+    /// the keep-alive or session-save deadline, takeover or shutdown. `Ok` means there may be
+    /// work again for the busy loop.
+    pub(super) async fn idle(&mut self, shutdown: &CancellationToken) -> Result<(), Closed> {
+        self.inbuf = BytesMut::new();
+        self.out = BytesMut::new();
+        let silent_until = self.keep_alive.map(|k| self.last_heard + k);
+        let save_at = self.persist.as_ref().map(|p| p.next_save);
+        let wake_at = match (silent_until, save_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        // The registration's token is a child of `shutdown`: one wait for both.
+        let cancelled = match &self.registration {
+            Some(r) => &r.taken_over,
+            None => shutdown,
+        };
+        let (reader, inbuf) = (&mut self.reader, &mut self.inbuf);
+        // Boxed, each at its own size: a publish-only connection waits for no log events.
+        let woke = match self.outbound.as_deref_mut() {
+            Some(o) => {
+                let wake = o.delivery.wake();
+                Box::pin(wait(reader, inbuf, wake, wake_at, cancelled)).await
+            }
+            None => {
+                let never = std::future::pending();
+                Box::pin(wait(reader, inbuf, never, wake_at, cancelled)).await
+            }
+        };
+        match woke {
+            // Nothing is in flight: neither the end of the stream nor a shutdown needs a drain.
+            Woke::Read(Ok(0)) => Err(Closed::PeerClosed),
+            Woke::Read(Ok(n)) => {
+                self.read_hint = buffers::next_hint(n, IDLE_PROBE);
+                self.last_heard = Instant::now();
+                Ok(())
+            }
+            Woke::Read(Err(e)) => Err(Closed::Io(e)),
+            Woke::Log(wake) => {
+                self.on_delivery_wake(wake);
+                Ok(())
+            }
+            Woke::Timer => match silent_until {
+                Some(at) if at <= Instant::now() => {
+                    Err(Closed::KeepAlive(self.keep_alive.unwrap_or_default()))
+                }
+                _ => {
+                    // Boxed too: a save's future is large and rare.
+                    Box::pin(self.save_session()).await;
+                    Ok(())
+                }
+            },
+            Woke::Cancelled if shutdown.is_cancelled() => Err(Closed::Shutdown),
+            Woke::Cancelled => Err(Closed::TakenOver),
+        }
+    }
+}
+
+async fn wait<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    inbuf: &mut BytesMut,
+    log: impl Future<Output = Wake>,
+    timer: Option<Instant>,
+    cancelled: &CancellationToken,
+) -> Woke {
+    let far = Instant::now() + Duration::from_secs(86_400);
+    let mut probe = [0u8; IDLE_PROBE];
+    tokio::select! {
+        read = reader.read(&mut probe) => {
+            Woke::Read(read.inspect(|&n| inbuf.extend_from_slice(&probe[..n])))
+        }
+        wake = log => Woke::Log(wake),
+        _ = tokio::time::sleep_until(timer.unwrap_or(far)), if timer.is_some() => Woke::Timer,
+        _ = cancelled.cancelled() => Woke::Cancelled,
+    }
+}
