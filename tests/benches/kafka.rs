@@ -10,6 +10,8 @@
 //! Scale with `HW_BENCH_SCALE` (default 1.0); `HW_KAFKA_BENCH=one` (or `produce`, `consume`,
 //! `latency`, comma-separated) runs only those parts.
 
+#[path = "support/commit_stats.rs"]
+mod commit_stats;
 #[path = "support/procfs.rs"]
 mod procfs;
 #[path = "support/scale.rs"]
@@ -38,34 +40,11 @@ use rdkafka::producer::{
     ProducerContext,
 };
 use rdkafka::{Message, Offset, TopicPartitionList};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_headwater-test-broker");
 
 fn rate(records: u64, took: Duration) -> f64 {
     records as f64 / took.as_secs_f64()
-}
-
-/// (commits, committed records) from the broker's `/metrics`.
-async fn commit_counts(http: SocketAddr) -> (u64, u64) {
-    let mut stream = tokio::net::TcpStream::connect(http).await.expect("http");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("request");
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.expect("response");
-    let value = |name: &str| -> u64 {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("{name} missing from /metrics")) as u64
-    };
-    (
-        value("headwater_log_commits_total"),
-        value("headwater_log_committed_records_total"),
-    )
 }
 
 /// One measured run: its rate, the records per commit the broker made meanwhile, and the CPU
@@ -83,15 +62,15 @@ async fn measured<F: std::future::Future<Output = (u64, Duration)>>(
 ) -> Run {
     let http = broker.addrs.http.expect("http listener");
     let pid = broker.pid().to_string();
-    let (c0, r0) = commit_counts(http).await;
+    let before = commit_stats::read(http).await;
     let (b0, s0) = (cpu_seconds(&pid), cpu_seconds("self"));
     let (records, took) = work.await;
     let (b1, s1) = (cpu_seconds(&pid), cpu_seconds("self"));
-    let (c1, r1) = commit_counts(http).await;
+    let done = commit_stats::read(http).await.since(before);
     let secs = took.as_secs_f64();
     Run {
         rate: rate(records, took),
-        per_commit: (r1 - r0) as f64 / (c1 - c0).max(1) as f64,
+        per_commit: done.records as f64 / done.commits.max(1) as f64,
         broker_cores: (b1 - b0) / secs,
         client_cores: (s1 - s0) / secs,
     }

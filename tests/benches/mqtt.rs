@@ -4,7 +4,9 @@
 //! - QoS 1 and QoS 0 publish throughput with 1 and 100 publishers, delivered to 1 subscriber;
 //! - fan-out: 1 publisher, 100 subscribers (QoS 0), in deliveries per second;
 //! - publish-to-deliver latency (QoS 1) at half of Mosquitto's 1-publisher QoS 1 rate;
-//! - resident memory with 1,000 and 10,000 idle connections.
+//! - resident memory with 1,000 and 10,000 idle connections;
+//! - the one-publisher QoS 1 bound (in-flight window / a bare fsync'd LMDB commit of a window's
+//!   bytes, measured here) against Headwater's rate, with the group commits Headwater made.
 //!
 //! Run: `cargo bench -p headwater-tests --bench mqtt` (prints Markdown tables). Needs
 //! `mosquitto` (Debian package) and `rumqttd` (`cargo install rumqttd --version 0.20.0`, not
@@ -14,6 +16,8 @@
 //! `latency`, comma-separated) runs only those parts; `HW_MQTT_BROKERS=mosquitto,fsync` (words
 //! of the brokers' names, comma-separated) only those brokers.
 
+#[path = "support/commit_stats.rs"]
+mod commit_stats;
 #[path = "support/mqtt_brokers.rs"]
 mod mqtt_brokers;
 #[path = "support/mqtt_load.rs"]
@@ -29,9 +33,10 @@ mod raw_heed;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mqtt_brokers::{Kind, Running};
+use commit_stats::CommitCounts;
+use mqtt_brokers::{Kind, Running, INFLIGHT};
 use procfs::{cpu_seconds, rss_kib};
-use raw_heed::quantile;
+use raw_heed::{quantile, RawLog};
 use rumqttc::QoS;
 
 const BIN: &str = env!("CARGO_BIN_EXE_headwater-test-broker");
@@ -80,13 +85,23 @@ struct Measured {
     rate: f64,
     cores: f64,
     complete: bool,
+    /// Headwater's group commits meanwhile.
+    commits: Option<CommitCounts>,
 }
 
 async fn run_throughput(b: &Running, s: &Scenario) -> Measured {
     let pid = b.pid.to_string();
     let cpu0 = cpu_seconds(&pid);
+    let before = match b.http {
+        Some(http) => Some(commit_stats::read(http).await),
+        None => None,
+    };
     let d = mqtt_load::throughput(b.addr, s.publishers, s.per, s.subscribers, s.qos).await;
     let cores = (cpu_seconds(&pid) - cpu0) / d.elapsed.as_secs_f64();
+    let commits = match (b.http, before) {
+        (Some(http), Some(before)) => Some(commit_stats::read(http).await.since(before)),
+        _ => None,
+    };
     if d.delivered < d.expected {
         eprintln!(
             "  {}: {}: {} of {} delivered",
@@ -100,6 +115,7 @@ async fn run_throughput(b: &Running, s: &Scenario) -> Measured {
         rate: d.rate(),
         cores,
         complete: d.delivered >= d.expected,
+        commits,
     }
 }
 
@@ -186,6 +202,34 @@ async fn main() {
         &memory,
         latency_rate,
     );
+    let fsync_one = results.get(&(0, Kind::Headwater { relaxed: false }.name()));
+    if let Some(m) = fsync_one {
+        print_window_bound(m);
+    }
+}
+
+/// The bound for one QoS 1 publisher: its in-flight window over the latency of the
+/// commit that makes a window's worth durable, measured here as bare fsync'd LMDB commits of
+/// one value the size of 100 stored records (Headwater stores a batch per put).
+fn print_window_bound(m: &Measured) {
+    let window_batch = vec![b'x'; INFLIGHT * 120];
+    let mut commits = RawLog::open().commit_latencies(&window_batch, scale(300));
+    let p50 = quantile(&mut commits, 0.5);
+    let bound = INFLIGHT as f64 / p50.as_secs_f64();
+    println!(
+        "\nQoS 1, 1 publisher, fsync: window bound {INFLIGHT} / bare commit p50 {:.3} ms = {bound:.0} msgs/s; Headwater {:.0} = {:.0}% of it",
+        p50.as_secs_f64() * 1e3,
+        m.rate,
+        100.0 * m.rate / bound
+    );
+    if let Some(c) = m.commits {
+        println!(
+            "Headwater's commits meanwhile: {} of {:.1} records on average, {:.3} ms each on average",
+            c.commits,
+            c.records as f64 / c.commits.max(1) as f64,
+            1e3 * c.seconds / c.commits.max(1) as f64
+        );
+    }
 }
 
 /// p50 and p99 publish-to-deliver latency at `rate`.

@@ -140,6 +140,8 @@ const QUIET_BEFORE_IDLE: Duration = Duration::from_millis(200);
 /// A finished append and the acks it owes.
 struct AppendDone {
     acks: Vec<Ack>,
+    /// Payload bytes of its records (counted in `Connection::bytes_in_flight`).
+    bytes: usize,
     mqtt_topic: String,
     log_topic: String,
     result: Result<Option<Appended>, IngestError>,
@@ -151,6 +153,15 @@ type PendingAppend = Pin<Box<dyn Future<Output = AppendDone> + Send>>;
 /// fsync'd the next can join the following group commit, so a single publisher is not held to
 /// one commit per window. Acks still go out in order.
 const MAX_APPENDS_IN_FLIGHT: usize = 4;
+
+/// Most appends of one connection queued at once counting those of QoS 0 publishes only: they
+/// owe no ack, so they need not wait for the commits before them (a QoS 0 publisher is not
+/// held to [`MAX_APPENDS_IN_FLIGHT`] batches per fsync). Memory stays bounded by
+/// [`MAX_BYTES_IN_FLIGHT`].
+const MAX_QOS0_APPENDS_IN_FLIGHT: usize = 64;
+/// Payload bytes of one connection's appends in flight beyond which no other starts (one
+/// always may): what a connection holds in the log writer's queue when the disk falls behind.
+const MAX_BYTES_IN_FLIGHT: usize = 4 * 1024 * 1024;
 
 /// Serves one MQTT connection until it ends; never fails (the reason is logged). Used by the
 /// TCP listeners (plain, TLS, WebSocket; see [`super::transport`]) and, with one bidirectional
@@ -203,8 +214,12 @@ struct Connection<S> {
     keep_alive: Option<Duration>,
     last_heard: Instant,
     inbound: InboundQueue,
-    /// The append in flight, if any.
+    /// Appends in flight, oldest first.
     pending: VecDeque<PendingAppend>,
+    /// Those of them that owe acks (at most [`MAX_APPENDS_IN_FLIGHT`]).
+    acked_in_flight: usize,
+    /// Their payload bytes (see [`MAX_BYTES_IN_FLIGHT`]).
+    bytes_in_flight: usize,
     /// A batch with a retained message, waiting for the appends before it to finish: it is
     /// appended alone (the retained store's index follows commit order under its own lock).
     held: Option<Box<Batch>>,
@@ -256,6 +271,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             last_heard: Instant::now(),
             inbound: InboundQueue::default(),
             pending: VecDeque::new(),
+            acked_in_flight: 0,
+            bytes_in_flight: 0,
             held: None,
             retained_in_flight: false,
             disconnect_received: false,

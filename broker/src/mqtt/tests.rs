@@ -844,3 +844,52 @@ async fn a_quiet_connection_takes_a_large_publish_in_pieces() {
     let payloads: Vec<&[u8]> = stored.iter().map(|r| r.value.as_deref().unwrap()).collect();
     assert_eq!(payloads, [&payload[..], b"small"]);
 }
+
+/// QoS 0 batches are not held to the few appends in flight that owe acks (they need not wait
+/// for each other's commits): mixed with QoS 1 ones they still land in the client's order, and
+/// the QoS 1 ones are acked in order.
+#[tokio::test]
+async fn qos0_and_qos1_publishes_in_a_burst_keep_their_order() {
+    let b = start(MqttSection::default()).await;
+    let mut raw = Raw::connected(b.addr, "mixed", 0).await;
+    let codec = Codec::new(1 << 20);
+    let mut wire = BytesMut::new();
+    let mut acked = Vec::new();
+    for i in 1..=2000u16 {
+        // Runs of QoS 0 with a QoS 1 publish now and then, some large enough to split batches.
+        let (qos, pkid) = if i % 97 == 0 {
+            acked.push(i);
+            (QoS::AtLeastOnce, i)
+        } else {
+            (QoS::AtMostOnce, 0)
+        };
+        let mut payload = i.to_be_bytes().to_vec();
+        payload.resize(if i % 13 == 0 { 40_000 } else { 2 }, 0);
+        codec
+            .encode(&publish("mixed/x", qos, pkid, &payload), &mut wire)
+            .unwrap();
+    }
+    raw.send_bytes(&wire).await;
+    for id in &acked {
+        match raw.recv().await {
+            Some(Packet::PubAck(a)) => assert_eq!(a.pkid, *id),
+            other => panic!("{other:?}"),
+        }
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while records(&b.log, "mixed").len() < 2000 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "QoS 0 publishes lost"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let order: Vec<u16> = records(&b.log, "mixed")
+        .iter()
+        .map(|r| {
+            let v = r.value.as_deref().unwrap();
+            u16::from_be_bytes([v[0], v[1]])
+        })
+        .collect();
+    assert_eq!(order, (1..=2000).collect::<Vec<u16>>());
+}

@@ -47,6 +47,8 @@ pub struct Running {
     pub kind: Kind,
     pub addr: SocketAddr,
     pub pid: u32,
+    /// Headwater's HTTP listener (for its `/metrics`).
+    pub http: Option<SocketAddr>,
     _process: Process,
     _dir: tempfile::TempDir,
 }
@@ -124,10 +126,15 @@ pub fn start(kind: Kind, headwater_bin: &str) -> Option<Running> {
             other(child, port)
         }
     };
+    let http = match &process {
+        Process::Headwater(b) => b.addrs.http,
+        _ => None,
+    };
     Some(Running {
         kind,
         addr,
         pid,
+        http,
         _process: process,
         _dir: dir,
     })

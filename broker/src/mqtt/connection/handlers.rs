@@ -24,8 +24,8 @@ use crate::mqtt::wire::Incoming;
 use crate::mqtt::{shared, topic::TopicError};
 
 use super::{
-    now_ms, AppendDone, Closed, Connection, MAX_APPENDS_IN_FLIGHT, OUT_READ_LIMIT, RECEIVE_MAXIMUM,
-    TOPIC_ALIAS_MAXIMUM,
+    now_ms, AppendDone, Closed, Connection, MAX_APPENDS_IN_FLIGHT, MAX_BYTES_IN_FLIGHT,
+    MAX_QOS0_APPENDS_IN_FLIGHT, OUT_READ_LIMIT, RECEIVE_MAXIMUM, TOPIC_ALIAS_MAXIMUM,
 };
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
@@ -385,17 +385,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         self.send(&ServerPacket::UnsubAck { pkid, reasons });
     }
 
-    /// Whether [`Self::start_appends`] has something to start.
+    /// Whether [`Self::start_appends`] may have something to start.
     pub(super) fn appends_to_start(&self) -> bool {
-        (self.held.is_some() || !self.inbound.is_empty())
-            && self.pending.len() < MAX_APPENDS_IN_FLIGHT
+        let next_acked = match &self.held {
+            Some(batch) => !batch.acks.is_empty(),
+            None if self.inbound.is_empty() => return false,
+            None => false,
+        };
+        self.room_for_append()
             && !self.retained_in_flight
+            && (!next_acked || self.acked_in_flight < MAX_APPENDS_IN_FLIGHT)
     }
 
-    /// Queues inbound batches with the log writer, up to [`MAX_APPENDS_IN_FLIGHT`]; a batch
-    /// with a retained message waits until the ones before it are done and then goes alone.
+    /// Whether the appends in flight leave room for one more (see [`MAX_BYTES_IN_FLIGHT`]).
+    fn room_for_append(&self) -> bool {
+        self.pending.is_empty()
+            || (self.pending.len() < MAX_QOS0_APPENDS_IN_FLIGHT
+                && self.bytes_in_flight < MAX_BYTES_IN_FLIGHT)
+    }
+
+    /// Queues inbound batches with the log writer: up to [`MAX_APPENDS_IN_FLIGHT`] that owe
+    /// acks, up to [`MAX_QOS0_APPENDS_IN_FLIGHT`] in all. A batch with a retained message
+    /// waits until the ones before it are done and then goes alone.
     pub(super) async fn start_appends(&mut self) {
-        while self.pending.len() < MAX_APPENDS_IN_FLIGHT && !self.retained_in_flight {
+        while self.room_for_append() && !self.retained_in_flight {
             let Some(batch) = self
                 .held
                 .take()
@@ -404,13 +417,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             else {
                 return;
             };
-            if batch.retained.is_none() {
-                self.submit_append(batch).await;
-            } else if self.pending.is_empty() {
-                self.start_retained_append(batch);
+            let waits = if batch.retained.is_some() {
+                !self.pending.is_empty()
             } else {
+                !batch.acks.is_empty() && self.acked_in_flight >= MAX_APPENDS_IN_FLIGHT
+            };
+            if waits {
                 self.held = Some(Box::new(batch));
                 return;
+            }
+            if !batch.acks.is_empty() {
+                self.acked_in_flight += 1;
+            }
+            self.bytes_in_flight += batch_bytes(&batch);
+            if batch.retained.is_none() {
+                self.submit_append(batch).await;
+            } else {
+                self.start_retained_append(batch);
             }
         }
     }
@@ -419,6 +442,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     /// next batch is queued behind it).
     async fn submit_append(&mut self, batch: Batch) {
         let log_topic = self.ctx.inner.router.log_topic(&batch.mqtt_topic);
+        let bytes = batch_bytes(&batch);
         let Batch {
             mqtt_topic,
             records,
@@ -433,6 +457,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             };
             AppendDone {
                 acks,
+                bytes,
                 mqtt_topic,
                 log_topic,
                 result,
@@ -444,6 +469,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     fn start_retained_append(&mut self, batch: Batch) {
         let ctx = self.ctx.clone();
         let log_topic = self.ctx.inner.router.log_topic(&batch.mqtt_topic);
+        let bytes = batch_bytes(&batch);
         let Batch {
             mqtt_topic,
             records,
@@ -455,6 +481,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             let result = ctx.append(&mqtt_topic, &log_topic, records, retained).await;
             AppendDone {
                 acks,
+                bytes,
                 mqtt_topic,
                 log_topic,
                 result,
@@ -466,6 +493,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     /// negative PUBACK: the client resends after reconnecting); an MQTT 5 client gets negative
     /// acks instead (0x97 quota exceeded when the log is full) and the connection goes on.
     pub(super) fn finish_append(&mut self, done: AppendDone) -> Result<(), Closed> {
+        if !done.acks.is_empty() {
+            self.acked_in_flight -= 1;
+        }
+        self.bytes_in_flight -= done.bytes;
         let mut code = reason::SUCCESS;
         if let Err(error) = done.result {
             if !self.v5() {
@@ -510,4 +541,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             tracing::warn!(client_id = %self.client_id, peer = %self.peer, error = %e, "mqtt: cannot encode answer");
         }
     }
+}
+
+/// Payload bytes of a batch's records.
+fn batch_bytes(batch: &Batch) -> usize {
+    let values = batch.records.iter().filter_map(|r| r.value.as_ref());
+    values.map(|v| v.len()).sum()
 }
