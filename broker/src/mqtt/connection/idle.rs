@@ -25,7 +25,7 @@ enum Woke {
     /// Bytes from the client (appended to the read buffer), or the end of the stream.
     Read(std::io::Result<usize>),
     Log(Wake),
-    /// The keep-alive or session-save deadline.
+    /// The keep-alive deadline.
     Timer,
     /// Shutdown or takeover.
     Cancelled,
@@ -44,17 +44,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     }
 
     /// Waits out a quiet stretch: for the client's next bytes, a log event for a subscriber,
-    /// the keep-alive or session-save deadline, takeover or shutdown. `Ok` means there may be
-    /// work again for the busy loop.
+    /// the keep-alive deadline, takeover or shutdown. `Ok` means there may be work again for the
+    /// busy loop.
+    ///
+    /// A persistent session is saved (if it changed) as the stretch begins, and not on a timer
+    /// during it: nothing changes it until the connection is busy again, whose loop saves it.
     pub(super) async fn idle(&mut self, shutdown: &CancellationToken) -> Result<(), Closed> {
         self.inbuf = BytesMut::new();
         self.out = BytesMut::new();
+        if self.persist.is_some() {
+            // Boxed: a save's future is large, and not needed while waiting.
+            Box::pin(self.save_session()).await;
+        }
         let silent_until = self.keep_alive.map(|k| self.last_heard + k);
-        let save_at = self.persist.as_ref().map(|p| p.next_save);
-        let wake_at = match (silent_until, save_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
         // The registration's token is a child of `shutdown`: one wait for both.
         let cancelled = match &self.registration {
             Some(r) => &r.taken_over,
@@ -65,11 +67,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         let woke = match self.outbound.as_deref_mut() {
             Some(o) => {
                 let wake = o.delivery.wake();
-                Box::pin(wait(reader, inbuf, wake, wake_at, cancelled)).await
+                Box::pin(wait(reader, inbuf, wake, silent_until, cancelled)).await
             }
             None => {
                 let never = std::future::pending();
-                Box::pin(wait(reader, inbuf, never, wake_at, cancelled)).await
+                Box::pin(wait(reader, inbuf, never, silent_until, cancelled)).await
             }
         };
         match woke {
@@ -85,16 +87,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 self.on_delivery_wake(wake);
                 Ok(())
             }
-            Woke::Timer => match silent_until {
-                Some(at) if at <= Instant::now() => {
-                    Err(Closed::KeepAlive(self.keep_alive.unwrap_or_default()))
-                }
-                _ => {
-                    // Boxed too: a save's future is large and rare.
-                    Box::pin(self.save_session()).await;
-                    Ok(())
-                }
-            },
+            Woke::Timer => Err(Closed::KeepAlive(self.keep_alive.unwrap_or_default())),
             Woke::Cancelled if shutdown.is_cancelled() => Err(Closed::Shutdown),
             Woke::Cancelled => Err(Closed::TakenOver),
         }
