@@ -429,20 +429,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             if !batch.acks.is_empty() {
                 self.acked_in_flight += 1;
             }
-            self.bytes_in_flight += batch_bytes(&batch);
+            let bytes = batch_bytes(&batch);
+            self.bytes_in_flight += bytes;
             if batch.retained.is_none() {
-                self.submit_append(batch).await;
+                self.submit_append(batch, bytes).await;
             } else {
-                self.start_retained_append(batch);
+                self.start_retained_append(batch, bytes);
             }
         }
     }
 
-    /// Queues a batch without a retained message; returns once the writer has it (so the
-    /// next batch is queued behind it).
-    async fn submit_append(&mut self, batch: Batch) {
+    /// Queues a batch without a retained message (of `bytes` payload bytes); returns once the
+    /// writer has it (so the next batch is queued behind it).
+    async fn submit_append(&mut self, batch: Batch, bytes: usize) {
         let log_topic = self.ctx.inner.router.log_topic(&batch.mqtt_topic);
-        let bytes = batch_bytes(&batch);
         let Batch {
             mqtt_topic,
             records,
@@ -466,10 +466,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     }
 
     /// Appends a batch carrying a retained message, alone.
-    fn start_retained_append(&mut self, batch: Batch) {
+    fn start_retained_append(&mut self, batch: Batch, bytes: usize) {
         let ctx = self.ctx.clone();
         let log_topic = self.ctx.inner.router.log_topic(&batch.mqtt_topic);
-        let bytes = batch_bytes(&batch);
         let Batch {
             mqtt_topic,
             records,
