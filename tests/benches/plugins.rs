@@ -11,6 +11,8 @@
 //! Run: `cargo bench -p headwater-tests --bench plugins` (prints Markdown tables). Scale with
 //! `HW_BENCH_SCALE` (default 1.0).
 
+#[path = "support/bench_log.rs"]
+mod bench_log;
 #[path = "support/procfs.rs"]
 mod procfs;
 #[path = "support/scale.rs"]
@@ -28,7 +30,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use headwater::config::{Attach, PluginSection};
 use headwater::ingest::Ingest;
-use headwater::log::{Log, LogOptions, NewRecord, TopicConfig, TopicDefaults};
+use headwater::log::{NewRecord, TopicConfig};
 use headwater::plugin::{measure_starts, IngestPlugins, PluginEngine};
 use headwater_sdk::{wire, Batch, Plugin, Record};
 use headwater_tests::plugin_wasm;
@@ -122,18 +124,7 @@ fn plugins(sections: &[PluginSection]) -> IngestPlugins {
 /// `producers` tasks each publishing `requests` requests of [`BATCH`] records.
 async fn ingest_rate(chain: IngestPlugins, producers: usize, requests: usize) -> f64 {
     let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(&LogOptions {
-        data_dir: dir.path().to_path_buf(),
-        max_disk_bytes: 8 << 30,
-        fsync: true,
-        defaults: TopicDefaults {
-            auto_create: true,
-            partitions: 1,
-            retention_ms: -1,
-            retention_bytes: -1,
-        },
-    })
-    .unwrap();
+    let log = bench_log::open_fsync(dir.path());
     log.create_topic("bench", 1, TopicConfig::default())
         .await
         .unwrap();

@@ -8,6 +8,8 @@
 //! Run: `cargo bench -p headwater-tests --bench throughput` (prints a Markdown table).
 //! Scale with `HW_BENCH_SCALE` (default 1.0).
 
+#[path = "support/bench_log.rs"]
+mod bench_log;
 #[path = "support/procfs.rs"]
 mod procfs;
 #[path = "support/scale.rs"]
@@ -17,7 +19,7 @@ use scale::scale;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use headwater::log::{batch, BatchHeader, Log, LogOptions, NewRecord, TopicConfig, TopicDefaults};
+use headwater::log::{batch, BatchHeader, NewRecord, TopicConfig};
 use headwater_tests::ChildBroker;
 use raw_heed::RawLog;
 use rdkafka::config::ClientConfig;
@@ -62,18 +64,7 @@ fn sample_batch(records: usize) -> Bytes {
 /// Headwater's log: `appenders` tasks each appending `commits / appenders` batches.
 async fn log_append(batch: &Bytes, commits: usize, appenders: usize) -> Duration {
     let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(&LogOptions {
-        data_dir: dir.path().to_path_buf(),
-        max_disk_bytes: 8 << 30,
-        fsync: true,
-        defaults: TopicDefaults {
-            auto_create: true,
-            partitions: 1,
-            retention_ms: -1,
-            retention_bytes: -1,
-        },
-    })
-    .unwrap();
+    let log = bench_log::open_fsync(dir.path());
     let topic = log
         .create_topic("bench", 1, TopicConfig::default())
         .await
