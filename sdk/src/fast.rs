@@ -12,7 +12,8 @@
 use alloc::borrow::Cow;
 use alloc::vec::Vec;
 
-use crate::record::{Batch, Header, OutRecord, Output, Record, RecordError};
+use crate::record::{Batch, DecodedOutput, Entry, Header, OutRecord, Record, RecordError};
+use crate::wire::Input;
 
 struct Reader<'b> {
     buf: &'b [u8],
@@ -27,12 +28,20 @@ impl<'b> Reader<'b> {
     }
 
     /// Major type and argument of the next item; `None` for indefinite or reserved lengths.
+    /// Inlined for the one-byte heads most items have (small arrays, lengths, integers).
+    #[inline(always)]
     fn head(&mut self) -> Option<(u8, u64)> {
         let initial = self.peek()?;
         self.pos += 1;
         let (major, info) = (initial >> 5, initial & 0x1f);
+        if info < 24 {
+            return Some((major, u64::from(info)));
+        }
+        self.long_argument(major, info)
+    }
+
+    fn long_argument(&mut self, major: u8, info: u8) -> Option<(u8, u64)> {
         let arg = match info {
-            0..=23 => u64::from(info),
             24 => u64::from(self.take(1)?[0]),
             25 => u64::from(u16::from_be_bytes(self.take(2)?.try_into().ok()?)),
             26 => u64::from(u32::from_be_bytes(self.take(4)?.try_into().ok()?)),
@@ -128,12 +137,24 @@ impl<'b> Reader<'b> {
         })
     }
 
-    fn record(&mut self) -> Option<Record<'b>> {
+    /// A record; `last_topic` is the previous record's topic, which the next one (of the same
+    /// batch, so usually the same topic) reuses instead of checking the same UTF-8 again.
+    fn record(&mut self, last_topic: &mut &'b str) -> Option<Record<'b>> {
         if self.array()? != 7 {
             return None;
         }
+        let topic = match self.head()? {
+            (3, n) => {
+                let raw = self.take(usize::try_from(n).ok()?)?;
+                if raw != last_topic.as_bytes() {
+                    *last_topic = core::str::from_utf8(raw).ok()?;
+                }
+                *last_topic
+            }
+            _ => return None,
+        };
         Some(Record {
-            topic: Cow::Borrowed(self.text()?),
+            topic: Cow::Borrowed(topic),
             partition: self.opt(|r| i32::try_from(r.i64()?).ok())?,
             offset: self.opt(Reader::i64)?,
             timestamp: self.i64()?,
@@ -156,6 +177,14 @@ impl<'b> Reader<'b> {
         })
     }
 
+    /// An output entry: an input index (unsigned integer) or an out-record.
+    fn out_entry(&mut self) -> Option<Entry<'b>> {
+        match self.peek()? >> 5 {
+            0 => self.u32().map(Entry::Input),
+            _ => self.out_record().map(Entry::Written),
+        }
+    }
+
     fn record_error(&mut self) -> Option<RecordError<'b>> {
         if self.array()? != 2 {
             return None;
@@ -173,40 +202,54 @@ impl<'b> Reader<'b> {
 }
 
 /// The batch, if it has the common shape.
-pub(crate) fn batch(bytes: &[u8]) -> Option<Batch<'_>> {
+pub(crate) fn batch(bytes: &[u8]) -> Option<Input<'_>> {
     let mut r = Reader { buf: bytes, pos: 0 };
     let fields = r.array()?;
-    if !(1..=2).contains(&fields) {
+    if !(1..=3).contains(&fields) {
         return None;
     }
-    let records = r.list(Reader::record)?;
-    let state = if fields == 2 {
+    let mut last_topic = "";
+    let records = r.list(|r| r.record(&mut last_topic))?;
+    let state = if fields >= 2 {
         r.opt(Reader::bytes)?.map(Cow::Borrowed)
     } else {
         None
     };
-    r.finish(Batch { records, state })
+    let keeps_by_index = if fields == 3 {
+        match r.head()? {
+            (7, 20) => false,
+            (7, 21) => true,
+            _ => return None,
+        }
+    } else {
+        false
+    };
+    r.finish(Input {
+        batch: Batch { records, state },
+        keeps_by_index,
+    })
 }
 
 /// The output, if it has the common shape (records, errors and failure present).
-pub(crate) fn output(bytes: &[u8]) -> Option<Output<'_>> {
+pub(crate) fn output(bytes: &[u8]) -> Option<DecodedOutput<'_>> {
     let mut r = Reader { buf: bytes, pos: 0 };
     let fields = r.array()?;
     if !(3..=4).contains(&fields) {
         return None;
     }
-    let records = r.list(Reader::out_record)?;
-    let errors = r.opt(|r| r.list(Reader::record_error))?.unwrap_or_default();
-    let failure = r.opt(Reader::text)?.map(Cow::Borrowed);
-    let state = if fields == 4 {
-        r.opt(Reader::bytes)?.map(Cow::Borrowed)
-    } else {
-        None
-    };
-    r.finish(Output {
-        records,
-        errors,
-        failure,
-        state,
-    })
+    let mut out = DecodedOutput::default();
+    let n = r.array()?;
+    if n > (bytes.len() - r.pos) as u64 {
+        return None;
+    }
+    out.entries.reserve(n as usize);
+    for _ in 0..n {
+        out.push(r.out_entry()?);
+    }
+    out.errors = r.opt(|r| r.list(Reader::record_error))?.unwrap_or_default();
+    out.failure = r.opt(Reader::text)?.map(Cow::Borrowed);
+    if fields == 4 {
+        out.state = r.opt(Reader::bytes)?.map(Cow::Borrowed);
+    }
+    r.finish(out)
 }

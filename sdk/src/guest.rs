@@ -17,6 +17,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::abi::pack;
 use crate::config::Config;
+use crate::kept::Inputs;
 use crate::plugin::Plugin;
 use crate::record::Output;
 use crate::wire;
@@ -67,6 +68,8 @@ struct Inner<P> {
     input: Vec<u8>,
     /// The last output; valid until the next call into the guest.
     output: Vec<u8>,
+    /// The identities of the current batch's records, to name kept ones by index.
+    inputs: Inputs,
 }
 
 /// Everything a plugin module keeps between calls.
@@ -87,6 +90,7 @@ impl<P: Plugin> State<P> {
                 plugin: None,
                 input: Vec::new(),
                 output: Vec::new(),
+                inputs: Inputs::new(),
             }),
         }
     }
@@ -222,12 +226,25 @@ fn init_from<P: Plugin>(inner: &mut Inner<P>, config: &[u8]) -> u64 {
 
 fn process_from<P: Plugin>(inner: &mut Inner<P>, input: &[u8]) {
     inner.output.clear();
-    let output = match (&mut inner.plugin, wire::decode_batch(input)) {
-        (None, _) => Output::failed("process called before a successful init"),
-        (Some(_), Err(e)) => Output::failed(alloc::format!("cannot decode the batch: {e}")),
-        (Some(plugin), Ok(batch)) => plugin.process(batch),
+    let plugin = match &mut inner.plugin {
+        Some(plugin) => plugin,
+        None => {
+            let failed = Output::failed("process called before a successful init");
+            return wire::encode_output(&failed, &mut inner.output);
+        }
     };
-    wire::encode_output(&output, &mut inner.output);
+    match wire::decode_input(input) {
+        Err(e) => {
+            let failed = Output::failed(alloc::format!("cannot decode the batch: {e}"));
+            wire::encode_output(&failed, &mut inner.output);
+        }
+        Ok(input) if input.keeps_by_index => {
+            inner.inputs.fill(&input.batch);
+            let output = plugin.process(input.batch);
+            wire::encode_output_keeping(&output, &mut inner.inputs, &mut inner.output);
+        }
+        Ok(input) => wire::encode_output(&plugin.process(input.batch), &mut inner.output),
+    }
 }
 
 #[cfg(feature = "std")]
@@ -282,7 +299,7 @@ macro_rules! export_plugin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Batch, Record};
+    use crate::record::{Batch, OutEntry, Record};
     use alloc::borrow::Cow;
     use alloc::string::String;
     use alloc::vec;
@@ -341,8 +358,9 @@ mod tests {
         state.init_bytes(&good.to_cbor()).unwrap();
         let out = state.process_bytes(&batch);
         let out = wire::decode_output(&out).unwrap();
-        assert_eq!(out.records.len(), 1);
-        assert_eq!(out.records[0].value.as_deref(), Some(&b"abcd"[..]));
+        // Kept unchanged: named by its index in the batch.
+        assert_eq!(out.entries, vec![OutEntry::Input(1)]);
+        assert!(out.written.is_empty());
 
         let out = state.process_bytes(b"\xff\x00");
         let out = wire::decode_output(&out).unwrap();

@@ -40,8 +40,10 @@ extern crate alloc;
 
 pub mod abi;
 pub mod config;
+mod encode;
 mod fast;
 mod guest;
+mod kept;
 pub mod log;
 mod plugin;
 pub mod record;
@@ -54,7 +56,7 @@ pub use config::{Config, ConfigError, Value};
 pub use minicbor;
 pub use minicbor::decode::Error as DecodeError;
 pub use plugin::Plugin;
-pub use record::{Batch, Header, OutRecord, Output, Record, RecordError};
+pub use record::{Batch, DecodedOutput, Header, OutEntry, OutRecord, Output, Record, RecordError};
 pub use stateful::{Aggregate, Stateful};
 
 /// Used by [`export_plugin!`]; not a stable API.

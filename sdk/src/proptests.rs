@@ -11,7 +11,10 @@ use minicbor::Encoder;
 use proptest::prelude::*;
 
 use crate::config::{Config, Value};
-use crate::record::{Batch, Header, OutRecord, Output, Record, RecordError};
+use crate::kept::Inputs;
+use crate::record::{
+    Batch, DecodedOutput, Header, OutEntry, OutRecord, Output, Record, RecordError,
+};
 use crate::wire;
 
 fn bytes() -> impl Strategy<Value = Cow<'static, [u8]>> {
@@ -159,7 +162,67 @@ proptest! {
     fn output_round_trips(out in output()) {
         let mut buf = Vec::new();
         wire::encode_output(&out, &mut buf);
-        prop_assert_eq!(wire::decode_output(&buf).unwrap(), out);
+        prop_assert_eq!(wire::decode_output(&buf).unwrap(), DecodedOutput::from(out));
+    }
+
+    #[test]
+    fn kept_records_go_by_index_and_resolve_to_the_same_output(
+        records in proptest::collection::vec(record(), 0..12),
+        actions in proptest::collection::vec(0u8..6, 12),
+        reverse in any::<bool>(),
+    ) {
+        let mut buf = Vec::new();
+        wire::encode_batch(&Batch::new(records), &mut buf);
+        let input = wire::decode_input(&buf).unwrap();
+        prop_assert!(input.keeps_by_index);
+        let mut inputs = Inputs::new();
+        inputs.fill(&input.batch);
+        // What a plugin might do with each record; `Some(i)`: kept unchanged, input `i`.
+        let mut out = Output::new();
+        let mut unchanged = Vec::new();
+        for (i, r) in input.batch.records.iter().enumerate() {
+            let kept = r.clone().keep();
+            match actions[i] {
+                0 => { out.keep(kept); unchanged.push(Some(i as u32)); }
+                1 => {}
+                2 => {
+                    // Equal bytes at another address (or a tombstone made empty): sent in full.
+                    let copy = kept.value.as_deref().unwrap_or_default().to_vec();
+                    out.keep(OutRecord { value: Some(Cow::Owned(copy)), ..kept });
+                    unchanged.push(None);
+                }
+                3 => { out.keep(kept.to_topic("elsewhere")); unchanged.push(None); }
+                4 => {
+                    out.keep(kept.clone());
+                    out.keep(kept);
+                    unchanged.extend([Some(i as u32), Some(i as u32)]);
+                }
+                _ => {
+                    out.keep(OutRecord { timestamp: kept.timestamp.wrapping_add(1), ..kept });
+                    unchanged.push(None);
+                }
+            }
+        }
+        if reverse {
+            out.records.reverse();
+            unchanged.reverse();
+        }
+        let mut encoded = Vec::new();
+        wire::encode_output_keeping(&out, &mut inputs, &mut encoded);
+        let decoded = wire::decode_output(&encoded).unwrap();
+        for (entry, unchanged) in decoded.entries.iter().zip(&unchanged) {
+            match (entry, unchanged) {
+                (OutEntry::Input(i), Some(expected)) => prop_assert_eq!(i, expected),
+                (OutEntry::Input(i), None) => prop_assert!(false, "changed record sent as index {}", i),
+                // Found by address; a record with neither key nor value only where expected.
+                (OutEntry::Written(_), Some(i)) => {
+                    let r = &input.batch.records[*i as usize];
+                    prop_assert!(r.key.is_none() && r.value.is_none(), "unchanged record {} sent in full", i);
+                }
+                (OutEntry::Written(_), None) => {}
+            }
+        }
+        prop_assert_eq!(decoded.resolve(&input.batch.records), Some(out));
     }
 
     #[test]
@@ -216,7 +279,7 @@ proptest! {
             output[i] = *byte;
         }
         if let Some(fast) = crate::fast::batch(&batch) {
-            prop_assert_eq!(Some(fast), wire::decode_batch_general(&batch).ok());
+            prop_assert_eq!(Some(fast), wire::decode_input_general(&batch).ok());
         }
         if let Some(fast) = crate::fast::output(&output) {
             prop_assert_eq!(Some(fast), wire::decode_output_general(&output).ok());
@@ -258,9 +321,10 @@ fn an_output_may_leave_out_trailing_nullable_fields() {
     // [[[null, 5]]]: one output record with only topic and timestamp, no errors, no failure.
     let bytes = [0x81, 0x81, 0x82, 0xf6, 0x05];
     let out = wire::decode_output(&bytes).unwrap();
-    assert_eq!(out.records.len(), 1);
-    assert_eq!(out.records[0].timestamp, 5);
-    assert!(out.records[0].value.is_none() && out.errors.is_empty() && out.failure.is_none());
+    assert_eq!(out.entries, [OutEntry::Written(0)]);
+    let record = &out.written[0];
+    assert_eq!(record.timestamp, 5);
+    assert!(record.value.is_none() && out.errors.is_empty() && out.failure.is_none());
 }
 
 #[test]

@@ -234,6 +234,80 @@ impl<'a> Output<'a> {
     }
 }
 
+/// One record of an output as the host decodes it: an input record the plugin kept exactly as
+/// it came (ABI.md, "Kept records"), or a record written out in full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutEntry {
+    /// Input record `i` of the batch, unchanged.
+    Input(u32),
+    /// [`DecodedOutput::written`]`[i]`.
+    Written(u32),
+}
+
+/// An [`Output`] as decoded from the wire. Kept input records are only named, so an output
+/// that keeps what it was given decodes without copying or allocating per record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DecodedOutput<'a> {
+    /// The output's records, in order.
+    pub entries: Vec<OutEntry>,
+    /// The records written out in full, in output order.
+    pub written: Vec<OutRecord<'a>>,
+    pub errors: Vec<RecordError<'a>>,
+    pub failure: Option<Cow<'a, str>>,
+    pub state: Option<Cow<'a, [u8]>>,
+}
+
+impl<'a> DecodedOutput<'a> {
+    /// The output with each entry replaced by the record it stands for; `None` if an entry
+    /// names a record outside `inputs` or `written`.
+    pub fn resolve(self, inputs: &[Record<'a>]) -> Option<Output<'a>> {
+        let records = self
+            .entries
+            .iter()
+            .map(|entry| match *entry {
+                OutEntry::Input(i) => inputs.get(i as usize).cloned().map(OutRecord::from),
+                OutEntry::Written(i) => self.written.get(i as usize).cloned(),
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Output {
+            records,
+            errors: self.errors,
+            failure: self.failure,
+            state: self.state,
+        })
+    }
+
+    /// Adds an entry, and the record it stands for when it is written out.
+    pub(crate) fn push(&mut self, entry: Entry<'a>) {
+        match entry {
+            Entry::Input(i) => self.entries.push(OutEntry::Input(i)),
+            Entry::Written(r) => {
+                self.entries
+                    .push(OutEntry::Written(self.written.len() as u32));
+                self.written.push(r);
+            }
+        }
+    }
+}
+
+/// One decoded output record before it is filed into a [`DecodedOutput`].
+pub(crate) enum Entry<'a> {
+    Input(u32),
+    Written(OutRecord<'a>),
+}
+
+impl<'a> From<Output<'a>> for DecodedOutput<'a> {
+    fn from(o: Output<'a>) -> DecodedOutput<'a> {
+        DecodedOutput {
+            entries: (0..o.records.len() as u32).map(OutEntry::Written).collect(),
+            written: o.records,
+            errors: o.errors,
+            failure: o.failure,
+            state: o.state,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,12 @@
 //! The CBOR encoding of ABI v1 (layout in `sdk/ABI.md`), shared by the broker and every guest.
 //!
-//! Each struct is a CBOR array of its fields in a fixed order. The impls are written by hand
-//! rather than derived because (1) minicbor's derive copies `Cow` fields, while borrowing from
-//! the input is what makes a batch cheap to decode in the guest, and (2) the layout is a public
-//! contract that C or Go plugins implement from `ABI.md`, so it is spelled out here field by
-//! field instead of following the derive's rules. Decoding is deliberately tolerant where that
+//! Each struct is a CBOR array of its fields in a fixed order. Encoding is in `encode.rs` (a
+//! direct writer); decoding first tries the fast path of `fast.rs` for the shape writers produce,
+//! then the general decoders here. The decoders are written by hand rather than derived because
+//! (1) minicbor's derive copies `Cow` fields, while borrowing from the input is what makes a
+//! batch cheap to decode in the guest, and (2) the layout is a public contract that C or Go
+//! plugins implement from `ABI.md`, so it is spelled out field by field instead of following the
+//! derive's rules. Decoding is deliberately tolerant where that
 //! costs nothing: arrays and strings may be definite or indefinite, extra trailing array
 //! elements are skipped (room for additions within v1), and a nullable field may be left out at
 //! the end of an array. Nothing is pre-allocated from a length read off the wire beyond what the
@@ -16,31 +18,53 @@ use alloc::vec::Vec;
 
 use minicbor::data::Type;
 use minicbor::decode::{Decoder, Error as DecodeError};
-use minicbor::encode::{Encoder, Error as EncodeError, Write};
 use minicbor::{Decode, Encode};
 
-use crate::record::{Batch, Header, OutRecord, Output, Record, RecordError};
+use crate::encode;
+pub use crate::encode::{BatchWriter, RecordFields};
+use crate::kept::Inputs;
+use crate::record::{Batch, DecodedOutput, Entry, Header, OutRecord, Output, Record, RecordError};
 
-/// Encodes a batch, appending to `buf`.
+/// Encodes a batch, appending to `buf`. The batch says that its writer accepts kept records by
+/// index in the output (ABI.md, "Kept records"): [`decode_output`] returns them as
+/// [`OutEntry::Input`](crate::OutEntry::Input).
 pub fn encode_batch(batch: &Batch<'_>, buf: &mut Vec<u8>) {
-    encode_into(batch, buf)
+    encode::batch(batch, buf)
 }
 
 /// Decodes a batch, borrowing from `bytes`. The whole input must be one batch.
 pub fn decode_batch(bytes: &[u8]) -> Result<Batch<'_>, DecodeError> {
+    decode_input(bytes).map(|input| input.batch)
+}
+
+/// A batch with what its writer said about the output it accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Input<'a> {
+    pub batch: Batch<'a>,
+    /// The host accepts input records kept unchanged as their index.
+    pub keeps_by_index: bool,
+}
+
+/// Decodes a batch and its `kept-by-index` flag (false when absent, as from older hosts).
+pub(crate) fn decode_input(bytes: &[u8]) -> Result<Input<'_>, DecodeError> {
     match crate::fast::batch(bytes) {
-        Some(batch) => Ok(batch),
+        Some(input) => Ok(input),
         None => decode_all(bytes),
     }
 }
 
-/// Encodes an output, appending to `buf`.
+/// Encodes an output, appending to `buf`; every record in full.
 pub fn encode_output(output: &Output<'_>, buf: &mut Vec<u8>) {
-    encode_into(output, buf)
+    encode::output(output, None, buf)
+}
+
+/// Encodes an output, naming the records of `inputs` it keeps unchanged by their index.
+pub(crate) fn encode_output_keeping(output: &Output<'_>, inputs: &mut Inputs, buf: &mut Vec<u8>) {
+    encode::output(output, Some(inputs), buf)
 }
 
 /// Decodes an output, borrowing from `bytes`. The whole input must be one output.
-pub fn decode_output(bytes: &[u8]) -> Result<Output<'_>, DecodeError> {
+pub fn decode_output(bytes: &[u8]) -> Result<DecodedOutput<'_>, DecodeError> {
     match crate::fast::output(bytes) {
         Some(output) => Ok(output),
         None => decode_all(bytes),
@@ -49,12 +73,12 @@ pub fn decode_output(bytes: &[u8]) -> Result<Output<'_>, DecodeError> {
 
 /// The general decoders alone, without the fast path (for tests that compare the two).
 #[cfg(test)]
-pub(crate) fn decode_batch_general(bytes: &[u8]) -> Result<Batch<'_>, DecodeError> {
+pub(crate) fn decode_input_general(bytes: &[u8]) -> Result<Input<'_>, DecodeError> {
     decode_all(bytes)
 }
 
 #[cfg(test)]
-pub(crate) fn decode_output_general(bytes: &[u8]) -> Result<Output<'_>, DecodeError> {
+pub(crate) fn decode_output_general(bytes: &[u8]) -> Result<DecodedOutput<'_>, DecodeError> {
     decode_all(bytes)
 }
 
@@ -194,39 +218,11 @@ pub(crate) fn bytes<'b>(d: &mut Decoder<'b>) -> Result<Cow<'b, [u8]>, DecodeErro
     d.bytes().map(Cow::Borrowed)
 }
 
-fn opt_bytes<W: Write>(
-    e: &mut Encoder<W>,
-    v: &Option<Cow<'_, [u8]>>,
-) -> Result<(), EncodeError<W::Error>> {
-    match v {
-        Some(b) => e.bytes(b)?,
-        None => e.null()?,
-    };
-    Ok(())
-}
-
 fn headers<'b>(d: &mut Decoder<'b>) -> Result<Vec<Header<'b>>, DecodeError> {
     list(d, |d| Header::decode(d, &mut ()))
 }
 
-fn encode_headers<W: Write>(
-    e: &mut Encoder<W>,
-    headers: &[Header<'_>],
-) -> Result<(), EncodeError<W::Error>> {
-    e.array(headers.len() as u64)?;
-    for h in headers {
-        h.encode(e, &mut ())?;
-    }
-    Ok(())
-}
-
 // Header = [name: tstr, value: bstr / null]
-impl<C> Encode<C> for Header<'_> {
-    fn encode<W: Write>(&self, e: &mut Encoder<W>, _: &mut C) -> Result<(), EncodeError<W::Error>> {
-        e.array(2)?.str(&self.name)?;
-        opt_bytes(e, &self.value)
-    }
-}
 
 impl<'b, C> Decode<'b, C> for Header<'b> {
     fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, DecodeError> {
@@ -239,23 +235,6 @@ impl<'b, C> Decode<'b, C> for Header<'b> {
 }
 
 // Record = [topic, partition / null, offset / null, timestamp, key / null, value / null, headers]
-impl<C> Encode<C> for Record<'_> {
-    fn encode<W: Write>(&self, e: &mut Encoder<W>, _: &mut C) -> Result<(), EncodeError<W::Error>> {
-        e.array(7)?.str(&self.topic)?;
-        match self.partition {
-            Some(p) => e.i32(p)?,
-            None => e.null()?,
-        };
-        match self.offset {
-            Some(o) => e.i64(o)?,
-            None => e.null()?,
-        };
-        e.i64(self.timestamp)?;
-        opt_bytes(e, &self.key)?;
-        opt_bytes(e, &self.value)?;
-        encode_headers(e, &self.headers)
-    }
-}
 
 impl<'b, C> Decode<'b, C> for Record<'b> {
     fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, DecodeError> {
@@ -280,48 +259,25 @@ impl<'b, C> Decode<'b, C> for Record<'b> {
     }
 }
 
-// Batch = [records: [* Record], ? state: bstr / null]
-impl<C> Encode<C> for Batch<'_> {
-    fn encode<W: Write>(&self, e: &mut Encoder<W>, _: &mut C) -> Result<(), EncodeError<W::Error>> {
-        // Without state, the one-element form every v1 guest has always read.
-        e.array(if self.state.is_some() { 2 } else { 1 })?;
-        e.array(self.records.len() as u64)?;
-        for r in &self.records {
-            r.encode(e, &mut ())?;
-        }
-        if let Some(state) = &self.state {
-            e.bytes(state)?;
-        }
-        Ok(())
-    }
-}
+// Batch = [records: [* Record], ? state: bstr / null, ? kept-by-index: bool]
 
-impl<'b, C> Decode<'b, C> for Batch<'b> {
+impl<'b, C> Decode<'b, C> for Input<'b> {
     fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, DecodeError> {
         let mut s = Seq::begin(d)?;
         let records = s.required(d, "batch: missing records", |d| {
             list(d, |d| Record::decode(d, &mut ()))
         })?;
         let state = s.nullable(d, bytes)?;
+        let keeps_by_index = s.nullable(d, |d| d.bool())?.unwrap_or(false);
         s.finish(d)?;
-        Ok(Batch { records, state })
+        Ok(Input {
+            batch: Batch { records, state },
+            keeps_by_index,
+        })
     }
 }
 
 // OutRecord = [topic / null, timestamp, key / null, value / null, headers]
-impl<C> Encode<C> for OutRecord<'_> {
-    fn encode<W: Write>(&self, e: &mut Encoder<W>, _: &mut C) -> Result<(), EncodeError<W::Error>> {
-        e.array(5)?;
-        match &self.topic {
-            Some(t) => e.str(t)?,
-            None => e.null()?,
-        };
-        e.i64(self.timestamp)?;
-        opt_bytes(e, &self.key)?;
-        opt_bytes(e, &self.value)?;
-        encode_headers(e, &self.headers)
-    }
-}
 
 impl<'b, C> Decode<'b, C> for OutRecord<'b> {
     fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, DecodeError> {
@@ -343,12 +299,6 @@ impl<'b, C> Decode<'b, C> for OutRecord<'b> {
 }
 
 // RecordError = [index: uint, message: tstr]
-impl<C> Encode<C> for RecordError<'_> {
-    fn encode<W: Write>(&self, e: &mut Encoder<W>, _: &mut C) -> Result<(), EncodeError<W::Error>> {
-        e.array(2)?.u32(self.index)?.str(&self.message)?;
-        Ok(())
-    }
-}
 
 impl<'b, C> Decode<'b, C> for RecordError<'b> {
     fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, DecodeError> {
@@ -360,47 +310,35 @@ impl<'b, C> Decode<'b, C> for RecordError<'b> {
     }
 }
 
-// Output = [records: [* OutRecord], errors: [* RecordError] / null, failure: tstr / null,
+// Output = [records: [* OutRecord / uint], errors: [* RecordError] / null, failure: tstr / null,
 //           ? state: bstr / null]
-impl<C> Encode<C> for Output<'_> {
-    fn encode<W: Write>(&self, e: &mut Encoder<W>, _: &mut C) -> Result<(), EncodeError<W::Error>> {
-        e.array(if self.state.is_some() { 4 } else { 3 })?;
-        e.array(self.records.len() as u64)?;
-        for r in &self.records {
-            r.encode(e, &mut ())?;
+
+// An output entry: an out-record, or the index of an input record kept unchanged.
+impl<'b, C> Decode<'b, C> for Entry<'b> {
+    fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, DecodeError> {
+        match d.datatype()? {
+            Type::U8 | Type::U16 | Type::U32 | Type::U64 => d.u32().map(Entry::Input),
+            _ => OutRecord::decode(d, &mut ()).map(Entry::Written),
         }
-        e.array(self.errors.len() as u64)?;
-        for err in &self.errors {
-            err.encode(e, &mut ())?;
-        }
-        match &self.failure {
-            Some(f) => e.str(f)?,
-            None => e.null()?,
-        };
-        if let Some(state) = &self.state {
-            e.bytes(state)?;
-        }
-        Ok(())
     }
 }
 
-impl<'b, C> Decode<'b, C> for Output<'b> {
+impl<'b, C> Decode<'b, C> for DecodedOutput<'b> {
     fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, DecodeError> {
         let mut s = Seq::begin(d)?;
-        let records = s.required(d, "output: missing records", |d| {
-            list(d, |d| OutRecord::decode(d, &mut ()))
+        let mut out = DecodedOutput::default();
+        let entries = s.required(d, "output: missing records", |d| {
+            list(d, |d| Entry::decode(d, &mut ()))
         })?;
-        let errors = s
+        for entry in entries {
+            out.push(entry);
+        }
+        out.errors = s
             .nullable(d, |d| list(d, |d| RecordError::decode(d, &mut ())))?
             .unwrap_or_default();
-        let failure = s.nullable(d, text)?;
-        let state = s.nullable(d, bytes)?;
+        out.failure = s.nullable(d, text)?;
+        out.state = s.nullable(d, bytes)?;
         s.finish(d)?;
-        Ok(Output {
-            records,
-            errors,
-            failure,
-            state,
-        })
+        Ok(out)
     }
 }

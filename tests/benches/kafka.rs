@@ -345,9 +345,9 @@ async fn blocking(bootstrap: &str, topic: &str, value: &[u8], records: usize) ->
         .expect("producer thread")
 }
 
-/// Whether `HW_KAFKA_BENCH` (default: all) names `part`: `produce`, `one`, `consume`, `latency`.
+/// Whether `HW_KAFKA_BENCH` (default: all) names `part`.
 fn wanted(part: &str) -> bool {
-    std::env::var("HW_KAFKA_BENCH").map_or(true, |v| v.split(',').any(|p| p.trim() == part))
+    scale::wanted("HW_KAFKA_BENCH", part)
 }
 
 /// Runs `work` under [`measured`] when `part` is wanted.

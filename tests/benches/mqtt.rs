@@ -121,7 +121,7 @@ async fn run_throughput(b: &Running, s: &Scenario) -> Measured {
 
 /// Whether `HW_MQTT_BENCH` (default: all) names `part`.
 fn wanted(part: &str) -> bool {
-    std::env::var("HW_MQTT_BENCH").map_or(true, |v| v.split(',').any(|p| p.trim() == part))
+    scale::wanted("HW_MQTT_BENCH", part)
 }
 
 /// Whether `HW_MQTT_BROKERS` (default: all) names a word of `name`.

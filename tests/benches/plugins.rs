@@ -9,7 +9,8 @@
 //!   batch) and the memory each live instance takes.
 //!
 //! Run: `cargo bench -p headwater-tests --bench plugins` (prints Markdown tables). Scale with
-//! `HW_BENCH_SCALE` (default 1.0).
+//! `HW_BENCH_SCALE` (default 1.0); `HW_PLUGIN_BENCH=calls` (or `ingest`, `native`, `starts`,
+//! comma-separated) runs only those parts.
 
 #[path = "support/bench_log.rs"]
 mod bench_log;
@@ -35,6 +36,11 @@ use headwater::plugin::{measure_starts, IngestPlugins, PluginEngine};
 use headwater_sdk::{wire, Batch, Plugin, Record};
 use headwater_tests::plugin_wasm;
 use scale::scale;
+
+/// Whether `HW_PLUGIN_BENCH` (default: all) names `part`.
+fn wanted(part: &str) -> bool {
+    scale::wanted("HW_PLUGIN_BENCH", part)
+}
 
 const RECORD_BYTES: usize = 100;
 const BATCH: usize = 1000;
@@ -122,13 +128,13 @@ fn plugins(sections: &[PluginSection]) -> IngestPlugins {
 
 /// Records/s through `Ingest::publish` (the path MQTT publishes take) into a fresh fsync'd log:
 /// `producers` tasks each publishing `requests` requests of [`BATCH`] records.
-async fn ingest_rate(chain: IngestPlugins, producers: usize, requests: usize) -> f64 {
+async fn ingest_rate(chain: Arc<IngestPlugins>, producers: usize, requests: usize) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let log = bench_log::open_fsync(dir.path());
     log.create_topic("bench", 1, TopicConfig::default())
         .await
         .unwrap();
-    let ingest = Ingest::new(log.clone(), Arc::new(chain));
+    let ingest = Ingest::new(log.clone(), chain);
     let prepared: Vec<Vec<Vec<NewRecord>>> = (0..producers)
         .map(|p| {
             (0..requests)
@@ -167,12 +173,16 @@ async fn per_call(chain: &IngestPlugins, batch: usize, calls: usize) -> Duration
     let input = records(batch, 0);
     // Warm up: the first call may grow the instance's memory.
     chain.run("bench", input.clone()).await.expect("run");
+    // Copies made and outputs dropped outside the timed loop: it times the plugin path alone.
+    let inputs = vec![input; calls];
+    let mut outputs = Vec::with_capacity(calls);
     let started = Instant::now();
-    for _ in 0..calls {
-        let out = chain.run("bench", input.clone()).await.expect("run");
-        assert_eq!(out.kept()[0].1.len(), batch);
+    for input in inputs {
+        outputs.push(chain.run("bench", input).await.expect("run"));
     }
-    started.elapsed() / calls as u32
+    let elapsed = started.elapsed();
+    assert!(outputs.iter().all(|out| out.kept()[0].1.len() == batch));
+    elapsed / calls as u32
 }
 
 /// The same json-range code compiled natively, called through the SDK's entry points on the
@@ -190,7 +200,7 @@ fn native_sdk_per_record(batches: usize) -> Duration {
         wire::encode_batch(&sdk_batch(&input), &mut encoded);
         let output = state.process_bytes(&encoded);
         let decoded = wire::decode_output(&output).expect("output");
-        assert_eq!(decoded.records.len(), BATCH);
+        assert_eq!(decoded.entries.len(), BATCH);
     }
     started.elapsed() / (batches * BATCH) as u32
 }
@@ -221,30 +231,67 @@ async fn main() {
     let (producers, requests) = (4, scale(100));
     let calls = scale(2000);
 
-    println!("| ingest path, {RECORD_BYTES} B JSON records, {BATCH} per request, {producers} producers, fsync'd | records/s | vs no plugin |");
-    println!("|---|---:|---:|");
-    let none = ingest_rate(IngestPlugins::default(), producers, requests).await;
-    let pass = ingest_rate(
-        plugins(&[section("pass", "passthrough", BTreeMap::new())]),
-        producers,
-        requests,
-    )
-    .await;
-    let range = ingest_rate(
-        plugins(&[section("range", "json_range", range_config())]),
-        producers,
-        requests,
-    )
-    .await;
-    let pct = |a: f64| format!("{:.0}%", 100.0 * a / none);
-    println!("| no plugin | {none:.0} | 100% |");
-    println!("| pass-through plugin | {pass:.0} | {} |", pct(pass));
-    println!(
-        "| json-range filter (keeps all) | {range:.0} | {} |",
-        pct(range)
-    );
+    if wanted("ingest") {
+        ingest_rows(producers, requests).await;
+    }
+    if wanted("calls") {
+        call_rows(calls).await;
+    }
+    if wanted("native") {
+        native_rows().await;
+    }
+    if wanted("starts") {
+        start_rows();
+    }
+}
 
+/// Rounds of the ingest comparison: each runs the three variants back to back, so a ratio
+/// compares runs a second apart (this VM's speed drifts by tens of percent over minutes).
+const INGEST_ROUNDS: usize = 5;
+
+async fn ingest_rows(producers: usize, requests: usize) {
+    println!("| ingest path, {RECORD_BYTES} B JSON records, {BATCH} per request, {producers} producers, fsync'd, median of {INGEST_ROUNDS} rounds | records/s | vs no plugin (median of rounds) | range of rounds |");
+    println!("|---|---:|---:|---:|");
+    let variants = [
+        ("no plugin", Arc::new(IngestPlugins::default())),
+        (
+            "pass-through plugin",
+            Arc::new(plugins(&[section("pass", "passthrough", BTreeMap::new())])),
+        ),
+        (
+            "json-range filter (keeps all)",
+            Arc::new(plugins(&[section("range", "json_range", range_config())])),
+        ),
+    ];
+    let mut rates = vec![Vec::new(); variants.len()];
+    for _ in 0..INGEST_ROUNDS {
+        for (i, (_, chain)) in variants.iter().enumerate() {
+            rates[i].push(ingest_rate(chain.clone(), producers, requests).await);
+        }
+    }
+    for (i, (name, _)) in variants.iter().enumerate() {
+        let mut ratios: Vec<f64> = (0..INGEST_ROUNDS)
+            .map(|r| rates[i][r] / rates[0][r])
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        println!(
+            "| {name} | {:.0} | {:.0}% | {:.0}–{:.0}% |",
+            median(&rates[i]),
+            100.0 * ratios[INGEST_ROUNDS / 2],
+            100.0 * ratios[0],
+            100.0 * ratios[INGEST_ROUNDS - 1]
+        );
+    }
     println!();
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+async fn call_rows(calls: usize) {
     println!("| pass-through plugin, one call (host encode, copy in, guest decode/encode, copy out, host decode, worker hand-off) | µs per call | ns per record |");
     println!("|---|---:|---:|");
     let pass_chain = plugins(&[section("pass", "passthrough", BTreeMap::new())]);
@@ -259,6 +306,9 @@ async fn main() {
     }
 
     println!();
+}
+
+async fn native_rows() {
     println!("| json-range filter, {BATCH}-record batches | ns per record | vs native direct |");
     println!("|---|---:|---:|");
     let batches = scale(300);
@@ -283,6 +333,9 @@ async fn main() {
     );
 
     println!();
+}
+
+fn start_rows() {
     println!("| restarting an instance (drop, instantiate, hw_init) | µs per start | linear memory KiB | RSS KiB per live instance (100 alive) |");
     println!("|---|---:|---:|---:|");
     let engine = PluginEngine::new().expect("engine");

@@ -13,6 +13,7 @@ mod bench_log;
 #[path = "support/procfs.rs"]
 mod procfs;
 #[path = "support/scale.rs"]
+#[allow(dead_code)] // the part selector is for the larger benches
 mod scale;
 use scale::scale;
 

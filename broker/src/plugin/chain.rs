@@ -118,7 +118,6 @@ impl Chains {
     async fn run(
         &self,
         topic: &str,
-        partition: Option<i32>,
         records: Vec<SourceRecord>,
         mut states: Option<&mut PluginStates>,
     ) -> Result<ChainOutput, PluginError> {
@@ -141,17 +140,10 @@ impl Chains {
                     None => states.remove(plugin.name()),
                 };
             }
-            for (target, record) in result.kept {
-                match target {
-                    Some(t) if t != topic => out.push_kept(t, record),
-                    // Still in the source topic: input of the next plugin. The partition is
-                    // still known; the offset no longer is (outputs do not map 1:1 to inputs).
-                    _ => current.push(SourceRecord {
-                        partition,
-                        offset: None,
-                        record,
-                    }),
-                }
+            // Kept in the source topic: the input of the next plugin.
+            current = result.kept;
+            for (target, record) in result.routed {
+                out.push_kept(target, record);
             }
             ChainOutput::push(
                 &mut out.dead_letters,
@@ -214,7 +206,7 @@ impl IngestPlugins {
         records: Vec<NewRecord>,
     ) -> Result<ChainOutput, PluginError> {
         let records = records.into_iter().map(SourceRecord::from).collect();
-        self.chains.run(topic, None, records, None).await
+        self.chains.run(topic, records, None).await
     }
 
     /// Every loaded plugin, for metrics.
@@ -270,9 +262,7 @@ impl UpstreamPlugins {
                 },
             })
             .collect();
-        self.chains
-            .run(topic, Some(partition), records, Some(states))
-            .await
+        self.chains.run(topic, records, Some(states)).await
     }
 
     pub fn plugins(&self) -> &[Arc<Plugin>] {

@@ -3,20 +3,22 @@
 //!
 //! The input batch borrows every key, value and header from the records (the only copy is the
 //! one into guest memory). The output is decoded in place from the buffer read out of the guest,
-//! and kept values are slices of that buffer ([`Bytes::slice_ref`]), so the way back copies
-//! nothing either.
+//! and written values are slices of that buffer ([`Bytes::slice_ref`]); records the plugin kept
+//! unchanged come back as their index and are the caller's own records again, so the way back
+//! copies nothing either.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use headwater_sdk::{wire, Batch, Config, Header, Record, Value};
+use headwater_sdk::wire::{BatchWriter, RecordFields};
+use headwater_sdk::{wire, Config, OutEntry, Value};
 
 use super::instance::CallError;
 use crate::log::NewRecord;
 
 /// A record on its way into a plugin, with where it came from when that is known.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SourceRecord {
     /// Known for upstream plugins; ingest plugins run before the log picks a partition.
     pub partition: Option<i32>,
@@ -37,8 +39,10 @@ impl From<NewRecord> for SourceRecord {
 
 /// A plugin's checked output.
 pub(crate) struct Decoded {
-    /// Kept records with the topic they go to (`None`: the source topic).
-    pub kept: Vec<(Option<String>, NewRecord)>,
+    /// Kept records, in output order: an input record unchanged, or one of `written`.
+    pub kept: Vec<OutEntry>,
+    /// Records the plugin wrote out, with the topic each goes to (`None`: the source topic).
+    pub written: Vec<(Option<String>, NewRecord)>,
     /// Input records the plugin reported as failed: index into the input, message.
     pub errors: Vec<(usize, String)>,
     /// The state the plugin wants back with its next batch of this topic and partition.
@@ -72,36 +76,22 @@ fn toml_to_value(v: &toml::Value) -> Value {
 
 /// Encodes records of `topic` as an ABI batch, with the plugin's `state` for them.
 pub(crate) fn encode_input(topic: &str, records: &[SourceRecord], state: Option<&[u8]>) -> Vec<u8> {
-    let mut batch = Batch::new(
-        records
-            .iter()
-            .map(|s| Record {
-                topic: Cow::Borrowed(topic),
-                partition: s.partition,
-                offset: s.offset,
-                timestamp: s.record.timestamp,
-                key: borrowed(&s.record.key),
-                value: borrowed(&s.record.value),
-                headers: s
-                    .record
-                    .headers
-                    .iter()
-                    .map(|(name, value)| Header {
-                        name: Cow::Borrowed(name),
-                        value: borrowed(value),
-                    })
-                    .collect(),
-            })
-            .collect(),
-    );
-    batch.state = state.map(Cow::Borrowed);
     let mut buf = Vec::with_capacity(estimate(records) + state.map_or(0, <[u8]>::len) + 16);
-    wire::encode_batch(&batch, &mut buf);
+    let mut batch = BatchWriter::new(&mut buf, records.len());
+    for s in records {
+        let fields = RecordFields {
+            topic,
+            partition: s.partition,
+            offset: s.offset,
+            timestamp: s.record.timestamp,
+            key: s.record.key.as_deref(),
+            value: s.record.value.as_deref(),
+        };
+        let headers = s.record.headers.iter();
+        batch.record(fields, headers.map(|(n, v)| (n.as_str(), v.as_deref())));
+    }
+    batch.finish(state);
     buf
-}
-
-fn borrowed(b: &Option<Bytes>) -> Option<Cow<'_, [u8]>> {
-    b.as_deref().map(Cow::Borrowed)
 }
 
 /// About how many bytes `record` takes in a batch; used to split large inputs.
@@ -116,7 +106,7 @@ pub(crate) fn estimated_size(record: &NewRecord) -> usize {
             .sum::<usize>()
 }
 
-fn estimate(records: &[SourceRecord]) -> usize {
+pub(crate) fn estimate(records: &[SourceRecord]) -> usize {
     records.iter().map(|r| estimated_size(&r.record)).sum()
 }
 
@@ -143,8 +133,16 @@ pub(crate) fn decode_output(buf: Vec<u8>, inputs: usize) -> Result<Decoded, Call
         Cow::Borrowed(s) => buf.slice_ref(s),
         Cow::Owned(v) => Bytes::from(v),
     };
-    let mut kept = Vec::with_capacity(output.records.len());
-    for r in output.records {
+    if let Some(index) = output.entries.iter().find_map(|e| match *e {
+        OutEntry::Input(index) if index as usize >= inputs => Some(index),
+        _ => None,
+    }) {
+        return Err(CallError::BadOutput(format!(
+            "a kept record names input {index}, but the batch had {inputs}"
+        )));
+    }
+    let mut written = Vec::with_capacity(output.written.len());
+    for r in output.written {
         let topic = match r.topic {
             None => None,
             Some(t) => {
@@ -164,11 +162,12 @@ pub(crate) fn decode_output(buf: Vec<u8>, inputs: usize) -> Result<Decoded, Call
                 .map(|h| (h.name.into_owned(), h.value.map(bytes)))
                 .collect(),
         };
-        kept.push((topic, record));
+        written.push((topic, record));
     }
     let state = output.state.map(Cow::into_owned);
     Ok(Decoded {
-        kept,
+        kept: output.entries,
+        written,
         errors,
         state,
     })
@@ -219,9 +218,19 @@ mod tests {
         });
         out.error(0, "bad");
         let decoded = decode_output(encode(&out), 1).unwrap();
-        assert_eq!(decoded.kept[0].0.as_deref(), Some("other"));
-        assert_eq!(decoded.kept[0].1.value.as_deref(), Some(&b"x"[..]));
+        assert_eq!(decoded.kept, [OutEntry::Written(0)]);
+        let (topic, record) = &decoded.written[0];
+        assert_eq!(topic.as_deref(), Some("other"));
+        assert_eq!(record.value.as_deref(), Some(&b"x"[..]));
         assert_eq!(decoded.errors, vec![(0, "bad".to_string())]);
+
+        // A kept index must name a record of the batch: [[1], [], null].
+        let decoded = decode_output(vec![0x83, 0x81, 0x01, 0x80, 0xf6], 2).unwrap();
+        assert_eq!(decoded.kept, [OutEntry::Input(1)]);
+        let e = decode_output(vec![0x83, 0x81, 0x02, 0x80, 0xf6], 2)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("names input 2"), "{e}");
 
         let bad_index = Output {
             errors: vec![RecordError {

@@ -20,6 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 use wasmtime::{InstancePre, Module};
 
 use super::abi;
+use headwater_sdk::OutEntry;
+
 use super::convert::{self, Decoded, SourceRecord};
 use super::dead_letter::{dead_letter, Origin};
 use super::engine::PluginEngine;
@@ -42,8 +44,11 @@ const MAX_CALL_INPUT_BYTES: usize = 16 * 1024 * 1024;
 /// What one plugin made of the records of one request.
 #[derive(Default)]
 pub(crate) struct PluginOutput {
-    /// Kept records and their target topic (`None`: the source topic), in output order.
-    pub kept: Vec<(Option<String>, NewRecord)>,
+    /// Records kept in the source topic, in output order (input for the next plugin of the
+    /// chain). Their offsets are unknown again: outputs need not map to inputs.
+    pub kept: Vec<SourceRecord>,
+    /// Records routed to another topic, in output order.
+    pub routed: Vec<(String, NewRecord)>,
     /// Dead letters, for the plugin's dead-letter topic.
     pub dead: Vec<NewRecord>,
     /// The plugin's state after these records (`None`: it keeps none).
@@ -444,28 +449,78 @@ impl Worker {
     fn accept(
         &mut self,
         topic: &str,
-        records: Vec<SourceRecord>,
+        mut records: Vec<SourceRecord>,
         decoded: Decoded,
         out: &mut PluginOutput,
     ) {
         let (inputs, kept) = (records.len(), decoded.kept.len());
+        // Every record of a call has the partition of the call (or none).
+        let partition = records.first().and_then(|r| r.partition);
         PluginStats::add(&self.stats.records_out, kept);
-        out.kept.extend(decoded.kept);
-        let mut failed = 0;
-        if !decoded.errors.is_empty() {
-            let mut records: Vec<Option<SourceRecord>> = records.into_iter().map(Some).collect();
-            for (index, message) in decoded.errors {
-                // Indexes were checked against the batch; a repeated index dead-letters once.
-                if let Some(r) = records.get_mut(index).and_then(Option::take) {
-                    out.dead.push(self.dead_letter(topic, r, &message));
-                    failed += 1;
-                }
+        // Uses of each input still to come: the last one takes the record (leaving a default
+        // in its place), earlier ones (a record kept twice, or kept and reported failed) clone.
+        let mut uses = vec![0u32; inputs];
+        for k in &decoded.kept {
+            if let OutEntry::Input(index) = *k {
+                uses[index as usize] += 1;
             }
+        }
+        let mut failed = 0;
+        let mut reported = vec![false; if decoded.errors.is_empty() { 0 } else { inputs }];
+        for (index, message) in decoded.errors {
+            // Indexes were checked against the batch; a repeated index dead-letters once.
+            if std::mem::replace(&mut reported[index], true) {
+                continue;
+            }
+            let r = match uses[index] {
+                0 => std::mem::take(&mut records[index]),
+                _ => records[index].clone(),
+            };
+            out.dead.push(self.dead_letter(topic, r, &message));
+            failed += 1;
         }
         PluginStats::add(
             &self.stats.records_dropped,
             inputs.saturating_sub(kept + failed),
         );
+        if kept_in_order(&decoded.kept) && out.kept.is_empty() {
+            // A filter or pass-through: move the kept records to the front, in place.
+            for (to, k) in decoded.kept.iter().enumerate() {
+                if let OutEntry::Input(from) = *k {
+                    records.swap(to, from as usize);
+                }
+            }
+            records.truncate(kept);
+            records.iter_mut().for_each(|r| r.offset = None);
+            out.kept = records;
+            return;
+        }
+        out.kept.reserve(kept);
+        let mut written = decoded.written;
+        for k in decoded.kept {
+            let record = match k {
+                OutEntry::Written(i) => match std::mem::take(&mut written[i as usize]) {
+                    (Some(target), record) if target != topic => {
+                        out.routed.push((target, record));
+                        continue;
+                    }
+                    (_, record) => record,
+                },
+                OutEntry::Input(index) => {
+                    let index = index as usize;
+                    uses[index] -= 1;
+                    match uses[index] {
+                        0 => std::mem::take(&mut records[index].record),
+                        _ => records[index].record.clone(),
+                    }
+                }
+            };
+            out.kept.push(SourceRecord {
+                partition,
+                offset: None,
+                record,
+            });
+        }
     }
 
     fn fail(
@@ -529,8 +584,24 @@ impl Worker {
     }
 }
 
+/// Whether every kept record is an input record, each once, in input order.
+fn kept_in_order(kept: &[OutEntry]) -> bool {
+    let mut next = 0;
+    kept.iter().all(|k| match *k {
+        OutEntry::Input(index) if index >= next => {
+            next = index + 1;
+            true
+        }
+        _ => false,
+    })
+}
+
 /// Splits records into calls of at most about `max_bytes` encoded (a larger record goes alone).
 fn split(records: Vec<SourceRecord>, max_bytes: usize) -> Vec<Vec<SourceRecord>> {
+    // The common case, one call: the records stay where they are.
+    if !records.is_empty() && convert::estimate(&records) <= max_bytes {
+        return vec![records];
+    }
     let mut batches = Vec::new();
     let mut current = Vec::new();
     let mut size = 0;

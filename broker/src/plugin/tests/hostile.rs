@@ -278,6 +278,11 @@ async fn garbage_outputs_fail_the_batch() {
         (bad_alloc, "hw_alloc returned 0xfffffff0"),
         (no_alloc, "hw_alloc could not allocate"),
         (bad_index, "an error names record 2, but the batch had 2"),
+        // [[0, 2], [], null]: kept input records by index, one beyond the batch.
+        (
+            Wat::returning_bytes(&[0x83, 0x82, 0x00, 0x02, 0x80, 0xf6]),
+            "a kept record names input 2, but the batch had 2",
+        ),
     ] {
         let dead = dead_letters_of(&wat).await;
         assert_eq!(values(&dead), ["a", "b"]);
@@ -287,6 +292,41 @@ async fn garbage_outputs_fail_the_batch() {
             "{error:?} should contain {expected:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn records_kept_by_index_are_the_inputs_even_when_kept_twice_or_also_failed() {
+    // [[1, 0, 1], [[1, "odd"]], null]: input 1 kept twice and reported failed, input 0 once.
+    let output = b"\x83\x83\x01\x00\x01\x81\x82\x01\x63odd\xf6";
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_module(dir.path(), "p", &Wat::returning_bytes(output).build());
+    let plugins = load(vec![section("p", &path, &["t"])]);
+    let input = records(&["a", "b"]);
+    let out = plugins.run("t", input.clone()).await.unwrap();
+    let (kept, dead) = split_output(&out, "t");
+    assert_eq!(
+        kept,
+        vec![input[1].clone(), input[0].clone(), input[1].clone()]
+    );
+    assert!(dead.is_empty());
+    let (_, dead) = split_output(&out, "dead-letters");
+    assert_eq!(values(&dead), ["b"]);
+    assert_eq!(header(&dead[0], HEADER_ERROR), Some("odd"));
+}
+
+#[tokio::test]
+async fn a_filter_keeping_records_in_order_by_index_keeps_exactly_those() {
+    // [[0, 2], [[1, "bad"], [2, "odd"]], null]: inputs 0 and 2 kept, 1 and 2 reported failed.
+    let output = b"\x83\x82\x00\x02\x82\x82\x01\x63bad\x82\x02\x63odd\xf6";
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_module(dir.path(), "p", &Wat::returning_bytes(output).build());
+    let plugins = load(vec![section("p", &path, &["t"])]);
+    let input = records(&["a", "b", "c"]);
+    let out = plugins.run("t", input.clone()).await.unwrap();
+    let (kept, _) = split_output(&out, "t");
+    assert_eq!(kept, vec![input[0].clone(), input[2].clone()]);
+    let (_, dead) = split_output(&out, "dead-letters");
+    assert_eq!(values(&dead), ["b", "c"]);
 }
 
 #[tokio::test]
