@@ -11,6 +11,29 @@ use headwater_sdk::abi;
 use wasmparser::{Encoding, Parser, Payload};
 use wasmtime::{ExternType, Module, ValType};
 
+/// Refuses a module whose memory starts above `cap` bytes, before compiling it (a pooled engine
+/// would refuse to compile it anyway, with a message about its pool).
+pub(crate) fn check_initial_memory(bytes: &[u8], cap: usize) -> Result<(), String> {
+    for payload in Parser::new(0).parse_all(bytes) {
+        if let Payload::MemorySection(memories) =
+            payload.map_err(|e| format!("not a valid WebAssembly module: {e}"))?
+        {
+            for memory in memories {
+                let memory = memory.map_err(|e| format!("not a valid WebAssembly module: {e}"))?;
+                let initial = memory
+                    .initial
+                    .saturating_mul(1 << memory.page_size_log2.unwrap_or(16));
+                if initial > cap as u64 {
+                    return Err(format!(
+                        "its initial memory exceeds the cap of {cap} bytes ({initial} bytes)"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Reads the declared ABI version and refuses anything but [`abi::ABI_VERSION`].
 pub(crate) fn check_version(bytes: &[u8]) -> Result<(), String> {
     let mut declared: Option<&[u8]> = None;

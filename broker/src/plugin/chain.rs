@@ -164,7 +164,7 @@ pub fn load(sections: &[PluginSection]) -> Result<(IngestPlugins, UpstreamPlugin
     if sections.is_empty() {
         return Ok((IngestPlugins::default(), UpstreamPlugins::default()));
     }
-    let engine = PluginEngine::new()?;
+    let engine = PluginEngine::for_plugins(sections)?;
     Ok((
         IngestPlugins {
             chains: Chains::load(&engine, sections, Attach::Ingest)?,
@@ -188,7 +188,7 @@ impl IngestPlugins {
         if !sections.iter().any(|s| s.attach == Attach::Ingest) {
             return Ok(IngestPlugins::default());
         }
-        let engine = PluginEngine::new()?;
+        let engine = PluginEngine::for_plugins(sections)?;
         Ok(IngestPlugins {
             chains: Chains::load(&engine, sections, Attach::Ingest)?,
         })
@@ -228,7 +228,7 @@ impl UpstreamPlugins {
         if !sections.iter().any(|s| s.attach == Attach::Upstream) {
             return Ok(UpstreamPlugins::default());
         }
-        let engine = PluginEngine::new()?;
+        let engine = PluginEngine::for_plugins(sections)?;
         Ok(UpstreamPlugins {
             chains: Chains::load(&engine, sections, Attach::Upstream)?,
         })

@@ -52,6 +52,7 @@ pub(crate) struct Instance {
     store: Store<HostState>,
     memory: Memory,
     alloc: TypedFunc<i32, i32>,
+    init: TypedFunc<(i32, i32), i64>,
     process: TypedFunc<(i32, i32), i64>,
     settings: Settings,
 }
@@ -63,6 +64,17 @@ impl Instance {
         plugin: Arc<str>,
         settings: Settings,
         config: &[u8],
+    ) -> Result<Instance, CallError> {
+        let mut instance = Instance::instantiate(pre, plugin, settings)?;
+        instance.init(config)?;
+        Ok(instance)
+    }
+
+    /// The first half of [`Instance::start`]: a fresh instance, not initialised yet.
+    pub fn instantiate(
+        pre: &InstancePre<HostState>,
+        plugin: Arc<str>,
+        settings: Settings,
     ) -> Result<Instance, CallError> {
         let engine = pre.module().engine();
         let mut store = Store::new(engine, HostState::new(plugin, settings.max_memory_bytes));
@@ -92,21 +104,28 @@ impl Instance {
         let process = instance
             .get_typed_func(&mut store, abi::EXPORT_PROCESS)
             .map_err(start_err)?;
-        let mut instance = Instance {
+        Ok(Instance {
             store,
             memory,
             alloc,
+            init,
             process,
             settings,
-        };
-        let packed = instance.call(&init, config, init_timeout)?;
+        })
+    }
+
+    /// The second half of [`Instance::start`]: `hw_init` with the CBOR config.
+    pub fn init(&mut self, config: &[u8]) -> Result<(), CallError> {
+        let init = self.init.clone();
+        let init_timeout = self.settings.timeout_ms.max(MIN_INIT_TIMEOUT_MS);
+        let packed = self.call(&init, config, init_timeout)?;
         if packed != 0 {
-            let message = instance.read(packed, MAX_INIT_MESSAGE_BYTES)?;
+            let message = self.read(packed, MAX_INIT_MESSAGE_BYTES)?;
             return Err(CallError::InitRefused(
                 String::from_utf8_lossy(&message).into_owned(),
             ));
         }
-        Ok(instance)
+        Ok(())
     }
 
     /// Current size of the instance's linear memory.

@@ -8,7 +8,9 @@
 use wasmtime::{ResourceLimiter, Result};
 
 /// Tables are sized in elements (a pointer each); this many is far more than any plugin needs.
-const MAX_TABLE_ELEMENTS: usize = 100_000;
+pub(crate) const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Tables per module (instances, memories: one each).
+pub(crate) const MAX_TABLES: usize = 4;
 
 pub(crate) struct MemoryCap {
     /// Most bytes of linear memory the instance may have.
@@ -57,6 +59,6 @@ impl ResourceLimiter for MemoryCap {
     }
 
     fn tables(&self) -> usize {
-        4
+        MAX_TABLES
     }
 }

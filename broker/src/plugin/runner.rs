@@ -103,6 +103,8 @@ impl Prepared {
             reason,
         };
         abi::check_version(bytes).map_err(module_err)?;
+        let max_memory_bytes = usize::try_from(section.max_memory_bytes).unwrap_or(usize::MAX);
+        abi::check_initial_memory(bytes, max_memory_bytes).map_err(module_err)?;
         let module = Module::new(engine.engine(), bytes)
             .map_err(|e| module_err(format!("does not compile: {e:#}")))?;
         abi::check_module(&module).map_err(module_err)?;
@@ -111,7 +113,7 @@ impl Prepared {
             .map_err(|e| module_err(format!("cannot be linked: {e:#}")))?;
         let settings = Settings {
             timeout_ms: section.timeout_ms,
-            max_memory_bytes: usize::try_from(section.max_memory_bytes).unwrap_or(usize::MAX),
+            max_memory_bytes,
         };
         let config = convert::config_to_cbor(&section.config);
         let instance = Instance::start(&pre, name.clone(), settings, &config).map_err(|e| {
@@ -279,13 +281,15 @@ pub struct StartCost {
     /// Mean time of one restart: the previous instance dropped, a new one instantiated and
     /// initialised (`hw_init`).
     pub per_start: std::time::Duration,
+    /// The instantiation alone (store, instance, exports), within `per_start`.
+    pub instantiate: std::time::Duration,
     /// Linear memory of one instance right after `hw_init`.
     pub linear_memory_bytes: usize,
 }
 
-/// Compiles `bytes` for `section` once and restarts an instance `restarts` times in a row; then
-/// keeps `alive` instances at once while `while_alive` runs (so a caller can read the
-/// process's memory meanwhile).
+/// Compiles `bytes` for `section` once with `engine` and restarts an instance `restarts` times
+/// in a row; then keeps `alive` instances at once while `while_alive` runs (so a caller can
+/// read the process's memory meanwhile).
 pub fn measure_starts(
     engine: &PluginEngine,
     section: &PluginSection,
@@ -295,6 +299,10 @@ pub fn measure_starts(
 ) -> Result<StartCost, PluginError> {
     let name: Arc<str> = Arc::from(section.name.as_str());
     let prepared = Prepared::new(engine, section, &name, bytes)?;
+    let failed = |e: CallError| PluginError::Start {
+        plugin: section.name.clone(),
+        reason: e.to_string(),
+    };
     let start = || {
         Instance::start(
             &prepared.pre,
@@ -302,25 +310,31 @@ pub fn measure_starts(
             prepared.settings,
             &prepared.config,
         )
-        .map_err(|e| PluginError::Start {
-            plugin: section.name.clone(),
-            reason: e.to_string(),
-        })
     };
-    let mut current = Some(start()?);
+    let mut current = Some(start().map_err(failed)?);
+    let mut instantiating = std::time::Duration::ZERO;
     let started = Instant::now();
     for _ in 0..restarts.max(1) {
         drop(current.take());
-        current = Some(start()?);
+        let before = Instant::now();
+        let mut instance = Instance::instantiate(&prepared.pre, name.clone(), prepared.settings)
+            .map_err(failed)?;
+        instantiating += before.elapsed();
+        instance.init(&prepared.config).map_err(failed)?;
+        current = Some(instance);
     }
-    let per_start = started.elapsed() / restarts.max(1) as u32;
+    let n = restarts.max(1) as u32;
+    let per_start = started.elapsed() / n;
     let linear_memory_bytes = current.as_ref().map_or(0, Instance::memory_size);
     drop(current);
-    let live = (0..alive).map(|_| start()).collect::<Result<Vec<_>, _>>()?;
+    let live = (0..alive)
+        .map(|_| start().map_err(failed))
+        .collect::<Result<Vec<_>, _>>()?;
     while_alive();
     drop(live);
     Ok(StartCost {
         per_start,
+        instantiate: instantiating / n,
         linear_memory_bytes,
     })
 }
