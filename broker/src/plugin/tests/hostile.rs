@@ -294,15 +294,20 @@ async fn garbage_outputs_fail_the_batch() {
     }
 }
 
+/// Runs `input` through a plugin on topic `t` whose every output is the CBOR `output`.
+async fn run_returning(output: &[u8], input: &[NewRecord]) -> ChainOutput {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_module(dir.path(), "p", &Wat::returning_bytes(output).build());
+    let plugins = load(vec![section("p", &path, &["t"])]);
+    plugins.run("t", input.to_vec()).await.unwrap()
+}
+
 #[tokio::test]
 async fn records_kept_by_index_are_the_inputs_even_when_kept_twice_or_also_failed() {
     // [[1, 0, 1], [[1, "odd"]], null]: input 1 kept twice and reported failed, input 0 once.
     let output = b"\x83\x83\x01\x00\x01\x81\x82\x01\x63odd\xf6";
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_module(dir.path(), "p", &Wat::returning_bytes(output).build());
-    let plugins = load(vec![section("p", &path, &["t"])]);
     let input = records(&["a", "b"]);
-    let out = plugins.run("t", input.clone()).await.unwrap();
+    let out = run_returning(output, &input).await;
     let (kept, dead) = split_output(&out, "t");
     assert_eq!(
         kept,
@@ -318,11 +323,8 @@ async fn records_kept_by_index_are_the_inputs_even_when_kept_twice_or_also_faile
 async fn a_filter_keeping_records_in_order_by_index_keeps_exactly_those() {
     // [[0, 2], [[1, "bad"], [2, "odd"]], null]: inputs 0 and 2 kept, 1 and 2 reported failed.
     let output = b"\x83\x82\x00\x02\x82\x82\x01\x63bad\x82\x02\x63odd\xf6";
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_module(dir.path(), "p", &Wat::returning_bytes(output).build());
-    let plugins = load(vec![section("p", &path, &["t"])]);
     let input = records(&["a", "b", "c"]);
-    let out = plugins.run("t", input.clone()).await.unwrap();
+    let out = run_returning(output, &input).await;
     let (kept, _) = split_output(&out, "t");
     assert_eq!(kept, vec![input[0].clone(), input[2].clone()]);
     let (_, dead) = split_output(&out, "dead-letters");
