@@ -343,7 +343,7 @@ typedef struct hw_out_record {
 /** The record unchanged: source topic, timestamp, key, value and headers. */
 hw_out_record hw_out_from(const hw_record *record);
 void hw_output_record(hw_output *out, const hw_out_record *record);
-/** Keeps the record as it is. */
+/** Keeps the record as it is (written as its index when the host accepts that). */
 void hw_output_keep(hw_output *out, const hw_record *record);
 /** Keeps the record with another value (the null slice writes a tombstone). */
 void hw_output_keep_value(hw_output *out, const hw_record *record, hw_slice value);
@@ -1315,6 +1315,8 @@ struct hw_batch {
     uint32_t next;
     /** Set when a record could not be read in full (scratch memory ran out). */
     const char *error;
+    /** The host takes kept records by their index (ABI.md, "Kept records"). */
+    bool keeps_by_index;
 };
 
 /* header = [name: tstr, value: bstr / null, extra...] */
@@ -1414,8 +1416,15 @@ static bool hw__batch_open(hw_batch *b, hw_cbor *c)
         if (b->count == UINT32_MAX) return hw_cbor_fail(c, "batch: too many records");
         b->count++;
     }
-    while (hw_cbor_next(c, &outer))
-        if (!hw_cbor_skip(c)) return false;
+    /* Then state (skipped: C plugins keep none) and the kept-by-index flag, then extras. */
+    b->keeps_by_index = false;
+    for (uint32_t field = 1; hw_cbor_next(c, &outer); field++) {
+        if (field == 2 && hw_cbor_peek(c) == HW_CBOR_BOOL) {
+            if (!hw_cbor_read_bool(c, &b->keeps_by_index)) return false;
+        } else if (!hw_cbor_skip(c)) {
+            return false;
+        }
+    }
     if (hw_cbor_ok(c) && c->pos != c->end) return hw_cbor_fail(c, "trailing bytes after the batch");
     b->cur = b->records;
     b->next = 0;
@@ -1488,6 +1497,8 @@ struct hw_output {
     hw_buf *errors;
     uint32_t error_count;
     bool failed;
+    /** Kept records may be written as their input index. */
+    bool keeps_by_index;
     /** The failure message, when `failed`. */
     hw_buf *failure;
 };
@@ -1533,6 +1544,13 @@ void hw_output_record(hw_output *out, const hw_out_record *rec)
 
 void hw_output_keep(hw_output *out, const hw_record *record)
 {
+    if (out->keeps_by_index) {
+        /* The host has the record: name it instead of writing it again. */
+        if (out->failed) return;
+        hw_cbor_put_int(out->records, record->index);
+        out->record_count++;
+        return;
+    }
     hw_out_record o = hw_out_from(record);
     hw_output_record(out, &o);
 }
@@ -1589,6 +1607,7 @@ static void hw__output_begin(hw_output *out)
     hw_buf_clear(out->failure);
     out->record_count = out->error_count = 0;
     out->failed = false;
+    out->keeps_by_index = false;
     static const uint8_t room[HW__OUT_ROOM] = {0};
     hw_buf_put(out->records, room, sizeof room);
 }
@@ -1912,6 +1931,7 @@ uint64_t hw__run_process(uint32_t ptr, uint32_t len, hw_process_fn process)
             else hw_output_fail_n(&out, msg.data, msg.len);
             hw_buf_free(&msg);
         } else {
+            out.keeps_by_index = batch.keeps_by_index;
             process(&batch, &out);
             if (batch.error) {
                 /* Discard what process wrote: its view of the batch was incomplete. */

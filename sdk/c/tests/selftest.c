@@ -402,6 +402,16 @@ static void output_heads(void)
     p = (const uint8_t *)(uintptr_t)(uint32_t)(packed >> 32);
     static const uint8_t want[] = {0x83, 0x80, 0x80, 0x65, 'f', 'i', 'r', 's', 't'};
     CHECK((uint32_t)packed == sizeof want && memcmp(p, want, sizeof want) == 0);
+
+    /* When the batch allows it, a kept record is its input index: [[7], [], null]. */
+    hw__output_begin(&out);
+    out.keeps_by_index = true;
+    r.index = 7;
+    hw_output_keep(&out, &r);
+    packed = hw__output_finish(&out);
+    p = (const uint8_t *)(uintptr_t)(uint32_t)(packed >> 32);
+    static const uint8_t by_index[] = {0x83, 0x81, 0x07, 0x80, 0xf6};
+    CHECK((uint32_t)packed == sizeof by_index && memcmp(p, by_index, sizeof by_index) == 0);
 }
 
 static void allocator(void)
