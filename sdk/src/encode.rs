@@ -94,6 +94,13 @@ impl<'a> Writer<'a> {
         }
     }
 
+    /// `header = [name, value / null]`
+    pub(crate) fn header(&mut self, name: &str, value: Option<&[u8]>) {
+        self.array(2);
+        self.text(name);
+        self.opt_bytes(value);
+    }
+
     pub(crate) fn opt_text(&mut self, s: Option<&str>) {
         match s {
             Some(s) => self.text(s),
@@ -152,9 +159,7 @@ impl<'a> BatchWriter<'a> {
         w.opt_bytes(r.value);
         w.array(headers.len());
         for (name, value) in headers {
-            w.array(2);
-            w.text(name);
-            w.opt_bytes(value);
+            w.header(name, value);
         }
     }
 
@@ -223,9 +228,7 @@ fn out_record(w: &mut Writer<'_>, r: &OutRecord<'_>) {
     w.array(r.headers.len());
     for h in &r.headers {
         let (name, value) = header_fields(h);
-        w.array(2);
-        w.text(name);
-        w.opt_bytes(value);
+        w.header(name, value);
     }
 }
 

@@ -97,8 +97,13 @@ impl<'b> Reader<'b> {
     }
 
     fn text(&mut self) -> Option<&'b str> {
+        core::str::from_utf8(self.text_bytes()?).ok()
+    }
+
+    /// A text string's bytes, not yet checked to be UTF-8.
+    fn text_bytes(&mut self) -> Option<&'b [u8]> {
         match self.head()? {
-            (3, n) => core::str::from_utf8(self.take(usize::try_from(n).ok()?)?).ok(),
+            (3, n) => self.take(usize::try_from(n).ok()?),
             _ => None,
         }
     }
@@ -113,16 +118,19 @@ impl<'b> Reader<'b> {
 
     /// An array of `item`s, allocating no more than the remaining input could hold.
     fn list<T>(&mut self, mut item: impl FnMut(&mut Self) -> Option<T>) -> Option<Vec<T>> {
-        let n = self.array()?;
-        let room = (self.buf.len() - self.pos) as u64;
-        if n > room {
-            return None;
-        }
-        let mut items = Vec::with_capacity(n as usize);
+        let n = self.count()?;
+        let mut items = Vec::with_capacity(n);
         for _ in 0..n {
             items.push(item(self)?);
         }
         Some(items)
+    }
+
+    /// An array's element count; `None` when the rest of the input could not hold that many
+    /// (every element takes at least a byte), so nothing is allocated from a bogus length.
+    fn count(&mut self) -> Option<usize> {
+        let n = self.array()?;
+        (n <= (self.buf.len() - self.pos) as u64).then_some(n as usize)
     }
 
     fn headers(&mut self) -> Option<Vec<Header<'b>>> {
@@ -143,16 +151,11 @@ impl<'b> Reader<'b> {
         if self.array()? != 7 {
             return None;
         }
-        let topic = match self.head()? {
-            (3, n) => {
-                let raw = self.take(usize::try_from(n).ok()?)?;
-                if raw != last_topic.as_bytes() {
-                    *last_topic = core::str::from_utf8(raw).ok()?;
-                }
-                *last_topic
-            }
-            _ => return None,
-        };
+        let raw = self.text_bytes()?;
+        if raw != last_topic.as_bytes() {
+            *last_topic = core::str::from_utf8(raw).ok()?;
+        }
+        let topic = *last_topic;
         Some(Record {
             topic: Cow::Borrowed(topic),
             partition: self.opt(|r| i32::try_from(r.i64()?).ok())?,
@@ -238,11 +241,8 @@ pub(crate) fn output(bytes: &[u8]) -> Option<DecodedOutput<'_>> {
         return None;
     }
     let mut out = DecodedOutput::default();
-    let n = r.array()?;
-    if n > (bytes.len() - r.pos) as u64 {
-        return None;
-    }
-    out.entries.reserve(n as usize);
+    let n = r.count()?;
+    out.entries.reserve_exact(n);
     for _ in 0..n {
         out.push(r.out_entry()?);
     }

@@ -361,6 +361,9 @@ mod tests {
         // Kept unchanged: named by its index in the batch.
         assert_eq!(out.entries, vec![OutEntry::Input(1)]);
         assert!(out.written.is_empty());
+        let inputs = wire::decode_batch(&batch).unwrap().records;
+        let out = out.resolve(&inputs).unwrap();
+        assert_eq!(out.records[0].value.as_deref(), Some(&b"abcd"[..]));
 
         let out = state.process_bytes(b"\xff\x00");
         let out = wire::decode_output(&out).unwrap();

@@ -22,6 +22,12 @@ const SLOTS_PER_PLUGIN: u32 = 3;
 /// Pages of a slot's memory kept mapped between instances: a Rust guest touches a few pages
 /// around its 1 MiB stack top (stack, data, heap); more would only be reset for nothing.
 const KEEP_RESIDENT_BYTES: usize = 1 << 20;
+/// The most a 32-bit linear memory can hold (saturating on a 32-bit host).
+const MAX_32_BIT_MEMORY: usize = if usize::BITS > 32 {
+    u32::MAX as usize + 1
+} else {
+    usize::MAX
+};
 
 /// The engine plus its ticker thread. The thread holds only a weak reference and stops once the
 /// engine (held by this value and by every compiled module and store) is gone.
@@ -65,7 +71,8 @@ impl PluginEngine {
             .max_memories_per_module(1)
             .max_tables_per_module(tables)
             .table_elements(MAX_TABLE_ELEMENTS)
-            .max_memory_size(max_memory_bytes)
+            // Whatever a plugin's cap says, its memory cannot grow past 4 GiB.
+            .max_memory_size(max_memory_bytes.min(MAX_32_BIT_MEMORY))
             .pagemap_scan(Enabled::Yes)
             .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
             .table_keep_resident(64 << 10);

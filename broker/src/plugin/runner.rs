@@ -16,12 +16,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use headwater_sdk::OutEntry;
 use tokio::sync::{mpsc, oneshot};
 use wasmtime::{InstancePre, Module};
 
 use super::abi;
-use headwater_sdk::OutEntry;
-
 use super::convert::{self, Decoded, SourceRecord};
 use super::dead_letter::{dead_letter, Origin};
 use super::engine::PluginEngine;
