@@ -16,7 +16,7 @@ use quinn::crypto::rustls::QuicServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_util::sync::CancellationToken;
 
-use crate::mqtt::{serve_connection, MqttContext, Peer};
+use crate::mqtt::{serve_connection, MqttContext, Peer, Slot};
 
 /// The ALPN protocol id of MQTT over QUIC.
 pub const ALPN_MQTT: &[u8] = b"mqtt";
@@ -108,11 +108,9 @@ async fn serve_quic_connection(
                 };
                 let stream = tokio::io::join(recv, send);
                 let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
-                tokio::spawn(async move {
-                    let peer = Peer::new(format!("quic://{peer}"));
-                    serve_connection(stream, peer, ctx, shutdown).await;
-                    drop(permit);
-                });
+                let peer = Peer::new(format!("quic://{peer}"));
+                let slot = Slot::new(Some(permit), None);
+                tokio::spawn(serve_connection(stream, peer, ctx, shutdown, slot));
             }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "QUIC connection ended");

@@ -34,18 +34,22 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::ingest::IngestError;
 use crate::log::Appended;
 
 use super::auth::{Permissions, Refusal};
 use super::codec::CodecError;
+use super::link::Link;
 use super::packet::{reason, ClientPacket, ConnAckOut, ConnectCode, ServerPacket, Version, WillIn};
 use super::peer::Peer;
 use super::wire::{Incoming, Wire};
@@ -54,6 +58,7 @@ mod buffers;
 mod handlers;
 mod idle;
 mod outbound;
+mod park;
 mod persist;
 use super::delivery::Wake;
 use super::inbound::{Ack, Batch, InboundQueue};
@@ -163,35 +168,77 @@ const MAX_QOS0_APPENDS_IN_FLIGHT: usize = 64;
 /// always may): what a connection holds in the log writer's queue when the disk falls behind.
 const MAX_BYTES_IN_FLIGHT: usize = 4 * 1024 * 1024;
 
+/// What a connection holds for as long as it lives, parked or not: its `mqtt.max_connections`
+/// permit ([`MqttContext::admit`]) and its listener's count of open connections (which the
+/// listener waits for at shutdown).
+#[derive(Default)]
+pub struct Slot {
+    _permit: Option<OwnedSemaphorePermit>,
+    _tracked: Option<TaskTrackerToken>,
+}
+
+impl Slot {
+    pub fn new(permit: Option<OwnedSemaphorePermit>, tracked: Option<TaskTrackerToken>) -> Slot {
+        Slot {
+            _permit: permit,
+            _tracked: tracked,
+        }
+    }
+}
+
 /// Serves one MQTT connection until it ends; never fails (the reason is logged). Used by the
 /// TCP listeners (plain, TLS, WebSocket; see [`super::transport`]) and, with one bidirectional
-/// stream per connection, by MQTT over QUIC. The caller holds a connection slot
-/// ([`MqttContext::admit`]) for the duration.
-pub fn serve_connection<S>(
+/// stream per connection, by MQTT over QUIC. The connection keeps `slot` until it ends.
+pub fn serve_connection<S: Link>(
     stream: S,
     peer: Peer,
     ctx: MqttContext,
     shutdown: CancellationToken,
-) -> impl Future<Output = ()> + Send
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+    slot: Slot,
+) -> impl Future<Output = ()> + Send {
     // The state lives on the heap, built before the future (whose arguments would otherwise
     // stay in it), and each phase's future is boxed while it runs: an idle connection holds its
     // state and the small wait of `idle`, not room for the busiest phase.
-    let mut conn = Box::new(Connection::new(stream, peer, ctx));
-    async move {
-        let closed = match Box::pin(conn.handshake(&shutdown)).await {
-            Ok(()) => conn.run(&shutdown).await,
-            Err(closed) => closed,
-        };
-        Box::pin(conn.finish(closed, &shutdown)).await;
-    }
+    let conn = Box::new(Connection::new(stream, peer, ctx, slot));
+    drive(conn, shutdown, None)
+}
+
+/// Runs a connection from its CONNECT (`resumed: None`) or from where it was parked, until it
+/// ends or parks again (then the parking resumes it in a new task: see [`park`]).
+async fn drive<S: Link>(
+    mut conn: Box<Connection<S>>,
+    shutdown: CancellationToken,
+    resumed: Option<super::parking::Unparked>,
+) {
+    let started = match resumed {
+        None => Box::pin(conn.handshake(&shutdown)).await,
+        Some(why) => conn.unparked(why, &shutdown),
+    };
+    let mut eager = resumed.is_none();
+    let closed = match started {
+        Err(closed) => closed,
+        Ok(()) => loop {
+            // The first quiet moment after CONNACK goes idle at once: a burst of connecting
+            // sensors then never holds the busy state of all of them together.
+            if let Step::Closed(closed) = Box::pin(conn.session(&shutdown, eager)).await {
+                break closed;
+            }
+            eager = false;
+            conn.quiet().await;
+            conn = match park::park(conn, &shutdown) {
+                Ok(()) => return,
+                Err(conn) => conn,
+            };
+            if let Err(closed) = conn.idle(&shutdown).await {
+                break closed;
+            }
+        },
+    };
+    Box::pin(conn.finish(closed, &shutdown)).await;
 }
 
 struct Connection<S> {
-    reader: ReadHalf<S>,
-    writer: WriteHalf<S>,
+    stream: S,
     /// Bytes read and not yet decoded.
     inbuf: BytesMut,
     /// Bytes to reserve for the next read when nothing is buffered (see [`buffers`]).
@@ -249,14 +296,13 @@ struct Connection<S> {
     /// What this client may publish and subscribe to (`[mqtt.auth]` ACL), set at CONNECT.
     permissions: Permissions,
     ctx: MqttContext,
+    _slot: Slot,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
-    fn new(stream: S, peer: Peer, ctx: MqttContext) -> Connection<S> {
-        let (reader, writer) = tokio::io::split(stream);
+impl<S: Link> Connection<S> {
+    fn new(stream: S, peer: Peer, ctx: MqttContext, slot: Slot) -> Connection<S> {
         Connection {
-            reader,
-            writer,
+            stream,
             inbuf: BytesMut::new(),
             read_hint: buffers::IDLE_READ,
             out: BytesMut::new(),
@@ -287,26 +333,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             outbound: None,
             permissions: Permissions::all(),
             ctx,
-        }
-    }
-
-    /// The connected session: busy stretches in [`Self::session`], quiet ones in
-    /// [`Self::idle`], until the connection ends.
-    async fn run(&mut self, shutdown: &CancellationToken) -> Closed {
-        let mut first = true;
-        loop {
-            // The first quiet moment after CONNACK goes idle at once: a burst of connecting
-            // sensors then never holds the busy state of all of them together.
-            let eager = first;
-            first = false;
-            match Box::pin(self.session(shutdown, eager)).await {
-                Step::Closed(closed) => return closed,
-                Step::Idle => {
-                    if let Err(closed) = self.idle(shutdown).await {
-                        return closed;
-                    }
-                }
-            }
+            _slot: slot,
         }
     }
 
@@ -351,7 +378,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             }
             buffers::prepare_read(&mut self.inbuf, buffers::IDLE_READ);
             tokio::select! {
-                read = self.reader.read_buf(&mut self.inbuf) => {
+                read = self.stream.read_buf(&mut self.inbuf) => {
                     if read? == 0 {
                         return Err(Closed::PeerClosed);
                     }
@@ -444,7 +471,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         self.permissions = login.permissions(&self.client_id, username.as_deref());
         let identity = self.cert_identity.clone();
         let clients = &self.ctx.inner.clients;
-        self.registration = Some(clients.register(&self.client_id, identity, shutdown));
+        let (registration, replaced) = clients.register(&self.client_id, identity, shutdown);
+        self.registration = Some(registration);
+        if let Some(old) = replaced {
+            // Its token is cancelled; a parked connection has no task to notice.
+            self.ctx.inner.parking.kick(old);
+        }
         // A will of this client id waiting out its delay is not published (§3.1.3.2.2).
         self.ctx.inner.wills.cancel(&self.client_id);
         // The client's Receive Maximum bounds our window towards it (set before a resumed
@@ -571,23 +603,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             let far = now + Duration::from_secs(86_400);
             let save_at = self.persist.as_ref().map(|p| p.next_save);
 
+            let io = Io {
+                stream: &mut self.stream,
+                inbuf: &mut self.inbuf,
+                out: &mut self.out,
+                needs_flush: &mut self.needs_flush,
+                read: can_read,
+                write: can_write,
+            };
             tokio::select! {
-                read = self.reader.read_buf(&mut self.inbuf), if can_read => match read {
-                    Ok(0) => draining = Some((Closed::PeerClosed, Instant::now() + DRAIN_TIMEOUT)),
-                    Ok(n) => {
+                done = io, if can_read || can_write => match done {
+                    IoDone::Read(Ok(0)) => draining = Some((Closed::PeerClosed, Instant::now() + DRAIN_TIMEOUT)),
+                    IoDone::Read(Ok(n)) => {
                         self.read_hint = buffers::next_hint(n, self.read_hint);
                         self.last_heard = Instant::now();
                     }
-                    Err(e) => return Step::Closed(Closed::Io(e)),
-                },
-                written = write_some(&mut self.writer, &mut self.out, &mut self.needs_flush), if can_write => {
-                    if let Err(e) = written {
+                    IoDone::Read(Err(e)) => return Step::Closed(Closed::Io(e)),
+                    IoDone::Wrote(Ok(())) => {}
+                    IoDone::Wrote(Err(e)) => {
                         if draining.is_none() {
                             return Step::Closed(Closed::Io(e));
                         }
                         self.writer_dead = true;
                     }
-                }
+                },
                 done = wait_append(&mut self.pending) => {
                     self.pending.pop_front();
                     self.retained_in_flight = false;
@@ -689,9 +728,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             return;
         }
         let flush = async {
-            self.writer.write_all(&self.out).await?;
-            self.writer.flush().await?;
-            self.writer.shutdown().await
+            self.stream.write_all(&self.out).await?;
+            self.stream.flush().await?;
+            self.stream.shutdown().await
         };
         let _ = tokio::time::timeout(FINAL_FLUSH, flush).await;
     }
@@ -732,25 +771,66 @@ impl Closed {
     }
 }
 
-/// Writes some of `out` (cancel-safe: written bytes are consumed before returning), or flushes
-/// once it is empty.
-async fn write_some<W: AsyncWrite + Unpin>(
+/// What one turn of [`Io`] did.
+enum IoDone {
+    /// Bytes read into the input buffer (0: end of stream).
+    Read(std::io::Result<usize>),
+    /// Some of the output written, or flushed once it was empty.
+    Wrote(std::io::Result<()>),
+}
+
+/// Reads from the client or writes to it, whichever the stream allows first (writing first,
+/// which frees memory). One future for both directions, so the stream needs no split (a split
+/// costs an allocation per connection and a lock per read and write). Cancel-safe: bytes are
+/// consumed or appended only in the poll that returns them.
+struct Io<'a, S> {
+    stream: &'a mut S,
+    inbuf: &'a mut BytesMut,
+    out: &'a mut BytesMut,
+    needs_flush: &'a mut bool,
+    read: bool,
+    write: bool,
+}
+
+impl<S: Link> Future for Io<'_, S> {
+    type Output = IoDone;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<IoDone> {
+        let io = self.get_mut();
+        if io.write {
+            if let Poll::Ready(done) = poll_write_some(io.stream, cx, io.out, io.needs_flush) {
+                return Poll::Ready(IoDone::Wrote(done));
+            }
+        }
+        if io.read {
+            let read = tokio_util::io::poll_read_buf(Pin::new(&mut *io.stream), cx, io.inbuf);
+            if let Poll::Ready(read) = read {
+                return Poll::Ready(IoDone::Read(read));
+            }
+        }
+        Poll::Pending
+    }
+}
+
+/// Writes some of `out`, or flushes once it is empty.
+fn poll_write_some<W: AsyncWrite + Unpin>(
     writer: &mut W,
+    cx: &mut Context<'_>,
     out: &mut BytesMut,
     needs_flush: &mut bool,
-) -> std::io::Result<()> {
+) -> Poll<std::io::Result<()>> {
     if out.is_empty() {
-        writer.flush().await?;
+        ready!(Pin::new(writer).poll_flush(cx))?;
         *needs_flush = false;
-        return Ok(());
+        return Poll::Ready(Ok(()));
     }
-    let n = writer.write(out).await?;
+    let n = ready!(Pin::new(writer).poll_write(cx, out))?;
     if n == 0 {
-        return Err(std::io::ErrorKind::WriteZero.into());
+        return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
     }
     out.advance(n);
     *needs_flush = true;
-    Ok(())
+    Poll::Ready(Ok(()))
 }
 
 /// The oldest append in flight, once durable (appends finish in the order they were queued).

@@ -88,8 +88,10 @@ pub mod connection;
 pub mod delivery;
 pub mod inbound;
 pub mod inflight;
+pub mod link;
 pub mod out_alias;
 pub mod packet;
+pub mod parking;
 pub mod peer;
 pub mod properties;
 pub mod registry;
@@ -125,7 +127,7 @@ use crate::config::{self, MqttSection};
 use crate::ingest::{Ingest, IngestError, Submitted};
 use crate::log::{Appended, NewRecord};
 
-pub use connection::serve_connection;
+pub use connection::{serve_connection, Slot};
 pub use inbound::{HEADER_CLIENT_ID, HEADER_QOS, HEADER_TOPIC};
 pub use peer::Peer;
 pub use routing::RouteError;
@@ -166,6 +168,8 @@ struct Shared {
     share_groups: Arc<shared_groups::ShareGroups>,
     /// `mqtt.max_connections`: the slots of `connections`.
     max_connections: usize,
+    /// Quiet publish-only TCP connections, waiting without a task each.
+    parking: parking::Parking,
 }
 
 /// Why the MQTT context cannot be built; the broker does not start.
@@ -220,6 +224,7 @@ impl MqttContext {
                 max_inflight: section.max_inflight,
                 connections: Arc::new(Semaphore::new(section.max_connections.max(1))),
                 clients: registry::Registry::default(),
+                parking: parking::Parking::default(),
             }),
         })
     }
@@ -235,6 +240,17 @@ impl MqttContext {
         if let Err(e) = groups.save(log, now_ms()).await {
             tracing::warn!(error = %e, "mqtt: cannot save shared subscription positions at shutdown");
         }
+    }
+
+    /// Resumes every parked connection; call once `shutdown` is cancelled, so they end (a
+    /// listener does before it waits for its connections).
+    pub fn wake_parked(&self) {
+        self.inner.parking.wake_all();
+    }
+
+    /// Connections parked now (quiet publish-only TCP connections; see [`parking`]).
+    pub fn parked_connections(&self) -> usize {
+        self.inner.parking.len()
     }
 
     /// Waits for a free connection slot; hold the permit for the connection's lifetime. The

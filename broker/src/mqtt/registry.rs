@@ -37,13 +37,14 @@ pub struct Registration {
 }
 
 impl Registry {
-    /// Registers `client_id`, cancelling the connection that had it.
+    /// Registers `client_id`, cancelling the connection that had it; returns that one's number
+    /// too (a parked connection must also be told: see [`super::parking::Parking::kick`]).
     pub fn register(
         &self,
         client_id: &str,
         cert_identity: Option<String>,
         shutdown: &CancellationToken,
-    ) -> Registration {
+    ) -> (Registration, Option<u64>) {
         let connection = self.next_connection.fetch_add(1, Ordering::Relaxed);
         let token = shutdown.child_token();
         let previous = self
@@ -58,13 +59,14 @@ impl Registry {
                     cert_identity,
                 },
             );
-        if let Some(old) = previous {
+        if let Some(old) = &previous {
             old.taken_over.cancel();
         }
-        Registration {
+        let registration = Registration {
             connection,
             taken_over: token,
-        }
+        };
+        (registration, previous.map(|old| old.connection))
     }
 
     /// Removes `client_id` if `connection` still holds it.
@@ -111,8 +113,10 @@ mod tests {
     fn a_second_connection_takes_over_and_the_first_leaves_it_alone() {
         let r = Registry::default();
         let shutdown = CancellationToken::new();
-        let a = r.register("dev", None, &shutdown);
-        let b = r.register("dev", Some("sensor-1".into()), &shutdown);
+        let (a, replaced) = r.register("dev", None, &shutdown);
+        assert_eq!(replaced, None);
+        let (b, replaced) = r.register("dev", Some("sensor-1".into()), &shutdown);
+        assert_eq!(replaced, Some(a.connection));
         assert_eq!(r.cert_identity("dev"), Some(Some("sensor-1".into())));
         assert_eq!(r.cert_identity("other"), None);
         assert!(a.taken_over.is_cancelled());

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::transport::{self, Transport};
-use super::MqttContext;
+use super::{MqttContext, Slot};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again, so the loop
 /// does not spin while the condition lasts.
@@ -58,18 +58,20 @@ pub async fn run_transport(
         };
         // Acks and PINGRESPs are small and latency-sensitive.
         let _ = stream.set_nodelay(true);
+        // The slot goes with the connection, parked or not (see `super::parking`).
+        let slot = Slot::new(Some(permit), Some(tracker.token()));
         let served = transport::serve(
             stream,
             peer,
             transport.clone(),
             ctx.clone(),
             shutdown.clone(),
+            slot,
         );
-        tracker.spawn(async move {
-            served.await;
-            drop(permit);
-        });
+        tracker.spawn(served);
     }
+    // Parked connections have no task to see the shutdown.
+    ctx.wake_parked();
     tracker.close();
     tracker.wait().await;
     tracing::info!(transport = name, "mqtt listener stopped");

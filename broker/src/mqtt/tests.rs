@@ -36,11 +36,15 @@ mod auth;
 #[path = "tests_shared.rs"]
 mod shared;
 
+#[path = "tests_parking.rs"]
+mod parking;
+
 const WAIT: Duration = Duration::from_secs(10);
 
 struct Broker {
     addr: SocketAddr,
     log: Log,
+    ctx: MqttContext,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     /// Saves share group positions, as the broker does.
@@ -65,10 +69,11 @@ async fn serve(dir: tempfile::TempDir, section: &MqttSection, max_disk_bytes: u6
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let saver = tokio::spawn(ctx.clone().run_share_saver(shutdown.clone()));
-    let task = tokio::spawn(run(listener, ctx, shutdown.clone()));
+    let task = tokio::spawn(run(listener, ctx.clone(), shutdown.clone()));
     Broker {
         addr,
         log,
+        ctx,
         shutdown,
         task,
         saver,
@@ -80,6 +85,7 @@ async fn serve(dir: tempfile::TempDir, section: &MqttSection, max_disk_bytes: u6
 async fn reopen(b: Broker, section: MqttSection) -> Broker {
     let Broker {
         log,
+        ctx,
         shutdown,
         task,
         saver,
@@ -89,6 +95,8 @@ async fn reopen(b: Broker, section: MqttSection) -> Broker {
     shutdown.cancel();
     task.await.unwrap();
     saver.await.unwrap();
+    // The context holds the log too: both go before it is opened again.
+    drop(ctx);
     log.close().await;
     serve(dir, &section, 64 * 1024 * 1024).await
 }

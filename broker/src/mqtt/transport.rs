@@ -24,7 +24,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::serve_connection;
+use super::connection::{serve_connection, Slot};
+use super::link::TcpLink;
 use super::peer::Peer;
 use super::websocket;
 use super::MqttContext;
@@ -69,7 +70,7 @@ pub enum UpgradeError {
 }
 
 /// Upgrades `tcp` as `transport` says and serves MQTT on it until the connection ends; never
-/// fails (a failed upgrade is logged). The caller holds a connection slot for the duration.
+/// fails (a failed upgrade is logged). The connection holds `slot` until it ends.
 ///
 /// Built eagerly, each arm boxed: the connection's future is then as large as its own
 /// transport needs, and holds none of the arguments (plain TCP goes straight to
@@ -80,6 +81,7 @@ pub fn serve(
     transport: Transport,
     ctx: MqttContext,
     shutdown: CancellationToken,
+    slot: Slot,
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     let max_packet = ctx.inner.max_packet_bytes;
@@ -87,10 +89,11 @@ pub fn serve(
     let upgraded: Upgraded = match transport {
         Transport::Tcp => {
             return Box::pin(serve_connection(
-                tcp,
+                TcpLink::Live(tcp),
                 Peer::new(addr.to_string()),
                 ctx,
                 shutdown,
+                slot,
             ))
         }
         Transport::Tls(acceptor) => Box::pin(async move {
@@ -99,13 +102,13 @@ pub fn serve(
                 addr: format!("tls://{addr}"),
                 cert_identity,
             };
-            serve_connection(tls, peer, ctx, shutdown).await;
+            serve_connection(tls, peer, ctx, shutdown, slot).await;
             Ok(())
         }),
         Transport::Ws => Box::pin(async move {
             let ws = bounded(deadline, &shutdown, ws(tcp, max_packet)).await?;
             let peer = Peer::new(format!("ws://{addr}"));
-            serve_connection(ws, peer, ctx, shutdown).await;
+            serve_connection(ws, peer, ctx, shutdown, slot).await;
             Ok(())
         }),
         Transport::Wss(acceptor) => Box::pin(async move {
@@ -118,7 +121,7 @@ pub fn serve(
                 addr: format!("wss://{addr}"),
                 cert_identity,
             };
-            serve_connection(ws, peer, ctx, shutdown).await;
+            serve_connection(ws, peer, ctx, shutdown, slot).await;
             Ok(())
         }),
     };

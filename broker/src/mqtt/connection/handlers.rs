@@ -10,8 +10,8 @@
 //! never queued (MQTT 5 QoS 1/2 get 0x87, 3.1.1 the usual ack: it cannot refuse one), a filter
 //! without read access gets a failed SUBACK entry.
 
+use crate::mqtt::link::Link;
 use rumqttc::mqttbytes::QoS;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::ingest::IngestError;
 use crate::log::LogError;
@@ -28,7 +28,7 @@ use super::{
     MAX_QOS0_APPENDS_IN_FLIGHT, OUT_READ_LIMIT, RECEIVE_MAXIMUM, TOPIC_ALIAS_MAXIMUM,
 };
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
+impl<S: Link> Connection<S> {
     /// Decodes and handles the complete packets buffered, while there is room for their effects.
     pub(super) fn process_input(&mut self) -> Result<(), Closed> {
         while !self.inbound.is_full()

@@ -1,19 +1,21 @@
 //! A connection's quiet stretches. Most connections of a gateway are sensors between two
 //! readings, so what a quiet connection holds is what 10,000 of them cost: once there has been
-//! nothing to do for `QUIET_BEFORE_IDLE`, [`Connection::idle`] gives back the read and write
-//! buffers and waits in a small future of its own (the busy loop's future, with room for every
-//! branch and append, is dropped meanwhile), reading the client's next bytes through a few
-//! bytes on the stack.
+//! nothing to do for `QUIET_BEFORE_IDLE`, [`Connection::quiet`] gives back the read and write
+//! buffers. Then a publish-only connection on plain TCP is parked (see [`super::park`]); any
+//! other waits in [`Connection::idle`]'s small future of its own (the busy loop's future, with
+//! room for every branch and append, is dropped meanwhile), reading the client's next bytes
+//! through a few bytes on the stack.
 
 use std::future::Future;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::mqtt::delivery::Wake;
+use crate::mqtt::link::Link;
 
 use super::{buffers, Closed, Connection};
 
@@ -31,7 +33,7 @@ enum Woke {
     Cancelled,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
+impl<S: Link> Connection<S> {
     /// Nothing to do but wait for the client, the log or a timer: no bytes buffered either way,
     /// no append in flight or queued (the caller also checks nothing is left to deliver).
     pub(super) fn is_quiet(&self) -> bool {
@@ -43,26 +45,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             && self.inbound.is_empty()
     }
 
-    /// Waits out a quiet stretch: for the client's next bytes, a log event for a subscriber,
-    /// the keep-alive deadline, takeover or shutdown. `Ok` means there may be work again for the
-    /// busy loop.
-    ///
-    /// A persistent session is saved (if it changed) as the stretch begins, and not on a timer
-    /// during it: nothing changes it until the connection is busy again, whose loop saves it.
-    pub(super) async fn idle(&mut self, shutdown: &CancellationToken) -> Result<(), Closed> {
+    /// Begins a quiet stretch: gives back the buffers and saves a persistent session (if it
+    /// changed). Not on a timer during the stretch: nothing changes the session until the
+    /// connection is busy again, whose loop saves it.
+    pub(super) async fn quiet(&mut self) {
         self.inbuf = BytesMut::new();
         self.out = BytesMut::new();
         if self.persist.is_some() {
             // Boxed: a save's future is large, and not needed while waiting.
             Box::pin(self.save_session()).await;
         }
+    }
+
+    /// Waits out a quiet stretch in this task: for the client's next bytes, a log event for a
+    /// subscriber, the keep-alive deadline, takeover or shutdown. `Ok` means there may be work
+    /// again for the busy loop.
+    pub(super) async fn idle(&mut self, shutdown: &CancellationToken) -> Result<(), Closed> {
         let silent_until = self.keep_alive.map(|k| self.last_heard + k);
         // The registration's token is a child of `shutdown`: one wait for both.
         let cancelled = match &self.registration {
             Some(r) => &r.taken_over,
             None => shutdown,
         };
-        let (reader, inbuf) = (&mut self.reader, &mut self.inbuf);
+        let (reader, inbuf) = (&mut self.stream, &mut self.inbuf);
         // Boxed, each at its own size: a publish-only connection waits for no log events.
         let woke = match self.outbound.as_deref_mut() {
             Some(o) => {

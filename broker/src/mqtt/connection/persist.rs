@@ -1,7 +1,7 @@
 //! The connection's side of persistent sessions ([`crate::mqtt::session`]): open (or discard)
 //! the stored session at CONNECT, save it while connected and when the connection ends.
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use crate::mqtt::link::Link;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -47,7 +47,7 @@ impl From<SessionError> for Refusal {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
+impl<S: Link> Connection<S> {
     /// Takes the client id's session lease, then discards (clean start) or resumes the stored
     /// session, and sets up saving if the session is to be kept.
     pub(super) async fn open_session(
