@@ -14,7 +14,8 @@
 //! with a note. Scale with `HW_BENCH_SCALE` (default 1.0).
 //! 10,000 connections need `ulimit -n` above 10,100. `HW_MQTT_BENCH=memory` (or `throughput`,
 //! `latency`, comma-separated) runs only those parts; `HW_MQTT_BROKERS=mosquitto,fsync` (words
-//! of the brokers' names, comma-separated) only those brokers.
+//! of the brokers' names, comma-separated) only those brokers; `HW_MQTT_SCENARIOS=fan-out` (words
+//! of the throughput scenarios' names) only those scenarios.
 
 #[path = "support/commit_stats.rs"]
 mod commit_stats;
@@ -124,10 +125,10 @@ fn wanted(part: &str) -> bool {
     scale::wanted("HW_MQTT_BENCH", part)
 }
 
-/// Whether `HW_MQTT_BROKERS` (default: all) names a word of `name`.
-fn broker_wanted(name: &str) -> bool {
+/// Whether environment variable `var` (default: all) names a word of `name`, case aside.
+fn named(var: &str, name: &str) -> bool {
     let name = name.to_lowercase();
-    std::env::var("HW_MQTT_BROKERS").map_or(true, |v| {
+    std::env::var(var).map_or(true, |v| {
         v.split(',')
             .any(|w| name.contains(w.trim().to_lowercase().as_str()))
     })
@@ -161,7 +162,7 @@ async fn main() {
     let mut present = Vec::new();
     let mut latency_rate = 10_000u64;
 
-    for kind in KINDS.into_iter().filter(|k| broker_wanted(k.name())) {
+    for kind in KINDS.into_iter().filter(|k| named("HW_MQTT_BROKERS", k.name())) {
         let Some(broker) = mqtt_brokers::start(kind, BIN) else {
             continue;
         };
@@ -170,7 +171,7 @@ async fn main() {
         for (i, s) in scenarios
             .iter()
             .enumerate()
-            .filter(|_| wanted("throughput"))
+            .filter(|(_, s)| wanted("throughput") && named("HW_MQTT_SCENARIOS", s.name))
         {
             let m = run_throughput(&broker, s).await;
             eprintln!("  {}: {:.0}/s ({:.2} cores)", s.name, m.rate, m.cores);

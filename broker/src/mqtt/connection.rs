@@ -23,8 +23,10 @@
 //!
 //! Memory while quiet: the state is boxed, the subscriber side ([`outbound`]) exists only from
 //! the first SUBSCRIBE, and a connection with nothing to do for [`QUIET_BEFORE_IDLE`] drops the
-//! busy loop's future and its buffers and waits in [`idle`]'s small one (about 2.3 KiB per
-//! idle sensor in all, against 7 KiB before; see BENCHMARKS.md).
+//! busy loop's future and its buffers. A publish-only connection on plain TCP is then parked
+//! ([`park`], [`super::parking`]): its task ends and its socket waits in one shared epoll set
+//! (about 1.2 KiB per idle sensor in all); any other waits in [`idle`]'s small future (about
+//! 2.3 KiB; 7 KiB before either; see BENCHMARKS.md).
 //!
 //! A persistent session ([`super::session`]) is opened in the handshake (after the client id's
 //! lease, so a connection taken over has saved its state first), saved by a timer in the loop
