@@ -162,7 +162,10 @@ async fn main() {
     let mut present = Vec::new();
     let mut latency_rate = 10_000u64;
 
-    for kind in KINDS.into_iter().filter(|k| named("HW_MQTT_BROKERS", k.name())) {
+    for kind in KINDS
+        .into_iter()
+        .filter(|k| named("HW_MQTT_BROKERS", k.name()))
+    {
         let Some(broker) = mqtt_brokers::start(kind, BIN) else {
             continue;
         };

@@ -674,9 +674,11 @@ impl<S: Link> Connection<S> {
     fn outbound(&mut self) -> &mut Outbound {
         let (log, window) = (self.ctx.inner.ingest.log(), self.window);
         let (client_id, permissions) = (&self.client_id, &self.permissions);
+        let reads = &self.ctx.inner.reads;
         self.outbound.get_or_insert_with(|| {
             Box::new(Outbound::new(
                 log.clone(),
+                reads.clone(),
                 client_id,
                 permissions.clone(),
                 window,

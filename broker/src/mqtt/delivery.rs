@@ -41,6 +41,7 @@ use super::inbound::{HEADER_CLIENT_ID, HEADER_QOS, HEADER_RETAIN, HEADER_TOPIC};
 use super::inflight::Outgoing;
 use super::packet::{PublishOut, ServerPacket};
 use super::properties::{remaining_expiry, MessageProps};
+use super::read_cache::{DecodedBatch, Prepared, ReadCache, DECODED_BYTES, READ_BYTES};
 use super::routing::Router;
 use super::shared::ShareGroup;
 use super::shared_member::SharedMember;
@@ -48,9 +49,6 @@ use super::subscriptions::{Granted, Subscriptions};
 use super::topic;
 use super::wire::Wire;
 
-/// Bytes of batches read from a partition at a time: what one partially delivered read can hold
-/// (at least one batch is always read).
-const READ_BYTES: usize = 64 * 1024;
 /// Bytes of batches one pump may read before letting the connection serve its socket.
 const PUMP_BUDGET: usize = 1024 * 1024;
 /// Largest body a PUBLISH can carry (MQTT's remaining-length limit minus the topic and id).
@@ -65,8 +63,11 @@ struct Cursor {
 /// Records read but not yet delivered, because the window or the socket buffer filled.
 struct Buffered {
     partition_id: u32,
-    records: VecDeque<StoredRecord>,
-    /// Offset after the last batch read: the cursor moves here once `records` is empty.
+    /// Decoded batches, shared with other subscribers ([`ReadCache`]).
+    batches: VecDeque<Arc<DecodedBatch>>,
+    /// The next record to deliver in the first batch.
+    next: usize,
+    /// Offset after the last batch: the cursor moves here once all are delivered.
     end: i64,
 }
 
@@ -93,6 +94,8 @@ pub enum Wake {
 
 pub struct Delivery {
     log: Log,
+    /// Reads shared with the other subscribers.
+    reads: Arc<ReadCache>,
     /// Append announcements; only held while subscribed, so publish-only connections are not
     /// woken by every commit.
     events: Option<broadcast::Receiver<AppendEvent>>,
@@ -113,9 +116,10 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub fn new(log: Log) -> Delivery {
+    pub fn new(log: Log, reads: Arc<ReadCache>) -> Delivery {
         Delivery {
             log,
+            reads,
             events: None,
             cursors: BTreeMap::new(),
             buffered: None,
@@ -436,22 +440,33 @@ impl Delivery {
                 {
                     return Served::Idle;
                 }
-                match read(&self.log, cursor) {
-                    Some((b, bytes)) => {
-                        read_bytes = bytes;
-                        b
+                match self.reads.read(&self.log, &cursor.partition, cursor.next) {
+                    Some(read) => {
+                        read_bytes = read.bytes_read;
+                        let next = read.batches.front().map_or(0, |b| b.index_of(cursor.next));
+                        Buffered {
+                            partition_id: id,
+                            batches: read.batches,
+                            next,
+                            end: read.end,
+                        }
                     }
                     None => return Served::Idle,
                 }
             }
         };
-        let log_topic = cursor.partition.topic.clone();
-        while let Some(rec) = buf.records.front() {
+        while let Some(batch) = buf.batches.front().cloned() {
+            let Some(prepared) = batch.records.get(buf.next) else {
+                buf.batches.pop_front();
+                buf.next = 0;
+                continue;
+            };
+            let rec = &prepared.rec;
             let own = &self.client_id;
             // A delivery restored from a resumed session already holds its window slot.
             let restored = outgoing.is_restored(id, rec.offset);
             let perms = &self.permissions;
-            if let Some(packet) = target(rec, &log_topic, subs, id, own, perms, to.now_ms) {
+            if let Some(packet) = target(prepared, subs, id, own, perms, to.now_ms) {
                 let room = out.len() < to.out_limit;
                 if !room || (packet.qos != QoS::AtMostOnce && !restored && outgoing.is_full()) {
                     self.buffered = Some(buf);
@@ -477,7 +492,7 @@ impl Delivery {
                 outgoing.drop_restored(id, rec.offset);
             }
             cursor.next = rec.offset + 1;
-            buf.records.pop_front();
+            buf.next += 1;
         }
         cursor.next = cursor.next.max(buf.end);
         Served::Progress {
@@ -486,11 +501,8 @@ impl Delivery {
     }
 }
 
-/// Most bytes of decoded records one read buffers for a subscriber (past its first batch).
-const DECODED_BYTES: usize = 1024 * 1024;
-
 /// What a record holds in memory, roughly: key, value and headers.
-fn record_bytes(r: &log::StoredRecord) -> usize {
+pub(super) fn record_bytes(r: &log::StoredRecord) -> usize {
     let len = |b: &Option<bytes::Bytes>| b.as_ref().map_or(0, |b| b.len());
     len(&r.key)
         + len(&r.value)
@@ -498,18 +510,6 @@ fn record_bytes(r: &log::StoredRecord) -> usize {
             .iter()
             .map(|(k, v)| k.len() + len(v))
             .sum::<usize>()
-}
-
-/// Reads the next batches at `cursor`; `None` if there is nothing (or the read failed).
-fn read(log: &Log, cursor: &Cursor) -> Option<(Buffered, usize)> {
-    let p = &cursor.partition;
-    let got = read_from(log, p, cursor.next)?;
-    let buffered = Buffered {
-        partition_id: p.id,
-        records: got.records,
-        end: got.end,
-    };
-    Some((buffered, got.bytes))
 }
 
 /// The keys of `cursors` from `from` on, then the ones before: partitions served in turn.
@@ -527,8 +527,6 @@ pub(super) struct Read {
     pub records: VecDeque<StoredRecord>,
     /// Offset after the last batch read.
     pub end: i64,
-    /// Bytes of stored batches read.
-    pub bytes: usize,
 }
 
 /// Reads and decodes batches of `p` from offset `from` on: about [`READ_BYTES`] of them and at
@@ -543,7 +541,6 @@ pub(super) fn read_from(log: &Log, p: &PartitionHandle, from: i64) -> Option<Rea
         }
     };
     let mut end = batches.first()?.base_offset;
-    let mut bytes = 0;
     let mut decoded = 0;
     let mut records = VecDeque::new();
     for b in batches {
@@ -552,7 +549,6 @@ pub(super) fn read_from(log: &Log, p: &PartitionHandle, from: i64) -> Option<Rea
         if decoded >= DECODED_BYTES {
             break;
         }
-        bytes += b.bytes.len();
         end = b.last_offset + 1;
         match log::batch::decode(&b.bytes) {
             Ok(rs) => {
@@ -564,11 +560,7 @@ pub(super) fn read_from(log: &Log, p: &PartitionHandle, from: i64) -> Option<Rea
             }
         }
     }
-    Some(Read {
-        records,
-        end,
-        bytes,
-    })
+    Some(Read { records, end })
 }
 
 /// Where a pump writes to.
@@ -581,22 +573,22 @@ struct To<'a> {
 /// The PUBLISH (without packet id) a record goes out as to this connection, if any filter
 /// wants it and it has not expired.
 fn target(
-    rec: &StoredRecord,
-    log_topic: &str,
+    prepared: &Prepared,
     subs: &Subscriptions,
     partition_id: u32,
     client_id: &str,
     permissions: &Permissions,
     now_ms: i64,
 ) -> Option<PublishOut> {
-    let (mqtt_topic, published) = record_topic(rec, log_topic)?;
+    let rec = &prepared.rec;
+    let (mqtt_topic, published) = prepared.topic.as_ref()?;
     let own = !client_id.is_empty()
         && header(rec, HEADER_CLIENT_ID).and_then(|v| v.as_deref()) == Some(client_id.as_bytes());
-    let granted = subs.granted(&mqtt_topic, partition_id, rec.offset, own)?;
-    if !permissions.may_read(&mqtt_topic) {
+    let granted = subs.granted(mqtt_topic, partition_id, rec.offset, own)?;
+    if !permissions.may_read(mqtt_topic) {
         return None;
     }
-    packet_for(rec, mqtt_topic, published, granted, now_ms)
+    packet_for(rec, mqtt_topic.clone(), *published, granted, now_ms)
 }
 
 fn header<'a>(rec: &'a StoredRecord, name: &str) -> Option<&'a Option<bytes::Bytes>> {
@@ -768,14 +760,10 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let cursor = Cursor {
-            partition: p.clone(),
-            next: 0,
-        };
-        let (buffered, _) = read(&log, &cursor).unwrap();
-        assert_eq!(buffered.records.len(), 1000, "one batch's worth, not ten");
-        assert_eq!(buffered.end, 1000, "the next read starts after it");
-        drop((cursor, p, topic));
+        let got = read_from(&log, &p, 0).unwrap();
+        assert_eq!(got.records.len(), 1000, "one batch's worth, not ten");
+        assert_eq!(got.end, 1000, "the next read starts after it");
+        drop((got, p, topic));
         log.close().await;
     }
 }

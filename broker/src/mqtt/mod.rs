@@ -94,6 +94,7 @@ pub mod packet;
 pub mod parking;
 pub mod peer;
 pub mod properties;
+pub mod read_cache;
 pub mod registry;
 pub mod retained;
 pub mod retained_out;
@@ -170,6 +171,8 @@ struct Shared {
     max_connections: usize,
     /// Quiet publish-only TCP connections, waiting without a task each.
     parking: parking::Parking,
+    /// The latest decoded read of each partition, shared by subscribers.
+    reads: Arc<read_cache::ReadCache>,
 }
 
 /// Why the MQTT context cannot be built; the broker does not start.
@@ -225,6 +228,7 @@ impl MqttContext {
                 connections: Arc::new(Semaphore::new(section.max_connections.max(1))),
                 clients: registry::Registry::default(),
                 parking: parking::Parking::default(),
+                reads: Arc::default(),
             }),
         })
     }

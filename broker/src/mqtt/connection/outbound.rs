@@ -3,12 +3,15 @@
 //! first SUBSCRIBE (or a resumed session), so a publish-only sensor, the common case on a
 //! gateway, does not carry it (about 500 bytes each, of 10,000 idle connections).
 
+use std::sync::Arc;
+
 use bytes::BytesMut;
 
 use crate::log::Log;
 use crate::mqtt::auth::Permissions;
 use crate::mqtt::delivery::{Delivery, Wake};
 use crate::mqtt::inflight::Outgoing;
+use crate::mqtt::read_cache::ReadCache;
 use crate::mqtt::retained::RetainedStore;
 use crate::mqtt::retained_out::RetainedOut;
 use crate::mqtt::routing::Router;
@@ -28,8 +31,14 @@ pub(super) struct Outbound {
 impl Outbound {
     /// For `client_id` (to recognise its own publishes), allowed to read what `permissions`
     /// allow, with at most `window` deliveries unacknowledged.
-    pub fn new(log: Log, client_id: &str, permissions: Permissions, window: usize) -> Outbound {
-        let mut delivery = Delivery::new(log);
+    pub fn new(
+        log: Log,
+        reads: Arc<ReadCache>,
+        client_id: &str,
+        permissions: Permissions,
+        window: usize,
+    ) -> Outbound {
+        let mut delivery = Delivery::new(log, reads);
         delivery.client_id = client_id.to_string();
         delivery.permissions = permissions;
         Outbound {

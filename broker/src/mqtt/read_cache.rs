@@ -1,0 +1,386 @@
+//! Decoded log batches shared by subscribers.
+//!
+//! Every subscriber delivers from the log with its own cursor. Each reading and decoding the
+//! same batches, and finding each record's MQTT topic again, was most of the broker's work when
+//! fanning out to many subscribers (BENCHMARKS.md). So recently read batches are kept here,
+//! decoded, with every record's MQTT topic, for every subscriber to use: a subscriber reads the
+//! log only for batches nobody has read lately.
+//!
+//! A stored batch never changes at an offset, so a decoded one stays true. The cache holds at
+//! most [`CACHE_BYTES`] of decoded records, dropping the batches cached longest ago first, and
+//! checks each batch against the partition handle itself, so a deleted topic's batches never
+//! serve a new topic that reuses its partition id.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rumqttc::mqttbytes::QoS;
+
+use crate::log::{self, Log, PartitionHandle, StoredBatch, StoredRecord};
+
+use super::delivery::{record_bytes, record_topic};
+
+/// Decoded bytes the cache holds at most (besides batches subscribers are still delivering).
+pub const CACHE_BYTES: usize = 8 * 1024 * 1024;
+/// Stored bytes read from the log at a time: what one partially delivered read can hold (at
+/// least one batch is always read).
+pub const READ_BYTES: usize = 64 * 1024;
+/// Most decoded bytes one read hands a subscriber (past its first batch): compressed batches
+/// can be far bigger decoded.
+pub const DECODED_BYTES: usize = 1024 * 1024;
+
+/// One stored batch, decoded.
+pub struct DecodedBatch {
+    pub records: Vec<Prepared>,
+    /// Offset after the batch: where the next one starts.
+    pub end: i64,
+    /// Stored bytes.
+    pub bytes: usize,
+    /// Decoded bytes held (what the cache counts).
+    decoded: usize,
+}
+
+/// A record with what every subscriber would work out from it alike.
+pub struct Prepared {
+    pub rec: StoredRecord,
+    /// Its MQTT topic and the QoS it was published with; `None` if its topic header is invalid.
+    pub topic: Option<(String, QoS)>,
+}
+
+impl DecodedBatch {
+    /// The position of the first record at or after `offset`.
+    pub fn index_of(&self, offset: i64) -> usize {
+        self.records.partition_point(|p| p.rec.offset < offset)
+    }
+}
+
+/// Consecutive decoded batches of one partition from some offset on.
+pub struct Read {
+    pub batches: VecDeque<Arc<DecodedBatch>>,
+    /// Offset after the last batch.
+    pub end: i64,
+    /// Stored bytes read from the log for it (0 when all came from the cache).
+    pub bytes_read: usize,
+}
+
+/// The cached batches of one partition, by base offset.
+struct Cached {
+    partition: Arc<PartitionHandle>,
+    batches: BTreeMap<i64, Arc<DecodedBatch>>,
+}
+
+pub struct ReadCache {
+    entries: Mutex<Entries>,
+    /// Decoded bytes held at most.
+    budget: usize,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+#[derive(Default)]
+struct Entries {
+    by_partition: HashMap<u32, Cached>,
+    /// (partition id, base offset) in the order cached, for dropping the oldest.
+    order: VecDeque<(u32, i64)>,
+    decoded: usize,
+}
+
+impl Default for ReadCache {
+    fn default() -> ReadCache {
+        ReadCache::with_budget(CACHE_BYTES)
+    }
+}
+
+impl ReadCache {
+    pub fn with_budget(budget: usize) -> ReadCache {
+        ReadCache {
+            entries: Mutex::default(),
+            budget,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// The batches of `p` from the one holding offset `from` on: cached ones if the cache has
+    /// that one, else a read of the log (whose batches are then cached). `None` if there is
+    /// nothing to read or the read failed (logged).
+    pub fn read(&self, log: &Log, p: &Arc<PartitionHandle>, from: i64) -> Option<Read> {
+        if let Some(read) = self.cached(p, from) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Some(read);
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let stored = match log.read(p, from, READ_BYTES) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(topic = %p.topic, partition = p.index, offset = from, error = %e, "mqtt delivery: log read failed");
+                return None;
+            }
+        };
+        let mut read = Read {
+            batches: VecDeque::new(),
+            end: stored.first()?.base_offset,
+            bytes_read: 0,
+        };
+        let mut decoded = 0;
+        for b in stored {
+            if decoded >= DECODED_BYTES {
+                break;
+            }
+            let batch = self.get_or_decode(p, b);
+            decoded += batch.decoded;
+            read.bytes_read += batch.bytes;
+            read.end = batch.end;
+            read.batches.push_back(batch);
+        }
+        Some(read)
+    }
+
+    /// Reads served from the cache and from the log, since start.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The cached batch holding `from` and the cached ones right after it.
+    fn cached(&self, p: &Arc<PartitionHandle>, from: i64) -> Option<Read> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let cached = entries.by_partition.get(&p.id)?;
+        if !Arc::ptr_eq(&cached.partition, p) {
+            return None;
+        }
+        let (_, first) = cached.batches.range(..=from).next_back()?;
+        if first.end <= from {
+            return None;
+        }
+        let mut read = Read {
+            batches: VecDeque::new(),
+            end: from,
+            bytes_read: 0,
+        };
+        let mut decoded = 0;
+        let mut next = Some(first);
+        while let Some(batch) = next {
+            if decoded >= DECODED_BYTES {
+                break;
+            }
+            decoded += batch.decoded;
+            read.end = batch.end;
+            read.batches.push_back(batch.clone());
+            next = cached.batches.get(&batch.end);
+        }
+        Some(read)
+    }
+
+    /// The decoded form of stored batch `b`, from the cache or decoded now (and cached).
+    fn get_or_decode(&self, p: &Arc<PartitionHandle>, b: StoredBatch) -> Arc<DecodedBatch> {
+        {
+            let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let hit = entries
+                .by_partition
+                .get(&p.id)
+                .filter(|c| Arc::ptr_eq(&c.partition, p))
+                .and_then(|c| c.batches.get(&b.base_offset));
+            if let Some(hit) = hit {
+                return hit.clone();
+            }
+        }
+        let batch = Arc::new(decode(p, &b));
+        self.insert(p, b.base_offset, &batch);
+        batch
+    }
+
+    fn insert(&self, p: &Arc<PartitionHandle>, base: i64, batch: &Arc<DecodedBatch>) {
+        if batch.decoded > self.budget {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = &mut *entries;
+        let cached = entries.by_partition.entry(p.id).or_insert_with(|| Cached {
+            partition: p.clone(),
+            batches: BTreeMap::new(),
+        });
+        if !Arc::ptr_eq(&cached.partition, p) {
+            // The id now belongs to a new partition: the old one's batches go.
+            for old in cached.batches.values() {
+                entries.decoded -= old.decoded;
+            }
+            cached.batches.clear();
+            cached.partition = p.clone();
+        }
+        if let Some(old) = cached.batches.insert(base, batch.clone()) {
+            entries.decoded -= old.decoded;
+        }
+        entries.decoded += batch.decoded;
+        entries.order.push_back((p.id, base));
+        while entries.decoded > self.budget {
+            let Some((id, base)) = entries.order.pop_front() else {
+                break;
+            };
+            let Some(cached) = entries.by_partition.get_mut(&id) else {
+                continue;
+            };
+            if let Some(old) = cached.batches.remove(&base) {
+                entries.decoded -= old.decoded;
+            }
+            if cached.batches.is_empty() {
+                entries.by_partition.remove(&id);
+            }
+        }
+        // Keys of batches replaced or dropped with their partition stay behind; bounded by
+        // the batches cached since, and cleared when they outnumber the live ones.
+        let live: usize = entries.by_partition.values().map(|c| c.batches.len()).sum();
+        if entries.order.len() > 2 * live + 64 {
+            let by_partition = &entries.by_partition;
+            entries.order.retain(|(id, base)| {
+                by_partition
+                    .get(id)
+                    .is_some_and(|c| c.batches.contains_key(base))
+            });
+        }
+    }
+}
+
+/// Decodes a stored batch (an undecodable one, logged, becomes a batch of no records).
+fn decode(p: &PartitionHandle, b: &StoredBatch) -> DecodedBatch {
+    let records = match log::batch::decode(&b.bytes) {
+        Ok(records) => records,
+        Err(e) => {
+            tracing::warn!(topic = %p.topic, partition = p.index, offset = b.base_offset, error = %e, "mqtt delivery: skipping undecodable batch");
+            Vec::new()
+        }
+    };
+    let mut decoded = 0;
+    let records = records
+        .into_iter()
+        .map(|rec| {
+            decoded += record_bytes(&rec);
+            let topic = record_topic(&rec, &p.topic);
+            Prepared { rec, topic }
+        })
+        .collect();
+    DecodedBatch {
+        records,
+        end: b.last_offset + 1,
+        bytes: b.bytes.len(),
+        decoded,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::log::{LogOptions, NewRecord, TopicConfig};
+
+    fn record(i: u8, mqtt_topic: &str) -> NewRecord {
+        NewRecord {
+            timestamp: 1,
+            key: None,
+            value: Some(Bytes::from(vec![i; 100])),
+            headers: vec![(
+                crate::mqtt::HEADER_TOPIC.into(),
+                Some(Bytes::from(mqtt_topic.to_string())),
+            )],
+        }
+    }
+
+    async fn append(log: &Log, p: &Arc<PartitionHandle>, from: u8, to: u8) {
+        let records: Vec<NewRecord> = (from..to).map(|i| record(i, "plant/temp")).collect();
+        log.append_records(p, &records).await.unwrap();
+    }
+
+    /// The offsets a read hands out from offset `from` on.
+    fn offsets(read: &Read, from: i64) -> Vec<i64> {
+        let records = read.batches.iter().flat_map(|b| b.records.iter());
+        records
+            .map(|p| p.rec.offset)
+            .filter(|&o| o >= from)
+            .collect()
+    }
+
+    fn same(a: &Read, b: &Read) -> bool {
+        a.batches.len() == b.batches.len()
+            && a.batches
+                .iter()
+                .zip(&b.batches)
+                .all(|(x, y)| Arc::ptr_eq(x, y))
+    }
+
+    #[tokio::test]
+    async fn subscribers_share_decoded_batches_wherever_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(&LogOptions::for_tests(dir.path(), 64 << 20)).unwrap();
+        let topic = log
+            .create_topic("plant", 1, TopicConfig::default())
+            .await
+            .unwrap();
+        let p = topic.partitions[0].clone();
+        append(&log, &p, 0, 10).await;
+        append(&log, &p, 10, 20).await;
+        let cache = ReadCache::default();
+
+        let first = cache.read(&log, &p, 0).unwrap();
+        assert!(first.bytes_read > 0);
+        assert_eq!((first.batches.len(), first.end), (2, 20));
+        assert_eq!(offsets(&first, 0), (0..20).collect::<Vec<_>>());
+        let t = first.batches[0].records[0].topic.as_ref().unwrap();
+        assert_eq!((t.0.as_str(), t.1), ("plant/temp", QoS::AtLeastOnce));
+        // Another subscriber in the middle of the first batch: the same batches, no log read.
+        let second = cache.read(&log, &p, 4).unwrap();
+        assert!(same(&first, &second));
+        assert_eq!((second.bytes_read, second.batches[0].index_of(4)), (0, 4));
+        // One in the second batch gets it alone.
+        let third = cache.read(&log, &p, 15).unwrap();
+        assert!(Arc::ptr_eq(&third.batches[0], &first.batches[1]));
+        assert_eq!((third.batches.len(), third.end), (1, 20));
+        assert_eq!(cache.counts(), (2, 1));
+
+        // A new batch: read from the log once, then shared; the older ones stay cached.
+        append(&log, &p, 20, 30).await;
+        let newer = cache.read(&log, &p, 20).unwrap();
+        assert_eq!(offsets(&newer, 20), (20..30).collect::<Vec<_>>());
+        let again = cache.read(&log, &p, 25).unwrap();
+        assert!(same(&newer, &again));
+        let lagging = cache.read(&log, &p, 3).unwrap();
+        assert_eq!(
+            offsets(&lagging, 3),
+            (3..30).collect::<Vec<_>>(),
+            "cached batches chain"
+        );
+        assert_eq!(cache.counts(), (4, 2));
+        drop((first, second, third, newer, again, lagging, p, topic));
+        log.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_cache_keeps_its_budget_dropping_the_oldest_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(&LogOptions::for_tests(dir.path(), 64 << 20)).unwrap();
+        let a = log
+            .create_topic("a", 1, TopicConfig::default())
+            .await
+            .unwrap();
+        let b = log
+            .create_topic("b", 1, TopicConfig::default())
+            .await
+            .unwrap();
+        let (pa, pb) = (a.partitions[0].clone(), b.partitions[0].clone());
+        append(&log, &pa, 0, 10).await;
+        append(&log, &pb, 0, 10).await;
+        // Room for one read of ten 100-byte records (and their topic headers), not two.
+        let cache = ReadCache::with_budget(1500);
+        cache.read(&log, &pa, 0).unwrap();
+        cache.read(&log, &pb, 0).unwrap();
+        cache.read(&log, &pb, 0).unwrap();
+        assert_eq!(cache.counts(), (1, 2), "b stays cached");
+        cache.read(&log, &pa, 0).unwrap();
+        assert_eq!(cache.counts(), (1, 3), "a was dropped to make room for b");
+        drop((pa, pb, a, b));
+        log.close().await;
+    }
+}
