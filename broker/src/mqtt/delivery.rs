@@ -37,9 +37,9 @@ use crate::log::{self, AppendEvent, Log, PartitionHandle, StoredRecord};
 
 use super::auth::Permissions;
 use super::codec::CodecError;
-use super::inbound::{HEADER_CLIENT_ID, HEADER_QOS, HEADER_RETAIN, HEADER_TOPIC};
+use super::inbound::{HEADER_QOS, HEADER_RETAIN, HEADER_TOPIC};
 use super::inflight::Outgoing;
-use super::packet::{PublishOut, ServerPacket};
+use super::packet::{PublishOut, ServerPacket, Version};
 use super::properties::{remaining_expiry, MessageProps};
 use super::read_cache::{DecodedBatch, Prepared, ReadCache, DECODED_BYTES, READ_BYTES};
 use super::routing::Router;
@@ -466,7 +466,22 @@ impl Delivery {
             // A delivery restored from a resumed session already holds its window slot.
             let restored = outgoing.is_restored(id, rec.offset);
             let perms = &self.permissions;
-            if let Some(packet) = target(prepared, subs, id, own, perms, to.now_ms) {
+            let wanted = wanted(prepared, subs, id, own, perms, to.now_ms);
+            // The common fan-out case: the same bytes for every MQTT 3.1.1 subscriber (a
+            // resumed session's restored delivery takes the general path, with its packet id).
+            let shared = wanted
+                .as_ref()
+                .filter(|_| !restored)
+                .and_then(|w| v4_qos0(prepared, w, to.wire));
+            if let Some(bytes) = shared {
+                if out.len() >= to.out_limit {
+                    self.buffered = Some(buf);
+                    return Served::Blocked;
+                }
+                if let Some(bytes) = bytes {
+                    out.extend_from_slice(bytes);
+                }
+            } else if let Some(packet) = wanted.and_then(|w| w.packet(prepared, to.now_ms)) {
                 let room = out.len() < to.out_limit;
                 if !room || (packet.qos != QoS::AtMostOnce && !restored && outgoing.is_full()) {
                     self.buffered = Some(buf);
@@ -570,28 +585,86 @@ struct To<'a> {
     now_ms: i64,
 }
 
-/// The PUBLISH (without packet id) a record goes out as to this connection, if any filter
-/// wants it and it has not expired.
-fn target(
+/// A record this connection is to get: a filter matches, its ACL allows, it has not expired.
+struct Wanted {
+    granted: Granted,
+    /// The QoS it goes out with.
+    qos: QoS,
+}
+
+impl Wanted {
+    /// The PUBLISH (without packet id) it goes out as.
+    fn packet(self, prepared: &Prepared, now_ms: i64) -> Option<PublishOut> {
+        let (topic, published) = prepared.topic.as_ref()?;
+        packet_for(
+            &prepared.rec,
+            topic.clone(),
+            *published,
+            self.granted,
+            now_ms,
+        )
+    }
+}
+
+fn wanted(
     prepared: &Prepared,
     subs: &Subscriptions,
     partition_id: u32,
     client_id: &str,
     permissions: &Permissions,
     now_ms: i64,
-) -> Option<PublishOut> {
+) -> Option<Wanted> {
     let rec = &prepared.rec;
     let (mqtt_topic, published) = prepared.topic.as_ref()?;
-    let own = !client_id.is_empty()
-        && header(rec, HEADER_CLIENT_ID).and_then(|v| v.as_deref()) == Some(client_id.as_bytes());
+    let own = !client_id.is_empty() && prepared.publisher.as_deref() == Some(client_id.as_bytes());
     let granted = subs.granted(mqtt_topic, partition_id, rec.offset, own)?;
     if !permissions.may_read(mqtt_topic) {
         return None;
     }
-    packet_for(rec, mqtt_topic.clone(), *published, granted, now_ms)
+    if let Some(interval) = prepared.expiry {
+        remaining_expiry(interval, rec.timestamp, now_ms)?;
+    }
+    let qos = granted.qos.min_with(*published);
+    Some(Wanted { granted, qos })
 }
 
-fn header<'a>(rec: &'a StoredRecord, name: &str) -> Option<&'a Option<bytes::Bytes>> {
+/// The shared encoding of `prepared` if it goes out as the same QoS 0 PUBLISH to every MQTT
+/// 3.1.1 subscriber (no packet id, no retain flag, no properties): `Some(None)` if that
+/// PUBLISH cannot be sent (skipped as delivered, as [`publish`] does).
+fn v4_qos0<'a>(prepared: &'a Prepared, w: &Wanted, wire: &Wire) -> Option<Option<&'a [u8]>> {
+    let plain = wire.version == Version::V311
+        && w.qos == QoS::AtMostOnce
+        && !(prepared.retained && w.granted.retain_as_published);
+    if !plain {
+        return None;
+    }
+    let encoded = prepared.v4_qos0.get_or_init(|| {
+        let (topic, _) = prepared.topic.as_ref()?;
+        let packet = PublishOut {
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: topic.clone(),
+            pkid: 0,
+            payload: prepared.rec.value.clone().unwrap_or_default(),
+            props: MessageProps::default(),
+            subscription_ids: Vec::new(),
+            dup: false,
+        };
+        let mut out = BytesMut::new();
+        let origin = Origin {
+            partition_id: 0,
+            offset: prepared.rec.offset,
+            restored: None,
+            tracked: false,
+        };
+        // QoS 0 takes nothing from the window: a scratch one will do.
+        publish(origin, packet, &mut Outgoing::new(0), wire, &mut out);
+        (!out.is_empty()).then(|| out.freeze())
+    });
+    Some(encoded.as_deref())
+}
+
+pub(super) fn header<'a>(rec: &'a StoredRecord, name: &str) -> Option<&'a Option<bytes::Bytes>> {
     rec.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v)
 }
 

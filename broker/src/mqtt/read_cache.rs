@@ -13,13 +13,16 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use bytes::Bytes;
 use rumqttc::mqttbytes::QoS;
 
 use crate::log::{self, Log, PartitionHandle, StoredBatch, StoredRecord};
 
-use super::delivery::{record_bytes, record_topic};
+use super::delivery::{header, record_bytes, record_topic};
+use super::inbound::{HEADER_CLIENT_ID, HEADER_RETAIN};
+use super::properties::HEADER_MESSAGE_EXPIRY;
 
 /// Decoded bytes the cache holds at most (besides batches subscribers are still delivering).
 pub const CACHE_BYTES: usize = 8 * 1024 * 1024;
@@ -46,6 +49,31 @@ pub struct Prepared {
     pub rec: StoredRecord,
     /// Its MQTT topic and the QoS it was published with; `None` if its topic header is invalid.
     pub topic: Option<(String, QoS)>,
+    /// The client id of its publisher (`mqtt.client_id`), for no-local.
+    pub publisher: Option<Bytes>,
+    /// Whether it was published retained (`mqtt.retain`).
+    pub retained: bool,
+    /// Its MQTT 5 message expiry interval in seconds (`mqtt.message_expiry`).
+    pub expiry: Option<u32>,
+    /// The record as a QoS 0 PUBLISH to an MQTT 3.1.1 client (the same bytes for every such
+    /// subscriber), encoded by the first such delivery; `None` inside if it cannot be sent.
+    pub v4_qos0: OnceLock<Option<Bytes>>,
+}
+
+impl Prepared {
+    fn new(rec: StoredRecord, log_topic: &str) -> Prepared {
+        let text = |name| header(&rec, name).and_then(|v| v.as_deref());
+        Prepared {
+            topic: record_topic(&rec, log_topic),
+            publisher: header(&rec, HEADER_CLIENT_ID).cloned().flatten(),
+            retained: text(HEADER_RETAIN) == Some(b"1"),
+            expiry: text(HEADER_MESSAGE_EXPIRY)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|t| t.parse().ok()),
+            v4_qos0: OnceLock::new(),
+            rec,
+        }
+    }
 }
 
 impl DecodedBatch {
@@ -258,8 +286,7 @@ fn decode(p: &PartitionHandle, b: &StoredBatch) -> DecodedBatch {
         .into_iter()
         .map(|rec| {
             decoded += record_bytes(&rec);
-            let topic = record_topic(&rec, &p.topic);
-            Prepared { rec, topic }
+            Prepared::new(rec, &p.topic)
         })
         .collect();
     DecodedBatch {

@@ -901,3 +901,42 @@ async fn qos0_and_qos1_publishes_in_a_burst_keep_their_order() {
         .collect();
     assert_eq!(order, (1..=2000).collect::<Vec<u16>>());
 }
+
+#[tokio::test]
+async fn qos0_records_reach_every_311_subscriber_as_the_same_plain_publish() {
+    let b = start(MqttSection::default()).await;
+    let mut subs = Vec::new();
+    for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+        .into_iter()
+        .enumerate()
+    {
+        let mut raw = Raw::connected(b.addr, &format!("fan-{i}"), 0).await;
+        let mut s = Subscribe::new("fan/#", qos);
+        s.pkid = 1;
+        raw.send(Packet::Subscribe(s)).await;
+        assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
+        subs.push(raw);
+    }
+    let mut publisher = Raw::connected(b.addr, "fan-pub", 0).await;
+    let mut retained = Publish::new("fan/a", QoS::AtMostOnce, b"one".to_vec());
+    retained.retain = true;
+    publisher.send(Packet::Publish(retained)).await;
+    publisher
+        .send(publish("fan/b", QoS::AtMostOnce, 0, b"two"))
+        .await;
+    for sub in &mut subs {
+        for (topic, payload) in [("fan/a", &b"one"[..]), ("fan/b", &b"two"[..])] {
+            match sub.recv().await {
+                Some(Packet::Publish(p)) => {
+                    assert_eq!((p.topic.as_str(), &p.payload[..]), (topic, payload));
+                    // Live deliveries to 3.1.1 clients carry no retain flag (§3.3.1.3).
+                    assert_eq!(
+                        (p.qos, p.retain, p.pkid, p.dup),
+                        (QoS::AtMostOnce, false, 0, false)
+                    );
+                }
+                other => panic!("expected PUBLISH, got {other:?}"),
+            }
+        }
+    }
+}
