@@ -2,7 +2,9 @@
 //!
 //! The log is the subscriber's buffer. A connection keeps a cursor per log partition its filters
 //! can match ([`Router::may_hold`]), reads forward from it with short LMDB reads and turns
-//! matching records into PUBLISH packets. It reads only while its outgoing window
+//! matching records into PUBLISH packets. Decoded batches are shared by all subscribers
+//! ([`ReadCache`]), and a QoS 0 record goes to every MQTT 3.1.1 subscriber as one shared
+//! encoding, so fanning out costs little more per subscriber than copying the packet. It reads only while its outgoing window
 //! ([`Outgoing`]) and its socket buffer have room, so a subscriber that stops acknowledging stops
 //! the reading, not the broker: no per-subscriber queue grows in memory. At most one partially
 //! delivered read is held (one batch read), and the next pump resumes exactly there.
@@ -467,11 +469,12 @@ impl Delivery {
             let restored = outgoing.is_restored(id, rec.offset);
             let perms = &self.permissions;
             let wanted = wanted(prepared, subs, id, own, perms, to.now_ms);
-            // The common fan-out case: the same bytes for every MQTT 3.1.1 subscriber (a
-            // resumed session's restored delivery takes the general path, with its packet id).
+            // The common fan-out case: the same bytes for every MQTT 3.1.1 subscriber of a
+            // batch several read (a resumed session's restored delivery takes the general
+            // path, with its packet id).
             let shared = wanted
                 .as_ref()
-                .filter(|_| !restored)
+                .filter(|_| batch.shared && !restored)
                 .and_then(|w| v4_qos0(prepared, w, to.wire));
             if let Some(bytes) = shared {
                 if out.len() >= to.out_limit {

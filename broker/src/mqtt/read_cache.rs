@@ -2,9 +2,11 @@
 //!
 //! Every subscriber delivers from the log with its own cursor. Each reading and decoding the
 //! same batches, and finding each record's MQTT topic again, was most of the broker's work when
-//! fanning out to many subscribers (BENCHMARKS.md). So recently read batches are kept here,
-//! decoded, with every record's MQTT topic, for every subscriber to use: a subscriber reads the
-//! log only for batches nobody has read lately.
+//! fanning out to many subscribers (BENCHMARKS.md). So batches read by more than one
+//! subscriber are kept here, decoded, with every record's MQTT topic, for every other to use.
+//! A batch is cached at its second read, not its first: with a single subscriber, the common
+//! case, caching would only cost (holding megabytes of records it never reads again), so a
+//! batch read once is only remembered by its offset.
 //!
 //! A stored batch never changes at an offset, so a decoded one stays true. The cache holds at
 //! most [`CACHE_BYTES`] of decoded records, dropping the batches cached longest ago first, and
@@ -42,6 +44,8 @@ pub struct DecodedBatch {
     pub bytes: usize,
     /// Decoded bytes held (what the cache counts).
     decoded: usize,
+    /// Cached, so read by several subscribers: worth preparing shared encodings for.
+    pub shared: bool,
 }
 
 /// A record with what every subscriber would work out from it alike.
@@ -96,7 +100,13 @@ pub struct Read {
 struct Cached {
     partition: Arc<PartitionHandle>,
     batches: BTreeMap<i64, Arc<DecodedBatch>>,
+    /// Base offsets of the batches read once lately (at most [`SEEN`]): read again, they are
+    /// cached.
+    seen: VecDeque<i64>,
 }
+
+/// Batches remembered per partition as read once.
+const SEEN: usize = 64;
 
 pub struct ReadCache {
     entries: Mutex<Entries>,
@@ -112,6 +122,26 @@ struct Entries {
     /// (partition id, base offset) in the order cached, for dropping the oldest.
     order: VecDeque<(u32, i64)>,
     decoded: usize,
+}
+
+impl Entries {
+    /// The entry of `p`, emptied first if its id belonged to another partition before.
+    fn partition(&mut self, p: &Arc<PartitionHandle>) -> &mut Cached {
+        let cached = self.by_partition.entry(p.id).or_insert_with(|| Cached {
+            partition: p.clone(),
+            batches: BTreeMap::new(),
+            seen: VecDeque::new(),
+        });
+        if !Arc::ptr_eq(&cached.partition, p) {
+            for old in cached.batches.values() {
+                self.decoded -= old.decoded;
+            }
+            cached.batches.clear();
+            cached.seen.clear();
+            cached.partition = p.clone();
+        }
+        cached
+    }
 }
 
 impl Default for ReadCache {
@@ -205,19 +235,27 @@ impl ReadCache {
 
     /// The decoded form of stored batch `b`, from the cache or decoded now (and cached).
     fn get_or_decode(&self, p: &Arc<PartitionHandle>, b: StoredBatch) -> Arc<DecodedBatch> {
-        {
-            let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-            let hit = entries
-                .by_partition
-                .get(&p.id)
-                .filter(|c| Arc::ptr_eq(&c.partition, p))
-                .and_then(|c| c.batches.get(&b.base_offset));
-            if let Some(hit) = hit {
+        let read_before = {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let cached = entries.partition(p);
+            if let Some(hit) = cached.batches.get(&b.base_offset) {
                 return hit.clone();
             }
+            let read_before = cached.seen.contains(&b.base_offset);
+            if !read_before {
+                if cached.seen.len() == SEEN {
+                    cached.seen.pop_front();
+                }
+                cached.seen.push_back(b.base_offset);
+            }
+            read_before
+        };
+        let mut batch = decode(p, &b);
+        batch.shared = read_before;
+        let batch = Arc::new(batch);
+        if read_before {
+            self.insert(p, b.base_offset, &batch);
         }
-        let batch = Arc::new(decode(p, &b));
-        self.insert(p, b.base_offset, &batch);
         batch
     }
 
@@ -227,19 +265,9 @@ impl ReadCache {
         }
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let entries = &mut *entries;
-        let cached = entries.by_partition.entry(p.id).or_insert_with(|| Cached {
-            partition: p.clone(),
-            batches: BTreeMap::new(),
-        });
-        if !Arc::ptr_eq(&cached.partition, p) {
-            // The id now belongs to a new partition: the old one's batches go.
-            for old in cached.batches.values() {
-                entries.decoded -= old.decoded;
-            }
-            cached.batches.clear();
-            cached.partition = p.clone();
-        }
-        if let Some(old) = cached.batches.insert(base, batch.clone()) {
+        let cached = entries.partition(p);
+        let replaced = cached.batches.insert(base, batch.clone());
+        if let Some(old) = replaced {
             entries.decoded -= old.decoded;
         }
         entries.decoded += batch.decoded;
@@ -254,14 +282,21 @@ impl ReadCache {
             if let Some(old) = cached.batches.remove(&base) {
                 entries.decoded -= old.decoded;
             }
-            if cached.batches.is_empty() {
-                entries.by_partition.remove(&id);
-            }
         }
         // Keys of batches replaced or dropped with their partition stay behind; bounded by
         // the batches cached since, and cleared when they outnumber the live ones.
         let live: usize = entries.by_partition.values().map(|c| c.batches.len()).sum();
         if entries.order.len() > 2 * live + 64 {
+            // Deleted partitions go too (their entries would otherwise stay until an id reuse).
+            let mut freed = 0;
+            entries.by_partition.retain(|_, c| {
+                let deleted = c.partition.is_deleted();
+                if deleted {
+                    freed += c.batches.values().map(|b| b.decoded).sum::<usize>();
+                }
+                !deleted
+            });
+            entries.decoded -= freed;
             let by_partition = &entries.by_partition;
             entries.order.retain(|(id, base)| {
                 by_partition
@@ -294,6 +329,7 @@ fn decode(p: &PartitionHandle, b: &StoredBatch) -> DecodedBatch {
         end: b.last_offset + 1,
         bytes: b.bytes.len(),
         decoded,
+        shared: false,
     }
 }
 
@@ -339,7 +375,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn subscribers_share_decoded_batches_wherever_they_are() {
+    async fn batches_read_twice_are_shared_wherever_subscribers_are() {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(&LogOptions::for_tests(dir.path(), 64 << 20)).unwrap();
         let topic = log
@@ -351,41 +387,46 @@ mod tests {
         append(&log, &p, 10, 20).await;
         let cache = ReadCache::default();
 
+        // A single reader's batches are not kept.
         let first = cache.read(&log, &p, 0).unwrap();
         assert!(first.bytes_read > 0);
         assert_eq!((first.batches.len(), first.end), (2, 20));
+        assert!(first.batches.iter().all(|b| !b.shared));
         assert_eq!(offsets(&first, 0), (0..20).collect::<Vec<_>>());
         let t = first.batches[0].records[0].topic.as_ref().unwrap();
         assert_eq!((t.0.as_str(), t.1), ("plant/temp", QoS::AtLeastOnce));
-        // Another subscriber in the middle of the first batch: the same batches, no log read.
+        // A second reader's are, and serve every later one wherever it is.
         let second = cache.read(&log, &p, 4).unwrap();
-        assert!(same(&first, &second));
-        assert_eq!((second.bytes_read, second.batches[0].index_of(4)), (0, 4));
-        // One in the second batch gets it alone.
-        let third = cache.read(&log, &p, 15).unwrap();
-        assert!(Arc::ptr_eq(&third.batches[0], &first.batches[1]));
-        assert_eq!((third.batches.len(), third.end), (1, 20));
-        assert_eq!(cache.counts(), (2, 1));
+        assert!(second.bytes_read > 0);
+        assert!(second.batches.iter().all(|b| b.shared));
+        assert_eq!(offsets(&second, 4), (4..20).collect::<Vec<_>>());
+        let third = cache.read(&log, &p, 4).unwrap();
+        assert!(same(&second, &third));
+        assert_eq!((third.bytes_read, third.batches[0].index_of(4)), (0, 4));
+        let fourth = cache.read(&log, &p, 15).unwrap();
+        assert!(Arc::ptr_eq(&fourth.batches[0], &second.batches[1]));
+        assert_eq!((fourth.batches.len(), fourth.end), (1, 20));
+        assert_eq!(cache.counts(), (2, 2));
 
-        // A new batch: read from the log once, then shared; the older ones stay cached.
+        // A new batch read twice joins them: a lagging reader gets all three from the cache.
         append(&log, &p, 20, 30).await;
         let newer = cache.read(&log, &p, 20).unwrap();
         assert_eq!(offsets(&newer, 20), (20..30).collect::<Vec<_>>());
-        let again = cache.read(&log, &p, 25).unwrap();
-        assert!(same(&newer, &again));
+        cache.read(&log, &p, 25).unwrap();
         let lagging = cache.read(&log, &p, 3).unwrap();
+        assert_eq!(lagging.bytes_read, 0);
         assert_eq!(
             offsets(&lagging, 3),
             (3..30).collect::<Vec<_>>(),
             "cached batches chain"
         );
-        assert_eq!(cache.counts(), (4, 2));
-        drop((first, second, third, newer, again, lagging, p, topic));
+        assert_eq!(cache.counts(), (3, 4));
+        drop((first, second, third, fourth, newer, lagging, p, topic));
         log.close().await;
     }
 
     #[tokio::test]
-    async fn the_cache_keeps_its_budget_dropping_the_oldest_reads() {
+    async fn the_cache_keeps_its_budget_dropping_the_oldest_batches() {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(&LogOptions::for_tests(dir.path(), 64 << 20)).unwrap();
         let a = log
@@ -399,14 +440,16 @@ mod tests {
         let (pa, pb) = (a.partitions[0].clone(), b.partitions[0].clone());
         append(&log, &pa, 0, 10).await;
         append(&log, &pb, 0, 10).await;
-        // Room for one read of ten 100-byte records (and their topic headers), not two.
+        // Room for one batch of ten 100-byte records (and their topic headers), not two.
         let cache = ReadCache::with_budget(1500);
-        cache.read(&log, &pa, 0).unwrap();
+        for p in [&pa, &pa, &pb, &pb] {
+            cache.read(&log, p, 0).unwrap();
+        }
+        assert_eq!(cache.counts(), (0, 4));
         cache.read(&log, &pb, 0).unwrap();
-        cache.read(&log, &pb, 0).unwrap();
-        assert_eq!(cache.counts(), (1, 2), "b stays cached");
+        assert_eq!(cache.counts(), (1, 4), "b stays cached");
         cache.read(&log, &pa, 0).unwrap();
-        assert_eq!(cache.counts(), (1, 3), "a was dropped to make room for b");
+        assert_eq!(cache.counts(), (1, 5), "a was dropped to make room for b");
         drop((pa, pb, a, b));
         log.close().await;
     }
