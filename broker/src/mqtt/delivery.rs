@@ -4,10 +4,11 @@
 //! can match ([`Router::may_hold`]), reads forward from it with short LMDB reads and turns
 //! matching records into PUBLISH packets. Decoded batches are shared by all subscribers
 //! ([`ReadCache`]), and a QoS 0 record goes to every MQTT 3.1.1 subscriber as one shared
-//! encoding, so fanning out costs little more per subscriber than copying the packet. It reads only while its outgoing window
-//! ([`Outgoing`]) and its socket buffer have room, so a subscriber that stops acknowledging stops
-//! the reading, not the broker: no per-subscriber queue grows in memory. At most one partially
-//! delivered read is held (one batch read), and the next pump resumes exactly there.
+//! encoding, so fanning out costs little more per subscriber than copying the packet. It reads
+//! only while its outgoing window ([`Outgoing`]) and its socket buffer have room, so a
+//! subscriber that stops acknowledging stops the reading, not the broker: no per-subscriber
+//! queue grows in memory. At most one partially delivered read is held (one read's batches),
+//! and the next pump resumes exactly there.
 //!
 //! Cursors start at a partition's high watermark when a filter selecting it is subscribed, so a
 //! subscriber sees what was appended after it subscribed. A partition that appears later (a new
