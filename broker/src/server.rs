@@ -261,6 +261,7 @@ impl Broker {
                 log: log.clone(),
                 upstream_lag,
                 plugins: all_plugins.clone(),
+                mqtt: Some(mqtt_ctx.clone()),
             };
             tasks.spawn(admin::run(listener, sources, shutdown.clone()));
             tracing::info!(addr = %bound, "HTTP listening (/healthz, /metrics, /topics, /plugins)");

@@ -12,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::log::{CommitCounts, Log};
+use crate::mqtt::MqttContext;
 use crate::plugin::Plugin;
 use crate::upstream::LagMap;
 
@@ -31,6 +32,8 @@ pub struct MetricSources {
     pub upstream_lag: Option<LagMap>,
     /// Every loaded plugin, ingest and upstream.
     pub plugins: Vec<std::sync::Arc<Plugin>>,
+    /// The MQTT side.
+    pub mqtt: Option<MqttContext>,
 }
 
 /// The Prometheus text exposition of the broker's current state.
@@ -88,6 +91,9 @@ pub fn render(sources: &MetricSources) -> String {
             family,
         );
     }
+    if let Some(mqtt) = &sources.mqtt {
+        register_mqtt(&mut registry, mqtt);
+    }
     registry.register_collector(Box::new(plugins::PluginCollector::new(
         sources.plugins.clone(),
     )));
@@ -95,6 +101,41 @@ pub fn render(sources: &MetricSources) -> String {
     // Writing to a String cannot fail.
     let _ = encode(&mut out, &registry);
     out
+}
+
+/// Connected clients, parked connections and the subscribers' shared reads.
+fn register_mqtt(registry: &mut Registry, mqtt: &MqttContext) {
+    let stats = mqtt.stats();
+    let gauge = |value: usize| {
+        let g = Gauge::<i64>::default();
+        g.set(i64::try_from(value).unwrap_or(i64::MAX));
+        g
+    };
+    let counter = |value: u64| {
+        let c = Counter::<u64>::default();
+        c.inc_by(value);
+        c
+    };
+    registry.register(
+        "mqtt_clients",
+        "Connected MQTT client ids",
+        gauge(stats.clients),
+    );
+    registry.register(
+        "mqtt_parked_connections",
+        "Quiet publish-only MQTT connections waiting without a task of their own",
+        gauge(stats.parked),
+    );
+    registry.register(
+        "mqtt_read_cache_hits",
+        "Subscriber reads served by the shared cache of decoded batches",
+        counter(stats.cache_hits),
+    );
+    registry.register(
+        "mqtt_read_cache_misses",
+        "Subscriber reads that went to the log",
+        counter(stats.cache_misses),
+    );
 }
 
 /// The writer's group commits: commits, records per commit (records / commits) and time in commit.
@@ -160,6 +201,7 @@ mod tests {
             log: log.clone(),
             upstream_lag: None,
             plugins: Vec::new(),
+            mqtt: None,
         });
         assert_eq!(
             value_of(

@@ -137,6 +137,18 @@ pub use transport::Transport;
 pub use wire::fuzz_decode;
 
 /// Everything connections share: the log's door, the settings and the connected clients.
+/// What `/metrics` shows of the MQTT side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MqttStats {
+    /// Connected client ids.
+    pub clients: usize,
+    /// Quiet connections waiting in the parking.
+    pub parked: usize,
+    /// Subscriber reads served by the shared read cache, and from the log.
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+}
+
 /// Cheap to clone; TCP and QUIC listeners should share one so `max_connections` and client-id
 /// takeover span both.
 #[derive(Clone)]
@@ -255,6 +267,17 @@ impl MqttContext {
     /// Connections parked now (quiet publish-only TCP connections; see [`parking`]).
     pub fn parked_connections(&self) -> usize {
         self.inner.parking.len()
+    }
+
+    /// Figures for `/metrics`.
+    pub fn stats(&self) -> MqttStats {
+        let (cache_hits, cache_misses) = self.inner.reads.counts();
+        MqttStats {
+            clients: self.inner.clients.len(),
+            parked: self.parked_connections(),
+            cache_hits,
+            cache_misses,
+        }
     }
 
     /// Waits for a free connection slot; hold the permit for the connection's lifetime. The

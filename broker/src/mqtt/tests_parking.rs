@@ -5,6 +5,19 @@
 use rumqttc::mqttbytes::v4::{Connect as Connect4, LastWill};
 
 use super::*;
+use crate::metrics::{render, MetricSources};
+
+/// The value of metric `name` (no labels) in a scrape.
+fn metric(b: &Broker, name: &str) -> Option<f64> {
+    let text = render(&MetricSources {
+        log: b.log.clone(),
+        upstream_lag: None,
+        plugins: Vec::new(),
+        mqtt: Some(b.ctx.clone()),
+    });
+    let line = text.lines().find(|l| l.split(' ').next() == Some(name))?;
+    line.rsplit(' ').next()?.parse().ok()
+}
 
 /// Waits until `n` connections are parked.
 async fn parked(b: &Broker, n: usize) {
@@ -39,6 +52,8 @@ async fn quiet_publishers_park_and_come_back_for_each_packet() {
     // A subscriber waits for the log too: it stays in its task.
     let mut sub = client(b.addr, "dashboard", false).await;
     sub.subscribe("plant/#", QoS::AtLeastOnce).await;
+    assert_eq!(metric(&b, "headwater_mqtt_parked_connections"), Some(3.0));
+    assert_eq!(metric(&b, "headwater_mqtt_clients"), Some(4.0));
 
     for round in 0..2u8 {
         for (i, sensor) in sensors.iter_mut().enumerate() {

@@ -31,6 +31,7 @@ async fn metrics_show_each_plugins_calls_records_and_batch_times() {
         log: log.clone(),
         upstream_lag: None,
         plugins: plugins.plugins().to_vec(),
+        mqtt: None,
     });
     let filter = r#"{plugin="filter",attach="ingest"}"#;
     let broken = r#"{plugin="broken",attach="ingest"}"#;
