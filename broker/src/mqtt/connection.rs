@@ -614,21 +614,23 @@ impl<S: Link> Connection<S> {
                 write: can_write,
             };
             tokio::select! {
-                done = io, if can_read || can_write => match done {
-                    IoDone::Read(Ok(0)) => draining = Some((Closed::PeerClosed, Instant::now() + DRAIN_TIMEOUT)),
-                    IoDone::Read(Ok(n)) => {
-                        self.read_hint = buffers::next_hint(n, self.read_hint);
-                        self.last_heard = Instant::now();
-                    }
-                    IoDone::Read(Err(e)) => return Step::Closed(Closed::Io(e)),
-                    IoDone::Wrote(Ok(())) => {}
-                    IoDone::Wrote(Err(e)) => {
+                done = io, if can_read || can_write => {
+                    if let Some(Err(e)) = done.wrote {
                         if draining.is_none() {
                             return Step::Closed(Closed::Io(e));
                         }
                         self.writer_dead = true;
                     }
-                },
+                    match done.read {
+                        Some(Ok(0)) => draining = Some((Closed::PeerClosed, Instant::now() + DRAIN_TIMEOUT)),
+                        Some(Ok(n)) => {
+                            self.read_hint = buffers::next_hint(n, self.read_hint);
+                            self.last_heard = Instant::now();
+                        }
+                        Some(Err(e)) => return Step::Closed(Closed::Io(e)),
+                        None => {}
+                    }
+                }
                 done = wait_append(&mut self.pending) => {
                     self.pending.pop_front();
                     self.retained_in_flight = false;
@@ -775,18 +777,20 @@ impl Closed {
     }
 }
 
-/// What one turn of [`Io`] did.
-enum IoDone {
-    /// Bytes read into the input buffer (0: end of stream).
-    Read(std::io::Result<usize>),
+/// What one turn of [`Io`] did; at least one of the two.
+struct IoDone {
     /// Some of the output written, or flushed once it was empty.
-    Wrote(std::io::Result<()>),
+    wrote: Option<std::io::Result<()>>,
+    /// Bytes read into the input buffer (0: end of stream).
+    read: Option<std::io::Result<usize>>,
 }
 
-/// Reads from the client or writes to it, whichever the stream allows first (writing first,
-/// which frees memory). One future for both directions, so the stream needs no split (a split
-/// costs an allocation per connection and a lock per read and write). Cancel-safe: bytes are
-/// consumed or appended only in the poll that returns them.
+/// Writes to the client and reads from it, as far as the stream allows now; ready once either
+/// made progress. Both directions are tried in every poll, so a client that always has room for
+/// more deliveries is still read (its PINGREQ or DISCONNECT is not left waiting). One future for
+/// both directions, so the stream needs no split (a split costs an allocation per connection
+/// and a lock per read and write). Cancel-safe: bytes are consumed or appended only in the poll
+/// that returns them.
 struct Io<'a, S> {
     stream: &'a mut S,
     inbuf: &'a mut BytesMut,
@@ -801,18 +805,26 @@ impl<S: Link> Future for Io<'_, S> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<IoDone> {
         let io = self.get_mut();
+        let mut done = IoDone {
+            wrote: None,
+            read: None,
+        };
         if io.write {
-            if let Poll::Ready(done) = poll_write_some(io.stream, cx, io.out, io.needs_flush) {
-                return Poll::Ready(IoDone::Wrote(done));
+            if let Poll::Ready(wrote) = poll_write_some(io.stream, cx, io.out, io.needs_flush) {
+                done.wrote = Some(wrote);
             }
         }
-        if io.read {
+        // Not after a failed write: the connection ends (or stops writing) on it first.
+        if io.read && !matches!(done.wrote, Some(Err(_))) {
             let read = tokio_util::io::poll_read_buf(Pin::new(&mut *io.stream), cx, io.inbuf);
             if let Poll::Ready(read) = read {
-                return Poll::Ready(IoDone::Read(read));
+                done.read = Some(read);
             }
         }
-        Poll::Pending
+        if done.wrote.is_none() && done.read.is_none() {
+            return Poll::Pending;
+        }
+        Poll::Ready(done)
     }
 }
 

@@ -445,7 +445,8 @@ impl Delivery {
                 }
                 match self.reads.read(&self.log, &cursor.partition, cursor.next) {
                     Some(read) => {
-                        read_bytes = read.bytes_read;
+                        // Cached batches count too: the budget bounds the work of one pump.
+                        read_bytes = read.batches.iter().map(|b| b.bytes).sum();
                         let next = read.batches.front().map_or(0, |b| b.index_of(cursor.next));
                         Buffered {
                             partition_id: id,

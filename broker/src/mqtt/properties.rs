@@ -74,7 +74,7 @@ impl MessageProps {
                 HEADER_PAYLOAD_FORMAT => {
                     props.payload_format = text().and_then(|t| t.parse().ok()).filter(|f| *f <= 1)
                 }
-                HEADER_MESSAGE_EXPIRY => props.message_expiry = text().and_then(|t| t.parse().ok()),
+                HEADER_MESSAGE_EXPIRY => props.message_expiry = parse_expiry(value),
                 HEADER_CONTENT_TYPE => props.content_type = text(),
                 HEADER_RESPONSE_TOPIC => props.response_topic = text(),
                 HEADER_CORRELATION_DATA => props.correlation_data = Some(value.clone()),
@@ -87,6 +87,20 @@ impl MessageProps {
         }
         props
     }
+}
+
+/// The message expiry interval stored in a record's headers, read as [`MessageProps::from_headers`]
+/// reads it (the last such header with a value counts).
+pub fn message_expiry(headers: &[(String, Option<Bytes>)]) -> Option<u32> {
+    let value = headers
+        .iter()
+        .rev()
+        .find_map(|(name, value)| value.as_ref().filter(|_| name == HEADER_MESSAGE_EXPIRY))?;
+    parse_expiry(value)
+}
+
+fn parse_expiry(value: &[u8]) -> Option<u32> {
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 /// Seconds left of a message expiry `interval` for a record appended at `timestamp_ms`, at
@@ -148,6 +162,28 @@ pub(crate) mod tests {
             let mut headers = vec![("mqtt.topic".to_string(), Some(Bytes::from("t")))];
             p.to_headers(&mut headers);
             prop_assert_eq!(MessageProps::from_headers(&headers), p);
+        }
+
+        /// The delivery's shortcut reads the expiry exactly as the full parse does, whatever
+        /// mix of valid, invalid, null and repeated expiry headers a Kafka producer wrote.
+        #[test]
+        fn message_expiry_agrees_with_the_full_parse(
+            values in proptest::collection::vec(
+                proptest::option::of(prop_oneof![
+                    any::<u32>().prop_map(|n| n.to_string().into_bytes()),
+                    proptest::collection::vec(any::<u8>(), 0..4),
+                ]),
+                0..4,
+            )
+        ) {
+            let headers: Vec<(String, Option<Bytes>)> = values
+                .into_iter()
+                .map(|v| (HEADER_MESSAGE_EXPIRY.to_string(), v.map(Bytes::from)))
+                .collect();
+            prop_assert_eq!(
+                message_expiry(&headers),
+                MessageProps::from_headers(&headers).message_expiry
+            );
         }
     }
 }

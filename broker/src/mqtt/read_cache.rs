@@ -24,7 +24,7 @@ use crate::log::{self, Log, PartitionHandle, StoredBatch, StoredRecord};
 
 use super::delivery::{header, record_bytes, record_topic};
 use super::inbound::{HEADER_CLIENT_ID, HEADER_RETAIN};
-use super::properties::HEADER_MESSAGE_EXPIRY;
+use super::properties::message_expiry;
 
 /// Decoded bytes the cache holds at most (besides batches subscribers are still delivering).
 pub const CACHE_BYTES: usize = 8 * 1024 * 1024;
@@ -71,9 +71,7 @@ impl Prepared {
             topic: record_topic(&rec, log_topic),
             publisher: header(&rec, HEADER_CLIENT_ID).cloned().flatten(),
             retained: text(HEADER_RETAIN) == Some(b"1"),
-            expiry: text(HEADER_MESSAGE_EXPIRY)
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .and_then(|t| t.parse().ok()),
+            expiry: message_expiry(&rec.headers),
             v4_qos0: OnceLock::new(),
             rec,
         }
@@ -203,8 +201,12 @@ impl ReadCache {
         )
     }
 
-    /// The cached batch holding `from` and the cached ones right after it.
+    /// The cached batch holding `from` and the cached ones right after it; `None` below the log
+    /// start (retention or DeleteRecords removed those batches: the log read skips them).
     fn cached(&self, p: &Arc<PartitionHandle>, from: i64) -> Option<Read> {
+        if from < p.log_start() {
+            return None;
+        }
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let cached = entries.by_partition.get(&p.id)?;
         if !Arc::ptr_eq(&cached.partition, p) {
@@ -422,6 +424,29 @@ mod tests {
         );
         assert_eq!(cache.counts(), (3, 4));
         drop((first, second, third, fourth, newer, lagging, p, topic));
+        log.close().await;
+    }
+
+    #[tokio::test]
+    async fn batches_below_the_log_start_are_not_served_from_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(&LogOptions::for_tests(dir.path(), 64 << 20)).unwrap();
+        let topic = log
+            .create_topic("plant", 1, TopicConfig::default())
+            .await
+            .unwrap();
+        let p = topic.partitions[0].clone();
+        append(&log, &p, 0, 10).await;
+        append(&log, &p, 10, 20).await;
+        let cache = ReadCache::default();
+        cache.read(&log, &p, 0).unwrap();
+        cache.read(&log, &p, 0).unwrap();
+        assert_eq!(cache.read(&log, &p, 0).unwrap().bytes_read, 0, "cached");
+        // DeleteRecords drops the first batch: a reader behind it gets what the log has.
+        assert_eq!(log.delete_records(&p, 10).await.unwrap(), 10);
+        let read = cache.read(&log, &p, 3).unwrap();
+        assert_eq!(offsets(&read, 0), (10..20).collect::<Vec<_>>());
+        drop((read, p, topic));
         log.close().await;
     }
 
