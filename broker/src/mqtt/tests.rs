@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4::{
-    Connect, ConnectReturnCode, Packet, PubRel, Publish, Subscribe, SubscribeReasonCode,
+    Connect, ConnectReturnCode, LastWill, Packet, PubRel, Publish, Subscribe, SubscribeReasonCode,
 };
 use rumqttc::mqttbytes::QoS;
 use rumqttc::{AsyncClient, Event, MqttOptions};
@@ -250,10 +250,22 @@ impl Raw {
     }
 
     async fn connected(addr: SocketAddr, id: &str, keep_alive: u16) -> Raw {
-        let mut raw = Raw::open(addr).await;
         let mut c = Connect::new(id);
         c.keep_alive = keep_alive;
-        raw.send(Packet::Connect(c)).await;
+        Raw::accepted(addr, c).await
+    }
+
+    /// A 3.1.1 client with a will (no keep-alive).
+    async fn connected_with_will(addr: SocketAddr, id: &str, will: LastWill) -> Raw {
+        let mut c = Connect::new(id);
+        c.last_will = Some(will);
+        Raw::accepted(addr, c).await
+    }
+
+    /// Connects with `connect` and expects a successful CONNACK.
+    async fn accepted(addr: SocketAddr, connect: Connect) -> Raw {
+        let mut raw = Raw::open(addr).await;
+        raw.send(Packet::Connect(connect)).await;
         match raw.recv().await {
             Some(Packet::ConnAck(a)) => assert_eq!(a.code, ConnectReturnCode::Success),
             other => panic!("expected CONNACK, got {other:?}"),

@@ -2,8 +2,6 @@
 //! and come back for everything a connection in its own task would: packets, hang-ups,
 //! keep-alive, takeover and shutdown.
 
-use rumqttc::mqttbytes::v4::{Connect as Connect4, LastWill};
-
 use super::*;
 use crate::metrics::{render, MetricSources};
 
@@ -33,12 +31,8 @@ async fn parked(b: &Broker, n: usize) {
 }
 
 async fn connect_with_will(addr: SocketAddr, id: &str, topic: &str) -> Raw {
-    let mut raw = Raw::open(addr).await;
-    let mut c = Connect4::new(id);
-    c.last_will = Some(LastWill::new(topic, "gone", QoS::AtLeastOnce, false));
-    raw.send(Packet::Connect(c)).await;
-    assert!(matches!(raw.recv().await, Some(Packet::ConnAck(_))));
-    raw
+    let will = LastWill::new(topic, "gone", QoS::AtLeastOnce, false);
+    Raw::connected_with_will(addr, id, will).await
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! Retained messages and wills end to end on the listener, with MQTT 3.1.1 (rumqttc's client and
 //! raw packets) and MQTT 5 (raw packets, to see flags, properties and reason codes).
 
-use rumqttc::mqttbytes::v4::{Connect as Connect4, ConnectReturnCode as Code4, LastWill};
+use rumqttc::mqttbytes::v4::{Connect as Connect4, LastWill};
 use rumqttc::v5::mqttbytes::v5::{
     Disconnect, LastWill as Will5, LastWillProperties, PubAck as PubAck5, RetainForwardRule,
 };
@@ -164,25 +164,13 @@ async fn retained_messages_wait_for_the_clients_receive_maximum() {
     sub.quiet(Duration::from_millis(200)).await;
 }
 
-async fn connect_with_will(addr: SocketAddr, id: &str, will: LastWill) -> Raw {
-    let mut raw = Raw::open(addr).await;
-    let mut c = Connect4::new(id);
-    c.last_will = Some(will);
-    raw.send(Packet::Connect(c)).await;
-    match raw.recv().await {
-        Some(Packet::ConnAck(a)) => assert_eq!(a.code, Code4::Success),
-        other => panic!("expected CONNACK, got {other:?}"),
-    }
-    raw
-}
-
 #[tokio::test]
 async fn wills_are_published_when_the_connection_drops_not_after_disconnect() {
     let b = start(MqttSection::default()).await;
     let mut sub = client(b.addr, "watcher", false).await;
     sub.subscribe("status/#", QoS::AtLeastOnce).await;
 
-    let dev = connect_with_will(
+    let dev = Raw::connected_with_will(
         b.addr,
         "dev1",
         LastWill::new("status/dev1", "gone", QoS::AtLeastOnce, true),
@@ -203,7 +191,7 @@ async fn wills_are_published_when_the_connection_drops_not_after_disconnect() {
     let p = late.next_publish().await;
     assert_eq!((&p.payload[..], p.retain), (&b"gone"[..], true));
 
-    let mut polite = connect_with_will(
+    let mut polite = Raw::connected_with_will(
         b.addr,
         "dev2",
         LastWill::new("status/dev2", "gone", QoS::AtLeastOnce, false),
@@ -308,7 +296,7 @@ async fn v5_will_delay_is_honoured_and_cancelled_by_a_reconnect() {
 #[tokio::test]
 async fn shutdown_publishes_the_wills_of_connected_and_waiting_clients() {
     let b = start(MqttSection::default()).await;
-    let _dev = connect_with_will(
+    let _dev = Raw::connected_with_will(
         b.addr,
         "dev",
         LastWill::new("bye/dev", "down", QoS::AtLeastOnce, false),
