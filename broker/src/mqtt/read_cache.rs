@@ -90,8 +90,6 @@ pub struct Read {
     pub batches: VecDeque<Arc<DecodedBatch>>,
     /// Offset after the last batch.
     pub end: i64,
-    /// Stored bytes read from the log for it (0 when all came from the cache).
-    pub bytes_read: usize,
 }
 
 /// The cached batches of one partition, by base offset.
@@ -177,7 +175,6 @@ impl ReadCache {
         let mut read = Read {
             batches: VecDeque::new(),
             end: stored.first()?.base_offset,
-            bytes_read: 0,
         };
         let mut decoded = 0;
         for b in stored {
@@ -186,7 +183,6 @@ impl ReadCache {
             }
             let batch = self.get_or_decode(p, b);
             decoded += batch.decoded;
-            read.bytes_read += batch.bytes;
             read.end = batch.end;
             read.batches.push_back(batch);
         }
@@ -219,7 +215,6 @@ impl ReadCache {
         let mut read = Read {
             batches: VecDeque::new(),
             end: from,
-            bytes_read: 0,
         };
         let mut decoded = 0;
         let mut next = Some(first);
@@ -342,21 +337,29 @@ mod tests {
     use super::*;
     use crate::log::{LogOptions, NewRecord, TopicConfig};
 
-    fn record(i: u8, mqtt_topic: &str) -> NewRecord {
-        NewRecord {
+    /// Appends records `from..to` (100-byte values, MQTT topic `plant/temp`) as one batch.
+    async fn append(log: &Log, p: &Arc<PartitionHandle>, from: u8, to: u8) {
+        let record = |i| NewRecord {
             timestamp: 1,
             key: None,
             value: Some(Bytes::from(vec![i; 100])),
             headers: vec![(
                 crate::mqtt::HEADER_TOPIC.into(),
-                Some(Bytes::from(mqtt_topic.to_string())),
+                Some(Bytes::from_static(b"plant/temp")),
             )],
-        }
+        };
+        let records: Vec<NewRecord> = (from..to).map(record).collect();
+        log.append_records(p, &records).await.unwrap();
     }
 
-    async fn append(log: &Log, p: &Arc<PartitionHandle>, from: u8, to: u8) {
-        let records: Vec<NewRecord> = (from..to).map(|i| record(i, "plant/temp")).collect();
-        log.append_records(p, &records).await.unwrap();
+    fn open_log(dir: &tempfile::TempDir) -> Log {
+        Log::open(&LogOptions::for_tests(dir.path(), 64 << 20)).unwrap()
+    }
+
+    /// The one partition of a new topic `name`.
+    async fn partition(log: &Log, name: &str) -> Arc<PartitionHandle> {
+        let topic = log.create_topic(name, 1, TopicConfig::default()).await;
+        topic.unwrap().partitions[0].clone()
     }
 
     /// The offsets a read hands out from offset `from` on.
@@ -379,19 +382,15 @@ mod tests {
     #[tokio::test]
     async fn batches_read_twice_are_shared_wherever_subscribers_are() {
         let dir = tempfile::tempdir().unwrap();
-        let log = Log::open(&LogOptions::for_tests(dir.path(), 64 << 20)).unwrap();
-        let topic = log
-            .create_topic("plant", 1, TopicConfig::default())
-            .await
-            .unwrap();
-        let p = topic.partitions[0].clone();
+        let log = open_log(&dir);
+        let p = partition(&log, "plant").await;
         append(&log, &p, 0, 10).await;
         append(&log, &p, 10, 20).await;
         let cache = ReadCache::default();
 
         // A single reader's batches are not kept.
         let first = cache.read(&log, &p, 0).unwrap();
-        assert!(first.bytes_read > 0);
+        assert_eq!(cache.counts(), (0, 1), "read from the log");
         assert_eq!((first.batches.len(), first.end), (2, 20));
         assert!(first.batches.iter().all(|b| !b.shared));
         assert_eq!(offsets(&first, 0), (0..20).collect::<Vec<_>>());
@@ -399,12 +398,13 @@ mod tests {
         assert_eq!((t.0.as_str(), t.1), ("plant/temp", QoS::AtLeastOnce));
         // A second reader's are, and serve every later one wherever it is.
         let second = cache.read(&log, &p, 4).unwrap();
-        assert!(second.bytes_read > 0);
+        assert_eq!(cache.counts(), (0, 2), "read from the log again");
         assert!(second.batches.iter().all(|b| b.shared));
         assert_eq!(offsets(&second, 4), (4..20).collect::<Vec<_>>());
         let third = cache.read(&log, &p, 4).unwrap();
         assert!(same(&second, &third));
-        assert_eq!((third.bytes_read, third.batches[0].index_of(4)), (0, 4));
+        assert_eq!(cache.counts(), (1, 2), "served from the cache");
+        assert_eq!(third.batches[0].index_of(4), 4);
         let fourth = cache.read(&log, &p, 15).unwrap();
         assert!(Arc::ptr_eq(&fourth.batches[0], &second.batches[1]));
         assert_eq!((fourth.batches.len(), fourth.end), (1, 20));
@@ -416,53 +416,46 @@ mod tests {
         assert_eq!(offsets(&newer, 20), (20..30).collect::<Vec<_>>());
         cache.read(&log, &p, 25).unwrap();
         let lagging = cache.read(&log, &p, 3).unwrap();
-        assert_eq!(lagging.bytes_read, 0);
+        assert_eq!(
+            cache.counts(),
+            (3, 4),
+            "the lagging read came from the cache"
+        );
         assert_eq!(
             offsets(&lagging, 3),
             (3..30).collect::<Vec<_>>(),
             "cached batches chain"
         );
-        assert_eq!(cache.counts(), (3, 4));
-        drop((first, second, third, fourth, newer, lagging, p, topic));
+        drop((first, second, third, fourth, newer, lagging, p));
         log.close().await;
     }
 
     #[tokio::test]
     async fn batches_below_the_log_start_are_not_served_from_the_cache() {
         let dir = tempfile::tempdir().unwrap();
-        let log = Log::open(&LogOptions::for_tests(dir.path(), 64 << 20)).unwrap();
-        let topic = log
-            .create_topic("plant", 1, TopicConfig::default())
-            .await
-            .unwrap();
-        let p = topic.partitions[0].clone();
+        let log = open_log(&dir);
+        let p = partition(&log, "plant").await;
         append(&log, &p, 0, 10).await;
         append(&log, &p, 10, 20).await;
         let cache = ReadCache::default();
-        cache.read(&log, &p, 0).unwrap();
-        cache.read(&log, &p, 0).unwrap();
-        assert_eq!(cache.read(&log, &p, 0).unwrap().bytes_read, 0, "cached");
+        for _ in 0..3 {
+            cache.read(&log, &p, 0).unwrap();
+        }
+        assert_eq!(cache.counts(), (1, 2), "cached at the second read");
         // DeleteRecords drops the first batch: a reader behind it gets what the log has.
         assert_eq!(log.delete_records(&p, 10).await.unwrap(), 10);
         let read = cache.read(&log, &p, 3).unwrap();
         assert_eq!(offsets(&read, 0), (10..20).collect::<Vec<_>>());
-        drop((read, p, topic));
+        assert_eq!(cache.counts(), (1, 3), "from the log");
+        drop((read, p));
         log.close().await;
     }
 
     #[tokio::test]
     async fn the_cache_keeps_its_budget_dropping_the_oldest_batches() {
         let dir = tempfile::tempdir().unwrap();
-        let log = Log::open(&LogOptions::for_tests(dir.path(), 64 << 20)).unwrap();
-        let a = log
-            .create_topic("a", 1, TopicConfig::default())
-            .await
-            .unwrap();
-        let b = log
-            .create_topic("b", 1, TopicConfig::default())
-            .await
-            .unwrap();
-        let (pa, pb) = (a.partitions[0].clone(), b.partitions[0].clone());
+        let log = open_log(&dir);
+        let (pa, pb) = (partition(&log, "a").await, partition(&log, "b").await);
         append(&log, &pa, 0, 10).await;
         append(&log, &pb, 0, 10).await;
         // Room for one batch of ten 100-byte records (and their topic headers), not two.
@@ -475,7 +468,7 @@ mod tests {
         assert_eq!(cache.counts(), (1, 4), "b stays cached");
         cache.read(&log, &pa, 0).unwrap();
         assert_eq!(cache.counts(), (1, 5), "a was dropped to make room for b");
-        drop((pa, pb, a, b));
+        drop((pa, pb));
         log.close().await;
     }
 }
