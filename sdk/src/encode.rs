@@ -18,42 +18,133 @@ const NULL: u8 = 0xf6;
 const FALSE: u8 = 0xf4;
 const TRUE: u8 = 0xf5;
 
-pub(crate) struct Writer<'a> {
-    buf: &'a mut Vec<u8>,
+/// Where encoded bytes go: a growing vector, or a slice sized in advance ([`SliceSink`]).
+pub trait Sink {
+    fn put(&mut self, byte: u8);
+    fn put_all(&mut self, bytes: &[u8]);
 }
 
-impl<'a> Writer<'a> {
-    pub(crate) fn new(buf: &'a mut Vec<u8>) -> Writer<'a> {
+impl Sink for Vec<u8> {
+    #[inline(always)]
+    fn put(&mut self, byte: u8) {
+        self.push(byte);
+    }
+
+    #[inline(always)]
+    fn put_all(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// Writes into a slice that [`batch_len`] sized, such as a guest's input buffer, so a host
+/// encodes a batch in place instead of into a vector it then copies. Bytes that do not fit are
+/// counted, not written: [`SliceSink::filled`] tells whether the sizes agreed.
+pub struct SliceSink<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl<'a> SliceSink<'a> {
+    pub fn new(buf: &'a mut [u8]) -> SliceSink<'a> {
+        SliceSink { buf, pos: 0 }
+    }
+
+    /// Whether exactly the whole slice was written.
+    pub fn filled(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+}
+
+impl Sink for SliceSink<'_> {
+    #[inline(always)]
+    fn put(&mut self, byte: u8) {
+        if let Some(b) = self.buf.get_mut(self.pos) {
+            *b = byte;
+        }
+        self.pos += 1;
+    }
+
+    #[inline(always)]
+    fn put_all(&mut self, bytes: &[u8]) {
+        let end = self.pos.saturating_add(bytes.len());
+        if let Some(dst) = self.buf.get_mut(self.pos..end) {
+            dst.copy_from_slice(bytes);
+        }
+        self.pos = end;
+    }
+}
+
+/// Bytes a head with argument `n` takes (the shortest form, as [`Writer`] writes it).
+#[inline(always)]
+const fn head_len(n: u64) -> usize {
+    match n {
+        0..24 => 1,
+        24..=0xff => 2,
+        0x100..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
+    }
+}
+
+const fn int_len(n: i64) -> usize {
+    head_len(if n >= 0 { n as u64 } else { !(n as u64) })
+}
+
+fn opt_int_len(n: Option<i64>) -> usize {
+    n.map_or(1, int_len)
+}
+
+fn opt_bytes_len(b: Option<&[u8]>) -> usize {
+    b.map_or(1, |b| head_len(b.len() as u64) + b.len())
+}
+
+pub(crate) struct Writer<'a, S: Sink = Vec<u8>> {
+    buf: &'a mut S,
+}
+
+impl<'a, S: Sink> Writer<'a, S> {
+    pub(crate) fn new(buf: &'a mut S) -> Writer<'a, S> {
         Writer { buf }
     }
 
-    #[inline]
+    /// Inlined, as is every size (in a wasm guest every call also costs an epoch check).
+    #[inline(always)]
     fn head(&mut self, major: u8, n: u64) {
-        let major = major << 5;
         if n < 24 {
-            self.buf.push(major | n as u8);
-        } else if n <= u64::from(u8::MAX) {
-            self.buf.extend_from_slice(&[major | 24, n as u8]);
-        } else if n <= u64::from(u16::MAX) {
-            self.buf.push(major | 25);
-            self.buf.extend_from_slice(&(n as u16).to_be_bytes());
-        } else if n <= u64::from(u32::MAX) {
-            self.buf.push(major | 26);
-            self.buf.extend_from_slice(&(n as u32).to_be_bytes());
+            self.buf.put(major << 5 | n as u8);
         } else {
-            self.buf.push(major | 27);
-            self.buf.extend_from_slice(&n.to_be_bytes());
+            self.long_head(major, n);
         }
     }
 
+    #[inline(always)]
+    fn long_head(&mut self, major: u8, n: u64) {
+        let major = major << 5;
+        if n <= u64::from(u8::MAX) {
+            self.buf.put_all(&[major | 24, n as u8]);
+        } else if n <= u64::from(u16::MAX) {
+            self.buf.put(major | 25);
+            self.buf.put_all(&(n as u16).to_be_bytes());
+        } else if n <= u64::from(u32::MAX) {
+            self.buf.put(major | 26);
+            self.buf.put_all(&(n as u32).to_be_bytes());
+        } else {
+            self.buf.put(major | 27);
+            self.buf.put_all(&n.to_be_bytes());
+        }
+    }
+
+    #[inline(always)]
     pub(crate) fn array(&mut self, len: usize) {
         self.head(ARRAY, len as u64);
     }
 
+    #[inline(always)]
     pub(crate) fn uint(&mut self, n: u64) {
         self.head(UINT, n);
     }
 
+    #[inline(always)]
     pub(crate) fn int(&mut self, n: i64) {
         match u64::try_from(n) {
             Ok(n) => self.head(UINT, n),
@@ -62,24 +153,29 @@ impl<'a> Writer<'a> {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn bytes(&mut self, b: &[u8]) {
         self.head(BYTES, b.len() as u64);
-        self.buf.extend_from_slice(b);
+        self.buf.put_all(b);
     }
 
+    #[inline(always)]
     pub(crate) fn text(&mut self, s: &str) {
         self.head(TEXT, s.len() as u64);
-        self.buf.extend_from_slice(s.as_bytes());
+        self.buf.put_all(s.as_bytes());
     }
 
+    #[inline(always)]
     pub(crate) fn null(&mut self) {
-        self.buf.push(NULL);
+        self.buf.put(NULL);
     }
 
+    #[inline(always)]
     pub(crate) fn bool(&mut self, b: bool) {
-        self.buf.push(if b { TRUE } else { FALSE });
+        self.buf.put(if b { TRUE } else { FALSE });
     }
 
+    #[inline(always)]
     pub(crate) fn opt_int(&mut self, n: Option<i64>) {
         match n {
             Some(n) => self.int(n),
@@ -87,6 +183,7 @@ impl<'a> Writer<'a> {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn opt_bytes(&mut self, b: Option<&[u8]>) {
         match b {
             Some(b) => self.bytes(b),
@@ -95,12 +192,14 @@ impl<'a> Writer<'a> {
     }
 
     /// `header = [name, value / null]`
+    #[inline(always)]
     pub(crate) fn header(&mut self, name: &str, value: Option<&[u8]>) {
         self.array(2);
         self.text(name);
         self.opt_bytes(value);
     }
 
+    #[inline(always)]
     pub(crate) fn opt_text(&mut self, s: Option<&str>) {
         match s {
             Some(s) => self.text(s),
@@ -120,17 +219,46 @@ pub struct RecordFields<'r> {
     pub value: Option<&'r [u8]>,
 }
 
+impl RecordFields<'_> {
+    /// Bytes this record takes in a batch with these headers, exactly as
+    /// [`BatchWriter::record`] writes it.
+    pub fn encoded_len<'h>(
+        &self,
+        headers: impl ExactSizeIterator<Item = (&'h str, Option<&'h [u8]>)>,
+    ) -> usize {
+        let header = |(name, value): (&str, Option<&[u8]>)| {
+            1 + head_len(name.len() as u64) + name.len() + opt_bytes_len(value)
+        };
+        1 + head_len(self.topic.len() as u64)
+            + self.topic.len()
+            + opt_int_len(self.partition.map(i64::from))
+            + opt_int_len(self.offset)
+            + int_len(self.timestamp)
+            + opt_bytes_len(self.key)
+            + opt_bytes_len(self.value)
+            + head_len(headers.len() as u64)
+            + headers.map(header).sum::<usize>()
+    }
+}
+
+/// Bytes a batch of `records` records, taking `records_len` bytes together
+/// ([`RecordFields::encoded_len`]), with `state` takes: what a host asks `hw_alloc` for before
+/// writing the batch into the buffer with [`BatchWriter::new`] over a [`SliceSink`].
+pub fn batch_len(records: usize, records_len: usize, state: Option<&[u8]>) -> usize {
+    1 + head_len(records as u64) + records_len + opt_bytes_len(state) + 1
+}
+
 /// Writes a batch record by record, so a host can encode its own record type without building
 /// [`Record`](crate::Record)s first. The batch tells the guest that its writer accepts kept
 /// records by index (ABI.md, "Kept records").
-pub struct BatchWriter<'a> {
-    w: Writer<'a>,
+pub struct BatchWriter<'a, S: Sink = Vec<u8>> {
+    w: Writer<'a, S>,
     left: usize,
 }
 
-impl<'a> BatchWriter<'a> {
+impl<'a, S: Sink> BatchWriter<'a, S> {
     /// Starts a batch of exactly `records` records, appending to `buf`.
-    pub fn new(buf: &'a mut Vec<u8>, records: usize) -> BatchWriter<'a> {
+    pub fn new(buf: &'a mut S, records: usize) -> BatchWriter<'a, S> {
         let mut w = Writer::new(buf);
         // batch = [records, state / null, kept-by-index: true]
         w.array(3);

@@ -12,7 +12,10 @@
 use alloc::borrow::Cow;
 use alloc::vec::Vec;
 
-use crate::record::{Batch, DecodedOutput, Entry, Header, OutRecord, Record, RecordError};
+use crate::kept::Inputs;
+use crate::record::{
+    Batch, DecodedOutput, Entry, Header, OutEntry, OutRecord, Record, RecordError,
+};
 use crate::wire::Input;
 
 struct Reader<'b> {
@@ -21,14 +24,17 @@ struct Reader<'b> {
 }
 
 const NULL: u8 = 0xf6;
+const EMPTY_ARRAY: u8 = 0x80;
 
 impl<'b> Reader<'b> {
+    #[inline(always)]
     fn peek(&self) -> Option<u8> {
         self.buf.get(self.pos).copied()
     }
 
     /// Major type and argument of the next item; `None` for indefinite or reserved lengths.
-    /// Inlined for the one-byte heads most items have (small arrays, lengths, integers).
+    /// Inlined for the one-byte heads most items have (small arrays, lengths, integers), as
+    /// are the other small readers: in a wasm guest every call also costs an epoch check.
     #[inline(always)]
     fn head(&mut self) -> Option<(u8, u64)> {
         let initial = self.peek()?;
@@ -40,6 +46,7 @@ impl<'b> Reader<'b> {
         self.long_argument(major, info)
     }
 
+    #[inline(always)]
     fn long_argument(&mut self, major: u8, info: u8) -> Option<(u8, u64)> {
         let arg = match info {
             24 => u64::from(self.take(1)?[0]),
@@ -51,6 +58,7 @@ impl<'b> Reader<'b> {
         Some((major, arg))
     }
 
+    #[inline(always)]
     fn take(&mut self, n: usize) -> Option<&'b [u8]> {
         let end = self.pos.checked_add(n)?;
         let slice = self.buf.get(self.pos..end)?;
@@ -58,6 +66,7 @@ impl<'b> Reader<'b> {
         Some(slice)
     }
 
+    #[inline(always)]
     fn null(&mut self) -> bool {
         if self.peek() == Some(NULL) {
             self.pos += 1;
@@ -67,6 +76,7 @@ impl<'b> Reader<'b> {
         }
     }
 
+    #[inline(always)]
     fn array(&mut self) -> Option<u64> {
         match self.head()? {
             (4, n) => Some(n),
@@ -74,6 +84,7 @@ impl<'b> Reader<'b> {
         }
     }
 
+    #[inline(always)]
     fn i64(&mut self) -> Option<i64> {
         match self.head()? {
             (0, n) => i64::try_from(n).ok(),
@@ -82,6 +93,7 @@ impl<'b> Reader<'b> {
         }
     }
 
+    #[inline(always)]
     fn u32(&mut self) -> Option<u32> {
         match self.head()? {
             (0, n) => u32::try_from(n).ok(),
@@ -89,6 +101,7 @@ impl<'b> Reader<'b> {
         }
     }
 
+    #[inline(always)]
     fn bytes(&mut self) -> Option<&'b [u8]> {
         match self.head()? {
             (2, n) => self.take(usize::try_from(n).ok()?),
@@ -101,6 +114,7 @@ impl<'b> Reader<'b> {
     }
 
     /// A text string's bytes, not yet checked to be UTF-8.
+    #[inline(always)]
     fn text_bytes(&mut self) -> Option<&'b [u8]> {
         match self.head()? {
             (3, n) => self.take(usize::try_from(n).ok()?),
@@ -108,11 +122,32 @@ impl<'b> Reader<'b> {
         }
     }
 
+    #[inline(always)]
     fn opt<T>(&mut self, f: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
         if self.null() {
             Some(None)
         } else {
             f(self).map(Some)
+        }
+    }
+
+    /// `opt(bytes)` and `opt(i64)` written out: a closure passed to `opt` is not always inlined
+    /// in a wasm build, and these run for every record.
+    #[inline(always)]
+    fn opt_bytes(&mut self) -> Option<Option<&'b [u8]>> {
+        if self.null() {
+            Some(None)
+        } else {
+            self.bytes().map(Some)
+        }
+    }
+
+    #[inline(always)]
+    fn opt_i64(&mut self) -> Option<Option<i64>> {
+        if self.null() {
+            Some(None)
+        } else {
+            self.i64().map(Some)
         }
     }
 
@@ -126,6 +161,7 @@ impl<'b> Reader<'b> {
         Some(items)
     }
 
+    #[inline(always)]
     /// An array's element count; `None` when the rest of the input could not hold that many
     /// (every element takes at least a byte), so nothing is allocated from a bogus length.
     fn count(&mut self) -> Option<usize> {
@@ -133,14 +169,24 @@ impl<'b> Reader<'b> {
         (n <= (self.buf.len() - self.pos) as u64).then_some(n as usize)
     }
 
+    #[inline(always)]
     fn headers(&mut self) -> Option<Vec<Header<'b>>> {
+        // Most records carry none: an empty array needs none of the list machinery.
+        if self.peek() == Some(EMPTY_ARRAY) {
+            self.pos += 1;
+            return Some(Vec::new());
+        }
+        self.header_list()
+    }
+
+    fn header_list(&mut self) -> Option<Vec<Header<'b>>> {
         self.list(|r| {
             if r.array()? != 2 {
                 return None;
             }
             Some(Header {
                 name: Cow::Borrowed(r.text()?),
-                value: r.opt(Reader::bytes)?.map(Cow::Borrowed),
+                value: r.opt(|r| r.bytes())?.map(Cow::Borrowed),
             })
         })
     }
@@ -152,17 +198,20 @@ impl<'b> Reader<'b> {
             return None;
         }
         let raw = self.text_bytes()?;
-        if raw != last_topic.as_bytes() {
+        if !same_bytes(raw, last_topic.as_bytes()) {
             *last_topic = core::str::from_utf8(raw).ok()?;
         }
         let topic = *last_topic;
         Some(Record {
             topic: Cow::Borrowed(topic),
-            partition: self.opt(|r| i32::try_from(r.i64()?).ok())?,
-            offset: self.opt(Reader::i64)?,
+            partition: match self.opt_i64()? {
+                Some(p) => Some(i32::try_from(p).ok()?),
+                None => None,
+            },
+            offset: self.opt_i64()?,
             timestamp: self.i64()?,
-            key: self.opt(Reader::bytes)?.map(Cow::Borrowed),
-            value: self.opt(Reader::bytes)?.map(Cow::Borrowed),
+            key: self.opt_bytes()?.map(Cow::Borrowed),
+            value: self.opt_bytes()?.map(Cow::Borrowed),
             headers: self.headers()?,
         })
     }
@@ -172,20 +221,12 @@ impl<'b> Reader<'b> {
             return None;
         }
         Some(OutRecord {
-            topic: self.opt(Reader::text)?.map(Cow::Borrowed),
+            topic: self.opt(|r| r.text())?.map(Cow::Borrowed),
             timestamp: self.i64()?,
-            key: self.opt(Reader::bytes)?.map(Cow::Borrowed),
-            value: self.opt(Reader::bytes)?.map(Cow::Borrowed),
+            key: self.opt_bytes()?.map(Cow::Borrowed),
+            value: self.opt_bytes()?.map(Cow::Borrowed),
             headers: self.opt(Reader::headers)?.unwrap_or_default(),
         })
-    }
-
-    /// An output entry: an input index (unsigned integer) or an out-record.
-    fn out_entry(&mut self) -> Option<Entry<'b>> {
-        match self.peek()? >> 5 {
-            0 => self.u32().map(Entry::Input),
-            _ => self.out_record().map(Entry::Written),
-        }
     }
 
     fn record_error(&mut self) -> Option<RecordError<'b>> {
@@ -194,7 +235,7 @@ impl<'b> Reader<'b> {
         }
         Some(RecordError {
             index: self.u32()?,
-            message: self.opt(Reader::text)?.unwrap_or("").into(),
+            message: self.opt(|r| r.text())?.unwrap_or("").into(),
         })
     }
 
@@ -204,17 +245,42 @@ impl<'b> Reader<'b> {
     }
 }
 
-/// The batch, if it has the common shape.
-pub(crate) fn batch(bytes: &[u8]) -> Option<Input<'_>> {
+/// `a == b` for the short topic names every record repeats, compared eight bytes at a time:
+/// slice equality calls `memcmp`, which in a wasm guest is an out-of-line byte loop.
+#[inline]
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (a_words, b_words) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tails_equal = a_words.remainder().iter().eq(b_words.remainder());
+    tails_equal
+        && a_words.zip(b_words).all(|(x, y)| {
+            u64::from_ne_bytes(x.try_into().unwrap()) == u64::from_ne_bytes(y.try_into().unwrap())
+        })
+}
+
+/// The batch, if it has the common shape. With `inputs`, each record's identity is noted there
+/// as it is decoded (on `None`, what was noted is incomplete).
+pub(crate) fn batch<'b>(bytes: &'b [u8], mut inputs: Option<&mut Inputs>) -> Option<Input<'b>> {
     let mut r = Reader { buf: bytes, pos: 0 };
     let fields = r.array()?;
     if !(1..=3).contains(&fields) {
         return None;
     }
     let mut last_topic = "";
-    let records = r.list(|r| r.record(&mut last_topic))?;
+    if let Some(inputs) = inputs.as_deref_mut() {
+        inputs.clear();
+    }
+    let records = r.list(|r| {
+        let record = r.record(&mut last_topic)?;
+        if let Some(inputs) = inputs.as_deref_mut() {
+            inputs.note(&record);
+        }
+        Some(record)
+    })?;
     let state = if fields >= 2 {
-        r.opt(Reader::bytes)?.map(Cow::Borrowed)
+        r.opt(|r| r.bytes())?.map(Cow::Borrowed)
     } else {
         None
     };
@@ -244,12 +310,17 @@ pub(crate) fn output(bytes: &[u8]) -> Option<DecodedOutput<'_>> {
     let n = r.count()?;
     out.entries.reserve_exact(n);
     for _ in 0..n {
-        out.push(r.out_entry()?);
+        // A kept record (an index) goes straight in; most outputs are nothing else.
+        if r.peek()? >> 5 == 0 {
+            out.entries.push(OutEntry::Input(r.u32()?));
+        } else {
+            out.push(Entry::Written(r.out_record()?));
+        }
     }
     out.errors = r.opt(|r| r.list(Reader::record_error))?.unwrap_or_default();
-    out.failure = r.opt(Reader::text)?.map(Cow::Borrowed);
+    out.failure = r.opt(|r| r.text())?.map(Cow::Borrowed);
     if fields == 4 {
-        out.state = r.opt(Reader::bytes)?.map(Cow::Borrowed);
+        out.state = r.opt(|r| r.bytes())?.map(Cow::Borrowed);
     }
     r.finish(out)
 }

@@ -99,12 +99,16 @@ impl<P: Plugin> State<P> {
     pub fn alloc(&self, len: u32) -> u32 {
         self.inner
             .with(|inner| {
-                let len = len as usize;
-                inner.input.clear();
-                if inner.input.try_reserve_exact(len).is_err() {
-                    return 0;
+                // The host overwrites the bytes it asked for, so the buffer keeps its largest
+                // length between calls and only growth is zeroed (safe code cannot hand out
+                // uninitialised bytes): no memset of the whole batch per call.
+                let (len, have) = (len as usize, inner.input.len());
+                if len > have {
+                    if inner.input.try_reserve_exact(len - have).is_err() {
+                        return 0;
+                    }
+                    inner.input.resize(len, 0);
                 }
-                inner.input.resize(len, 0);
                 addr(inner.input.as_ptr())
             })
             .unwrap_or(0)
@@ -114,9 +118,9 @@ impl<P: Plugin> State<P> {
     pub fn init(&self, ptr: u32, len: u32) -> u64 {
         self.inner
             .with(|inner| match take_input(inner, ptr, len) {
-                Ok(input) => {
-                    let result = init_from::<P>(inner, &input);
-                    inner.input = recycle(input);
+                Ok((input, len)) => {
+                    let result = init_from::<P>(inner, &input[..len]);
+                    inner.input = input;
                     result
                 }
                 Err(message) => {
@@ -134,9 +138,9 @@ impl<P: Plugin> State<P> {
         self.inner
             .with(|inner| {
                 match take_input(inner, ptr, len) {
-                    Ok(input) => {
-                        process_from(inner, &input);
-                        inner.input = recycle(input);
+                    Ok((input, len)) => {
+                        process_from(inner, &input[..len]);
+                        inner.input = input;
                     }
                     Err(message) => {
                         inner.output.clear();
@@ -175,20 +179,17 @@ impl<P: Plugin> Default for State<P> {
     }
 }
 
-/// The input buffer, if `ptr`/`len` describe (a prefix of) the one `hw_alloc` returned.
-fn take_input<P>(inner: &mut Inner<P>, ptr: u32, len: u32) -> Result<Vec<u8>, &'static str> {
+/// The input buffer and the length of the input in it, if `ptr`/`len` describe (a prefix of)
+/// the buffer `hw_alloc` returned. The caller puts the buffer back for the next `hw_alloc`.
+fn take_input<P>(
+    inner: &mut Inner<P>,
+    ptr: u32,
+    len: u32,
+) -> Result<(Vec<u8>, usize), &'static str> {
     if addr(inner.input.as_ptr()) != ptr || len as usize > inner.input.len() {
         return Err("the host passed a buffer that hw_alloc did not return");
     }
-    let mut input = core::mem::take(&mut inner.input);
-    input.truncate(len as usize);
-    Ok(input)
-}
-
-/// Gives the input buffer back for reuse by the next `hw_alloc`.
-fn recycle(mut input: Vec<u8>) -> Vec<u8> {
-    input.clear();
-    input
+    Ok((core::mem::take(&mut inner.input), len as usize))
 }
 
 fn location(buf: &[u8]) -> u64 {
@@ -233,13 +234,12 @@ fn process_from<P: Plugin>(inner: &mut Inner<P>, input: &[u8]) {
             return wire::encode_output(&failed, &mut inner.output);
         }
     };
-    match wire::decode_input(input) {
+    match wire::decode_input_noting(input, &mut inner.inputs) {
         Err(e) => {
             let failed = Output::failed(alloc::format!("cannot decode the batch: {e}"));
             wire::encode_output(&failed, &mut inner.output);
         }
         Ok(input) if input.keeps_by_index => {
-            inner.inputs.fill(&input.batch);
             let output = plugin.process(input.batch);
             wire::encode_output_keeping(&output, &mut inner.inputs, &mut inner.output);
         }

@@ -13,7 +13,7 @@
 use alloc::borrow::Cow;
 use alloc::vec::Vec;
 
-use crate::record::{Batch, Header, OutRecord};
+use crate::record::{Batch, Header, OutRecord, Record};
 
 /// The identity of a nullable byte or text field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +26,7 @@ enum Ident {
 }
 
 impl Ident {
+    #[inline(always)]
     fn of_bytes(field: &Option<Cow<'_, [u8]>>) -> Ident {
         match field {
             None => Ident::Null,
@@ -44,6 +45,7 @@ impl Ident {
     }
 
     /// Whether an output field with identity `self` is the input field `input`.
+    #[inline(always)]
     fn is(self, input: Ident) -> bool {
         self == input && self != Ident::Unknown
     }
@@ -66,8 +68,10 @@ pub(crate) struct Inputs {
     records: Vec<Fingerprint>,
     headers: Vec<(Ident, Ident)>,
     /// `(address of the value, or of the key when there is no value, index)` of every record
-    /// with one, sorted by address (the order of the input buffer).
+    /// with one, sorted by address (the order of the input buffer). Built at the first record
+    /// the hint misses: a pass-through never needs it.
     by_address: Vec<(usize, u32)>,
+    indexed: bool,
     /// Where the last match was: the next output record is most likely the one after it.
     next: u32,
 }
@@ -78,30 +82,53 @@ impl Inputs {
             records: Vec::new(),
             headers: Vec::new(),
             by_address: Vec::new(),
+            indexed: false,
             next: 0,
         }
     }
 
     /// Takes the identities of `batch`'s records, replacing what was there.
     pub(crate) fn fill(&mut self, batch: &Batch<'_>) {
+        self.clear();
+        self.records.reserve(batch.records.len());
+        for r in &batch.records {
+            self.note(r);
+        }
+    }
+
+    /// Forgets the last batch's records.
+    pub(crate) fn clear(&mut self) {
         self.records.clear();
         self.headers.clear();
         self.by_address.clear();
+        self.indexed = false;
         self.next = 0;
-        for (index, r) in batch.records.iter().enumerate() {
-            let start = self.headers.len() as u32;
+    }
+
+    /// Takes the identity of the batch's next record (the decoder calls this as it goes, while
+    /// the record's fields are at hand).
+    #[inline(always)]
+    pub(crate) fn note(&mut self, r: &Record<'_>) {
+        let start = self.headers.len() as u32;
+        if !r.headers.is_empty() {
             self.headers.extend(r.headers.iter().map(header_ident));
-            let fingerprint = Fingerprint {
-                timestamp: r.timestamp,
-                key: Ident::of_bytes(&r.key),
-                value: Ident::of_bytes(&r.value),
-                headers: (start, self.headers.len() as u32),
-            };
-            if let Some(address) = fingerprint.address() {
-                self.by_address.push((address, index as u32));
-            }
-            self.records.push(fingerprint);
         }
+        self.records.push(Fingerprint {
+            timestamp: r.timestamp,
+            key: Ident::of_bytes(&r.key),
+            value: Ident::of_bytes(&r.value),
+            headers: (start, self.headers.len() as u32),
+        });
+    }
+
+    /// Builds [`Inputs::by_address`] once per batch.
+    fn index(&mut self) {
+        if core::mem::replace(&mut self.indexed, true) {
+            return;
+        }
+        let addresses = self.records.iter().enumerate();
+        self.by_address
+            .extend(addresses.filter_map(|(index, f)| Some((f.address()?, index as u32))));
         // Borrowed fields follow each other in the input buffer, so the addresses ascend. Were
         // they not, the lookup would be wrong; records are then found by the hint alone.
         if !self.by_address.is_sorted() {
@@ -126,6 +153,7 @@ impl Inputs {
                     _ => return None,
                 },
             };
+            self.index();
             let at = self
                 .by_address
                 .binary_search_by_key(&address, |&(a, _)| a)
@@ -140,6 +168,7 @@ impl Inputs {
         Some(index)
     }
 
+    #[inline(always)]
     fn matches(&self, index: u32, out: &OutRecord<'_>) -> bool {
         let Some(input) = self.records.get(index as usize) else {
             return false;

@@ -5,6 +5,7 @@ extern crate std;
 
 use alloc::borrow::Cow;
 use alloc::string::String;
+use alloc::vec;
 use alloc::vec::Vec;
 
 use minicbor::Encoder;
@@ -31,6 +32,22 @@ fn header() -> impl Strategy<Value = Header<'static>> {
 
 fn headers() -> impl Strategy<Value = Vec<Header<'static>>> {
     proptest::collection::vec(header(), 0..4)
+}
+
+/// What a host hands [`wire::BatchWriter`] for `r`.
+fn fields_of<'r>(r: &'r Record<'_>) -> wire::RecordFields<'r> {
+    wire::RecordFields {
+        topic: &r.topic,
+        partition: r.partition,
+        offset: r.offset,
+        timestamp: r.timestamp,
+        key: r.key.as_deref(),
+        value: r.value.as_deref(),
+    }
+}
+
+fn headers_of<'r>(r: &'r Record<'_>) -> impl ExactSizeIterator<Item = (&'r str, Option<&'r [u8]>)> {
+    r.headers.iter().map(|h| (&*h.name, h.value.as_deref()))
 }
 
 prop_compose! {
@@ -148,6 +165,15 @@ fn encode_record_indefinite(r: &Record<'_>, e: &mut Encoder<&mut Vec<u8>>) {
 
 proptest! {
     #[test]
+    fn topic_comparison_is_equality(
+        a in proptest::collection::vec(0u8..3, 0..20),
+        b in proptest::collection::vec(0u8..3, 0..20),
+    ) {
+        prop_assert_eq!(crate::fast::same_bytes(&a, &b), a == b);
+        prop_assert!(crate::fast::same_bytes(&a, &a.clone()));
+    }
+
+    #[test]
     fn batch_round_trips(
         records in proptest::collection::vec(record(), 0..16),
         state in proptest::option::of(bytes()),
@@ -156,6 +182,54 @@ proptest! {
         let mut buf = Vec::new();
         wire::encode_batch(&batch, &mut buf);
         prop_assert_eq!(wire::decode_batch(&buf).unwrap(), batch);
+    }
+
+    #[test]
+    fn batches_written_in_place_take_their_computed_size(
+        records in proptest::collection::vec(record(), 0..16),
+        state in proptest::option::of(bytes()),
+    ) {
+        let batch = Batch { records, state };
+        let mut expected = Vec::new();
+        wire::encode_batch(&batch, &mut expected);
+
+        let records_len = batch
+            .records
+            .iter()
+            .map(|r| fields_of(r).encoded_len(headers_of(r)))
+            .sum();
+        let state = batch.state.as_deref();
+        let len = wire::batch_len(batch.records.len(), records_len, state);
+        prop_assert_eq!(len, expected.len());
+
+        let mut buf = vec![0u8; len];
+        let mut sink = wire::SliceSink::new(&mut buf);
+        let mut writer = wire::BatchWriter::new(&mut sink, batch.records.len());
+        for r in &batch.records {
+            writer.record(fields_of(r), headers_of(r));
+        }
+        writer.finish(state);
+        prop_assert!(sink.filled());
+        prop_assert_eq!(buf, expected);
+    }
+
+    #[test]
+    fn a_slice_too_short_or_too_long_is_not_filled(
+        records in proptest::collection::vec(record(), 1..4),
+        shorter in any::<bool>(),
+    ) {
+        let batch = Batch::new(records);
+        let mut expected = Vec::new();
+        wire::encode_batch(&batch, &mut expected);
+        let len = if shorter { expected.len() - 1 } else { expected.len() + 1 };
+        let mut buf = vec![0u8; len];
+        let mut sink = wire::SliceSink::new(&mut buf);
+        let mut writer = wire::BatchWriter::new(&mut sink, batch.records.len());
+        for r in &batch.records {
+            writer.record(fields_of(r), headers_of(r));
+        }
+        writer.finish(None);
+        prop_assert!(!sink.filled());
     }
 
     #[test]
@@ -170,13 +244,20 @@ proptest! {
         records in proptest::collection::vec(record(), 0..12),
         actions in proptest::collection::vec(0u8..6, 12),
         reverse in any::<bool>(),
+        noted_while_decoding in any::<bool>(),
     ) {
         let mut buf = Vec::new();
         wire::encode_batch(&Batch::new(records), &mut buf);
-        let input = wire::decode_input(&buf).unwrap();
-        prop_assert!(input.keeps_by_index);
+        // The guest notes identities as it decodes; `fill` does it afterwards (general decoder).
         let mut inputs = Inputs::new();
-        inputs.fill(&input.batch);
+        let input = if noted_while_decoding {
+            wire::decode_input_noting(&buf, &mut inputs).unwrap()
+        } else {
+            let input = wire::decode_input(&buf).unwrap();
+            inputs.fill(&input.batch);
+            input
+        };
+        prop_assert!(input.keeps_by_index);
         // What a plugin might do with each record; `Some(i)`: kept unchanged, input `i`.
         let mut out = Output::new();
         let mut unchanged = Vec::new();
@@ -256,7 +337,7 @@ proptest! {
     ) {
         let mut buf = Vec::new();
         wire::encode_batch(&Batch { records, state }, &mut buf);
-        prop_assert!(crate::fast::batch(&buf).is_some());
+        prop_assert!(crate::fast::batch(&buf, None).is_some());
         buf.clear();
         wire::encode_output(&out, &mut buf);
         prop_assert!(crate::fast::output(&buf).is_some());
@@ -278,7 +359,7 @@ proptest! {
             let i = at.index(output.len());
             output[i] = *byte;
         }
-        if let Some(fast) = crate::fast::batch(&batch) {
+        if let Some(fast) = crate::fast::batch(&batch, None) {
             prop_assert_eq!(Some(fast), wire::decode_input_general(&batch).ok());
         }
         if let Some(fast) = crate::fast::output(&output) {
@@ -290,7 +371,7 @@ proptest! {
     fn decoders_never_panic_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
         let _ = wire::decode_batch(&bytes);
         let _ = wire::decode_output(&bytes);
-        let _ = crate::fast::batch(&bytes);
+        let _ = crate::fast::batch(&bytes, None);
         let _ = crate::fast::output(&bytes);
         let _ = Config::from_cbor(&bytes);
     }

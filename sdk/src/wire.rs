@@ -21,7 +21,7 @@ use minicbor::decode::{Decoder, Error as DecodeError};
 use minicbor::{Decode, Encode};
 
 use crate::encode;
-pub use crate::encode::{BatchWriter, RecordFields};
+pub use crate::encode::{batch_len, BatchWriter, RecordFields, Sink, SliceSink};
 use crate::kept::Inputs;
 use crate::record::{Batch, DecodedOutput, Entry, Header, OutRecord, Output, Record, RecordError};
 
@@ -47,10 +47,24 @@ pub(crate) struct Input<'a> {
 
 /// Decodes a batch and its `kept-by-index` flag (false when absent, as from older hosts).
 pub(crate) fn decode_input(bytes: &[u8]) -> Result<Input<'_>, DecodeError> {
-    match crate::fast::batch(bytes) {
+    match crate::fast::batch(bytes, None) {
         Some(input) => Ok(input),
         None => decode_all(bytes),
     }
+}
+
+/// [`decode_input`], with the identities of the batch's records in `inputs` (to name kept
+/// records by index in the output).
+pub(crate) fn decode_input_noting<'b>(
+    bytes: &'b [u8],
+    inputs: &mut Inputs,
+) -> Result<Input<'b>, DecodeError> {
+    if let Some(input) = crate::fast::batch(bytes, Some(inputs)) {
+        return Ok(input);
+    }
+    let input: Input<'b> = decode_all(bytes)?;
+    inputs.fill(&input.batch);
+    Ok(input)
 }
 
 /// Encodes an output, appending to `buf`; every record in full.

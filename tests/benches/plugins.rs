@@ -10,7 +10,8 @@
 //!
 //! Run: `cargo bench -p headwater-tests --bench plugins` (prints Markdown tables). Scale with
 //! `HW_BENCH_SCALE` (default 1.0); `HW_PLUGIN_BENCH=calls` (or `ingest`, `native`, `starts`,
-//! comma-separated) runs only those parts.
+//! comma-separated) runs only those parts; `HW_PLUGIN_PRODUCERS` sets the ingest rows' concurrent
+//! producers (default 4).
 
 #[path = "support/bench_log.rs"]
 mod bench_log;
@@ -228,7 +229,12 @@ fn us(d: Duration) -> String {
 
 #[tokio::main]
 async fn main() {
-    let (producers, requests) = (4, scale(100));
+    // `HW_PLUGIN_PRODUCERS`: concurrent producers on the ingest rows (default 4).
+    let producers = std::env::var("HW_PLUGIN_PRODUCERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let requests = scale(100);
     let calls = scale(2000);
 
     if wanted("ingest") {

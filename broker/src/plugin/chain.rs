@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::convert::SourceRecord;
+use super::convert::SourceBatch;
 use super::engine::PluginEngine;
 use super::runner::{Plugin, StateIn};
 use super::PluginError;
@@ -118,13 +118,14 @@ impl Chains {
     async fn run(
         &self,
         topic: &str,
-        records: Vec<SourceRecord>,
+        input: SourceBatch,
         mut states: Option<&mut PluginStates>,
     ) -> Result<ChainOutput, PluginError> {
         let mut out = ChainOutput::new(topic);
-        let mut current = records;
+        let partition = input.partition;
+        let mut current = input;
         for plugin in self.by_topic.get(topic).into_iter().flatten() {
-            if current.is_empty() {
+            if current.records.is_empty() {
                 break;
             }
             let state = match &states {
@@ -140,8 +141,13 @@ impl Chains {
                     None => states.remove(plugin.name()),
                 };
             }
-            // Kept in the source topic: the input of the next plugin.
-            current = result.kept;
+            // Kept in the source topic: the input of the next plugin (no offsets: outputs need
+            // not map to inputs).
+            current = SourceBatch {
+                partition,
+                offsets: Vec::new(),
+                records: result.kept,
+            };
             for (target, record) in result.routed {
                 out.push_kept(target, record);
             }
@@ -152,7 +158,7 @@ impl Chains {
             );
         }
         if let Some((_, source)) = out.kept.first_mut() {
-            *source = current.into_iter().map(|s| s.record).collect();
+            *source = current.records;
         }
         Ok(out)
     }
@@ -205,8 +211,9 @@ impl IngestPlugins {
         topic: &str,
         records: Vec<NewRecord>,
     ) -> Result<ChainOutput, PluginError> {
-        let records = records.into_iter().map(SourceRecord::from).collect();
-        self.chains.run(topic, records, None).await
+        self.chains
+            .run(topic, SourceBatch::new(records), None)
+            .await
     }
 
     /// Every loaded plugin, for metrics.
@@ -249,20 +256,22 @@ impl UpstreamPlugins {
         records: Vec<StoredRecord>,
         states: &mut PluginStates,
     ) -> Result<ChainOutput, PluginError> {
+        let offsets = records.iter().map(|r| r.offset).collect();
         let records = records
             .into_iter()
-            .map(|r| SourceRecord {
-                partition: Some(partition),
-                offset: Some(r.offset),
-                record: NewRecord {
-                    timestamp: r.timestamp,
-                    key: r.key,
-                    value: r.value,
-                    headers: r.headers,
-                },
+            .map(|r| NewRecord {
+                timestamp: r.timestamp,
+                key: r.key,
+                value: r.value,
+                headers: r.headers,
             })
             .collect();
-        self.chains.run(topic, records, Some(states)).await
+        let input = SourceBatch {
+            partition: Some(partition),
+            offsets,
+            records,
+        };
+        self.chains.run(topic, input, Some(states)).await
     }
 
     pub fn plugins(&self) -> &[Arc<Plugin>] {

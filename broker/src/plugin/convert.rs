@@ -11,29 +11,38 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use headwater_sdk::wire::{BatchWriter, RecordFields};
+use headwater_sdk::wire::{BatchWriter, RecordFields, SliceSink};
 use headwater_sdk::{wire, Config, OutEntry, Value};
 
 use super::instance::CallError;
 use crate::log::NewRecord;
 
-/// A record on its way into a plugin, with where it came from when that is known.
+/// Records of one topic on their way into a plugin, with where they came from when that is
+/// known. The records stay the log's own type: ingest hands its request's vector over as it is.
 #[derive(Debug, Clone, Default)]
-pub struct SourceRecord {
-    /// Known for upstream plugins; ingest plugins run before the log picks a partition.
+pub struct SourceBatch {
+    /// The partition of every record: known for upstream plugins; ingest plugins run before the
+    /// log picks one.
     pub partition: Option<i32>,
-    /// Known once the record is in the log (upstream plugins).
-    pub offset: Option<i64>,
-    pub record: NewRecord,
+    /// Each record's offset, once the records are in the log (upstream plugins); otherwise
+    /// empty.
+    pub offsets: Vec<i64>,
+    pub records: Vec<NewRecord>,
 }
 
-impl From<NewRecord> for SourceRecord {
-    fn from(record: NewRecord) -> SourceRecord {
-        SourceRecord {
+impl SourceBatch {
+    /// Records not in the log yet (ingest).
+    pub fn new(records: Vec<NewRecord>) -> SourceBatch {
+        SourceBatch {
             partition: None,
-            offset: None,
-            record,
+            offsets: Vec::new(),
+            records,
         }
+    }
+
+    /// Offset of record `index`, if known.
+    pub fn offset(&self, index: usize) -> Option<i64> {
+        self.offsets.get(index).copied()
     }
 }
 
@@ -74,40 +83,62 @@ fn toml_to_value(v: &toml::Value) -> Value {
     }
 }
 
-/// Encodes records of `topic` as an ABI batch, with the plugin's `state` for them.
-pub(crate) fn encode_input(topic: &str, records: &[SourceRecord], state: Option<&[u8]>) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(estimate(records) + state.map_or(0, <[u8]>::len) + 16);
-    let mut batch = BatchWriter::new(&mut buf, records.len());
-    for s in records {
-        let fields = RecordFields {
-            topic,
-            partition: s.partition,
-            offset: s.offset,
-            timestamp: s.record.timestamp,
-            key: s.record.key.as_deref(),
-            value: s.record.value.as_deref(),
-        };
-        let headers = s.record.headers.iter();
-        batch.record(fields, headers.map(|(n, v)| (n.as_str(), v.as_deref())));
+fn fields<'r>(
+    topic: &'r str,
+    partition: Option<i32>,
+    offset: Option<i64>,
+    record: &'r NewRecord,
+) -> RecordFields<'r> {
+    RecordFields {
+        topic,
+        partition,
+        offset,
+        timestamp: record.timestamp,
+        key: record.key.as_deref(),
+        value: record.value.as_deref(),
+    }
+}
+
+fn headers(record: &NewRecord) -> impl ExactSizeIterator<Item = (&str, Option<&[u8]>)> {
+    record
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_deref()))
+}
+
+/// Bytes record `index` of `batch` takes in an input batch of `topic`: exact, since the
+/// guest's buffer is sized with it before the batch is written there.
+pub(crate) fn encoded_size(topic: &str, batch: &SourceBatch, index: usize) -> usize {
+    let record = &batch.records[index];
+    fields(topic, batch.partition, batch.offset(index), record).encoded_len(headers(record))
+}
+
+/// Bytes of an input batch of `records` records taking `records_len` bytes together, with
+/// `state`.
+pub(crate) fn input_len(records: usize, records_len: usize, state: Option<&[u8]>) -> usize {
+    wire::batch_len(records, records_len, state)
+}
+
+/// Writes records of `topic`, with the plugin's `state` for them, as an ABI batch into `buf`
+/// (the guest's input buffer, sized by [`input_len`]). False if the batch did not fill `buf`
+/// exactly, which would be a bug in the sizes.
+pub(crate) fn encode_input(
+    topic: &str,
+    input: &SourceBatch,
+    state: Option<&[u8]>,
+    buf: &mut [u8],
+) -> bool {
+    let mut sink = SliceSink::new(buf);
+    let mut batch = BatchWriter::new(&mut sink, input.records.len());
+    for (index, record) in input.records.iter().enumerate() {
+        let offset = input.offset(index);
+        batch.record(
+            fields(topic, input.partition, offset, record),
+            headers(record),
+        );
     }
     batch.finish(state);
-    buf
-}
-
-/// About how many bytes `record` takes in a batch; used to split large inputs.
-pub(crate) fn estimated_size(record: &NewRecord) -> usize {
-    let len = |b: &Option<Bytes>| b.as_ref().map_or(1, |b| b.len() + 9);
-    32 + len(&record.key)
-        + len(&record.value)
-        + record
-            .headers
-            .iter()
-            .map(|(n, v)| n.len() + 9 + len(v))
-            .sum::<usize>()
-}
-
-pub(crate) fn estimate(records: &[SourceRecord]) -> usize {
-    records.iter().map(|r| estimated_size(&r.record)).sum()
+    sink.filled()
 }
 
 /// Decodes and checks the output of a batch of `inputs` records.
@@ -178,13 +209,13 @@ mod tests {
     use super::*;
     use headwater_sdk::{OutRecord, Output, RecordError};
 
-    fn record(v: &'static [u8]) -> SourceRecord {
-        SourceRecord::from(NewRecord {
+    fn record(v: &'static [u8]) -> NewRecord {
+        NewRecord {
             timestamp: 5,
             key: Some(Bytes::from_static(b"k")),
             value: Some(Bytes::from_static(v)),
             headers: vec![("h".into(), None)],
-        })
+        }
     }
 
     fn encode(output: &Output<'_>) -> Vec<u8> {
@@ -195,7 +226,16 @@ mod tests {
 
     #[test]
     fn input_batches_carry_every_field() {
-        let buf = encode_input("sensors", &[record(b"v")], None);
+        let input = SourceBatch::new(vec![record(b"v")]);
+        let len = input_len(1, encoded_size("sensors", &input, 0), None);
+        let mut buf = vec![0; len];
+        assert!(encode_input("sensors", &input, None, &mut buf));
+        assert!(!encode_input(
+            "sensors",
+            &input,
+            None,
+            &mut vec![0; len + 1]
+        ));
         let batch = wire::decode_batch(&buf).unwrap();
         let r = &batch.records[0];
         assert_eq!(r.topic, "sensors");
@@ -204,6 +244,16 @@ mod tests {
         assert_eq!(r.value.as_deref(), Some(&b"v"[..]));
         assert_eq!(r.headers[0].name, "h");
         assert!(r.headers[0].value.is_none());
+
+        let upstream = SourceBatch {
+            partition: Some(2),
+            offsets: vec![41],
+            records: vec![record(b"v")],
+        };
+        let mut buf = vec![0; input_len(1, encoded_size("sensors", &upstream, 0), None)];
+        assert!(encode_input("sensors", &upstream, None, &mut buf));
+        let r = &wire::decode_batch(&buf).unwrap().records[0];
+        assert_eq!((r.partition, r.offset), (Some(2), Some(41)));
     }
 
     #[test]

@@ -48,6 +48,13 @@ pub(crate) enum CallError {
     InitRefused(String),
 }
 
+/// The two exports that take an input.
+#[derive(Clone, Copy)]
+enum Export {
+    Init,
+    Process,
+}
+
 pub(crate) struct Instance {
     store: Store<HostState>,
     memory: Memory,
@@ -116,9 +123,12 @@ impl Instance {
 
     /// The second half of [`Instance::start`]: `hw_init` with the CBOR config.
     pub fn init(&mut self, config: &[u8]) -> Result<(), CallError> {
-        let init = self.init.clone();
         let init_timeout = self.settings.timeout_ms.max(MIN_INIT_TIMEOUT_MS);
-        let packed = self.call(&init, config, init_timeout)?;
+        let copy = |buf: &mut [u8]| {
+            buf.copy_from_slice(config);
+            true
+        };
+        let packed = self.call(Export::Init, config.len(), copy, init_timeout)?;
         if packed != 0 {
             let message = self.read(packed, MAX_INIT_MESSAGE_BYTES)?;
             return Err(CallError::InitRefused(
@@ -133,27 +143,34 @@ impl Instance {
         self.memory.data_size(&self.store)
     }
 
-    /// Runs `hw_process` on an encoded batch and returns a copy of the encoded output.
-    pub fn process(&mut self, input: &[u8]) -> Result<Vec<u8>, CallError> {
-        let process = self.process.clone();
-        let packed = self.call(&process, input, self.settings.timeout_ms)?;
+    /// Runs `hw_process` on a batch of `len` bytes, which `write` puts into the guest's input
+    /// buffer (false: it could not, see [`Instance::call`]), and returns a copy of the encoded
+    /// output.
+    pub fn process(
+        &mut self,
+        len: usize,
+        write: impl FnOnce(&mut [u8]) -> bool,
+    ) -> Result<Vec<u8>, CallError> {
+        let packed = self.call(Export::Process, len, write, self.settings.timeout_ms)?;
         let cap = MAX_OUTPUT_BYTES.min(self.settings.max_memory_bytes);
         self.read(packed, cap)
     }
 
-    /// Copies `input` into a guest buffer and calls `func` on it, within `timeout_ms`.
+    /// Has `write` fill a guest buffer of `len` bytes and calls `func` on it, within
+    /// `timeout_ms`. Writing in place spares a copy of every batch; `write` returning false
+    /// (the input did not fill the buffer exactly) fails the call.
     fn call(
         &mut self,
-        func: &TypedFunc<(i32, i32), i64>,
-        input: &[u8],
+        export: Export,
+        len: usize,
+        write: impl FnOnce(&mut [u8]) -> bool,
         timeout_ms: u64,
     ) -> Result<u64, CallError> {
         self.store.data_mut().begin_call();
         self.store
             .set_epoch_deadline(PluginEngine::deadline_ticks(timeout_ms));
-        let len = u32::try_from(input.len()).map_err(|_| {
-            CallError::Failed(format!("input of {} bytes is too large", input.len()))
-        })?;
+        let len = u32::try_from(len)
+            .map_err(|_| CallError::Failed(format!("input of {len} bytes is too large")))?;
         // Pointers and lengths cross as i32 but are unsigned 32-bit values.
         let ptr = self
             .alloc
@@ -162,13 +179,23 @@ impl Instance {
         if ptr == 0 && len > 0 {
             return Err(self.alloc_failed(len));
         }
-        self.memory
-            .write(&mut self.store, ptr as usize, input)
-            .map_err(|_| {
-                CallError::BadOutput(format!(
-                    "hw_alloc returned {ptr:#x}, but {len} bytes there lie outside its memory"
-                ))
-            })?;
+        let (start, end) = (ptr as usize, ptr as usize + len as usize);
+        let buf = self.memory.data_mut(&mut self.store).get_mut(start..end);
+        let buf = buf.ok_or_else(|| {
+            CallError::BadOutput(format!(
+                "hw_alloc returned {ptr:#x}, but {len} bytes there lie outside its memory"
+            ))
+        })?;
+        if !write(buf) {
+            return Err(CallError::Failed(format!(
+                "the broker could not encode the batch into {len} bytes (a broker bug)"
+            )));
+        }
+        // Borrowed, not cloned: cloning a `TypedFunc` takes its type's registry reference.
+        let func = match export {
+            Export::Init => &self.init,
+            Export::Process => &self.process,
+        };
         let result = func.call(&mut self.store, (ptr as i32, len as i32));
         self.report_dropped_logs();
         result

@@ -34,7 +34,7 @@ mod stats;
 mod tests;
 
 pub use chain::{load, ChainOutput, IngestPlugins, PluginStates, UpstreamPlugins};
-pub use convert::SourceRecord;
+pub use convert::SourceBatch;
 pub use dead_letter::{
     HEADER_ERROR, HEADER_PLUGIN, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC,
 };

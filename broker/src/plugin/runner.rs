@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use wasmtime::{InstancePre, Module};
 
 use super::abi;
-use super::convert::{self, Decoded, SourceRecord};
+use super::convert::{self, Decoded, SourceBatch};
 use super::dead_letter::{dead_letter, Origin};
 use super::engine::PluginEngine;
 use super::instance::{CallError, Instance, Settings};
@@ -45,7 +45,7 @@ const MAX_CALL_INPUT_BYTES: usize = 16 * 1024 * 1024;
 pub(crate) struct PluginOutput {
     /// Records kept in the source topic, in output order (input for the next plugin of the
     /// chain). Their offsets are unknown again: outputs need not map to inputs.
-    pub kept: Vec<SourceRecord>,
+    pub kept: Vec<NewRecord>,
     /// Records routed to another topic, in output order.
     pub routed: Vec<(String, NewRecord)>,
     /// Dead letters, for the plugin's dead-letter topic.
@@ -65,7 +65,7 @@ pub(crate) enum StateIn {
 
 struct Job {
     topic: String,
-    records: Vec<SourceRecord>,
+    records: SourceBatch,
     state: StateIn,
     reply: oneshot::Sender<PluginOutput>,
 }
@@ -252,7 +252,7 @@ impl Plugin {
     pub(crate) async fn process(
         &self,
         topic: &str,
-        records: Vec<SourceRecord>,
+        records: SourceBatch,
         state: StateIn,
     ) -> Result<PluginOutput, PluginError> {
         let stopped = || PluginError::Stopped {
@@ -397,8 +397,8 @@ impl Worker {
         }
     }
 
-    fn handle(&mut self, topic: &str, records: Vec<SourceRecord>, state: StateIn) -> PluginOutput {
-        PluginStats::add(&self.stats.records_in, records.len());
+    fn handle(&mut self, topic: &str, records: SourceBatch, state: StateIn) -> PluginOutput {
+        PluginStats::add(&self.stats.records_in, records.records.len());
         let held = matches!(state, StateIn::Held);
         let mut out = PluginOutput {
             state: match state {
@@ -407,8 +407,8 @@ impl Worker {
             },
             ..PluginOutput::default()
         };
-        for batch in split(records, self.module.max_input_bytes) {
-            self.run_batch(topic, batch, &mut out);
+        for (batch, encoded_len) in split(topic, records, self.module.max_input_bytes) {
+            self.run_batch(topic, batch, encoded_len, &mut out);
         }
         if held {
             match &out.state {
@@ -421,28 +421,36 @@ impl Worker {
 
     /// Runs one call; on success the plugin's new state replaces `out.state`, on failure the
     /// state stays what it was before the call.
-    fn run_batch(&mut self, topic: &str, records: Vec<SourceRecord>, out: &mut PluginOutput) {
+    /// `records_len`: the records' encoded size ([`convert::encoded_size`]).
+    fn run_batch(
+        &mut self,
+        topic: &str,
+        input: SourceBatch,
+        records_len: usize,
+        out: &mut PluginOutput,
+    ) {
         if self.disabled {
-            self.dead_letter_all(topic, records, "plugin disabled", out);
+            self.dead_letter_all(topic, input, "plugin disabled", out);
             return;
         }
         let started = Instant::now();
-        let result = self.call(topic, &records, out.state.as_deref());
+        let result = self.call(topic, &input, records_len, out.state.as_deref());
         self.stats.record_call(started.elapsed());
         match result {
             Ok(mut decoded) => {
                 self.failures = 0;
                 out.state = decoded.state.take();
-                self.accept(topic, records, decoded, out);
+                self.accept(topic, input, decoded, out);
             }
-            Err(error) => self.fail(topic, records, error, out),
+            Err(error) => self.fail(topic, input, error, out),
         }
     }
 
     fn call(
         &mut self,
         topic: &str,
-        records: &[SourceRecord],
+        input: &SourceBatch,
+        records_len: usize,
         state: Option<&[u8]>,
     ) -> Result<Decoded, CallError> {
         let m = &mut self.module;
@@ -454,21 +462,21 @@ impl Worker {
             }
         };
         let instance = m.instance.insert(instance);
-        let input = convert::encode_input(topic, records, state);
-        let output = instance.process(&input)?;
-        convert::decode_output(output, records.len())
+        let records = input.records.len();
+        let len = convert::input_len(records, records_len, state);
+        let output =
+            instance.process(len, |buf| convert::encode_input(topic, input, state, buf))?;
+        convert::decode_output(output, records)
     }
 
     fn accept(
         &mut self,
         topic: &str,
-        mut records: Vec<SourceRecord>,
+        mut input: SourceBatch,
         decoded: Decoded,
         out: &mut PluginOutput,
     ) {
-        let (inputs, kept) = (records.len(), decoded.kept.len());
-        // Every record of a call has the partition of the call (or none).
-        let partition = records.first().and_then(|r| r.partition);
+        let (inputs, kept) = (input.records.len(), decoded.kept.len());
         PluginStats::add(&self.stats.records_out, kept);
         // Uses of each input still to come: the last one takes the record (leaving a default
         // in its place), earlier ones (a record kept twice, or kept and reported failed) clone.
@@ -486,25 +494,29 @@ impl Worker {
                 continue;
             }
             let r = match uses[index] {
-                0 => std::mem::take(&mut records[index]),
-                _ => records[index].clone(),
+                0 => std::mem::take(&mut input.records[index]),
+                _ => input.records[index].clone(),
             };
-            out.dead.push(self.dead_letter(topic, r, &message));
+            let letter = self.dead_letter(topic, &input, index, r, &message);
+            out.dead.push(letter);
             failed += 1;
         }
         PluginStats::add(
             &self.stats.records_dropped,
             inputs.saturating_sub(kept + failed),
         );
+        let mut records = input.records;
         if kept_in_order(&decoded.kept) && out.kept.is_empty() {
             // A filter or pass-through: move the kept records to the front, in place.
             for (to, k) in decoded.kept.iter().enumerate() {
+                // A record kept where it is (every one, for a pass-through) needs no move.
                 if let OutEntry::Input(from) = *k {
-                    records.swap(to, from as usize);
+                    if from as usize != to {
+                        records.swap(to, from as usize);
+                    }
                 }
             }
             records.truncate(kept);
-            records.iter_mut().for_each(|r| r.offset = None);
             out.kept = records;
             return;
         }
@@ -523,26 +535,16 @@ impl Worker {
                     let index = index as usize;
                     uses[index] -= 1;
                     match uses[index] {
-                        0 => std::mem::take(&mut records[index].record),
-                        _ => records[index].record.clone(),
+                        0 => std::mem::take(&mut records[index]),
+                        _ => records[index].clone(),
                     }
                 }
             };
-            out.kept.push(SourceRecord {
-                partition,
-                offset: None,
-                record,
-            });
+            out.kept.push(record);
         }
     }
 
-    fn fail(
-        &mut self,
-        topic: &str,
-        records: Vec<SourceRecord>,
-        error: CallError,
-        out: &mut PluginOutput,
-    ) {
+    fn fail(&mut self, topic: &str, input: SourceBatch, error: CallError, out: &mut PluginOutput) {
         // A failure the plugin reported itself leaves it in a known state; anything else
         // (trap, timeout, garbage) may have corrupted it, so start afresh next time.
         if !matches!(error, CallError::Failed(_)) {
@@ -554,7 +556,7 @@ impl Worker {
         tracing::warn!(
             plugin = &*self.name,
             topic,
-            records = records.len(),
+            records = input.records.len(),
             error = %message,
             "plugin failed a batch; its records go to the dead-letter topic"
         );
@@ -569,31 +571,41 @@ impl Worker {
                 self.failures
             );
         }
-        self.dead_letter_all(topic, records, &message, out);
+        self.dead_letter_all(topic, input, &message, out);
     }
 
     fn dead_letter_all(
         &self,
         topic: &str,
-        records: Vec<SourceRecord>,
+        mut input: SourceBatch,
         error: &str,
         out: &mut PluginOutput,
     ) {
-        out.dead.reserve(records.len());
-        for r in records {
-            out.dead.push(self.dead_letter(topic, r, error));
+        out.dead.reserve(input.records.len());
+        let records = std::mem::take(&mut input.records);
+        for (index, r) in records.into_iter().enumerate() {
+            out.dead
+                .push(self.dead_letter(topic, &input, index, r, error));
         }
     }
 
-    fn dead_letter(&self, topic: &str, r: SourceRecord, error: &str) -> NewRecord {
+    /// The dead letter for `record`, record `index` of `input`.
+    fn dead_letter(
+        &self,
+        topic: &str,
+        input: &SourceBatch,
+        index: usize,
+        record: NewRecord,
+        error: &str,
+    ) -> NewRecord {
         PluginStats::add(&self.stats.records_failed, 1);
         let origin = Origin {
             plugin: &self.name,
             topic,
-            partition: r.partition,
-            offset: r.offset,
+            partition: input.partition,
+            offset: input.offset(index),
         };
-        dead_letter(r.record, &origin, error)
+        dead_letter(record, &origin, error)
     }
 }
 
@@ -609,26 +621,40 @@ fn kept_in_order(kept: &[OutEntry]) -> bool {
     })
 }
 
-/// Splits records into calls of at most about `max_bytes` encoded (a larger record goes alone).
-fn split(records: Vec<SourceRecord>, max_bytes: usize) -> Vec<Vec<SourceRecord>> {
+/// Splits records of `topic` into calls of at most `max_bytes` of encoded records (a larger
+/// record goes alone), each with its records' encoded size.
+fn split(topic: &str, input: SourceBatch, max_bytes: usize) -> Vec<(SourceBatch, usize)> {
+    let size_of = |index| convert::encoded_size(topic, &input, index);
+    let total = (0..input.records.len()).map(size_of).sum();
     // The common case, one call: the records stay where they are.
-    if !records.is_empty() && convert::estimate(&records) <= max_bytes {
-        return vec![records];
+    if !input.records.is_empty() && total <= max_bytes {
+        return vec![(input, total)];
     }
+    let sizes: Vec<usize> = (0..input.records.len()).map(size_of).collect();
+    let SourceBatch {
+        partition,
+        offsets,
+        records,
+    } = input;
+    let part = |records, offsets| SourceBatch {
+        partition,
+        offsets,
+        records,
+    };
     let mut batches = Vec::new();
-    let mut current = Vec::new();
-    let mut size = 0;
-    for r in records {
-        let s = convert::estimated_size(&r.record);
+    let (mut current, mut current_offsets, mut size) = (Vec::new(), Vec::new(), 0);
+    for (index, (r, s)) in records.into_iter().zip(sizes).enumerate() {
         if !current.is_empty() && size + s > max_bytes {
-            batches.push(std::mem::take(&mut current));
+            let offsets = std::mem::take(&mut current_offsets);
+            batches.push((part(std::mem::take(&mut current), offsets), size));
             size = 0;
         }
         size += s;
         current.push(r);
+        current_offsets.extend(offsets.get(index));
     }
     if !current.is_empty() {
-        batches.push(current);
+        batches.push((part(current, current_offsets), size));
     }
     batches
 }
@@ -640,24 +666,40 @@ mod tests {
 
     #[test]
     fn split_respects_the_budget_and_keeps_order() {
-        let records: Vec<SourceRecord> = (0..10u8)
-            .map(|i| {
-                SourceRecord::from(NewRecord {
-                    timestamp: i as i64,
-                    key: None,
-                    value: Some(Bytes::from(vec![i; 100])),
-                    headers: vec![],
-                })
+        let records: Vec<NewRecord> = (0..10u8)
+            .map(|i| NewRecord {
+                timestamp: i as i64,
+                key: None,
+                value: Some(Bytes::from(vec![i; 100])),
+                headers: vec![],
             })
             .collect();
-        let batches = split(records, 300);
-        assert!(batches.iter().all(|b| !b.is_empty() && b.len() <= 2));
+        let input = SourceBatch {
+            partition: Some(3),
+            offsets: (100..110).collect(),
+            records,
+        };
+        let batches = split("t", input, 300);
+        assert!(batches
+            .iter()
+            .all(|(b, _)| !b.records.is_empty() && b.records.len() <= 2));
+        for (batch, size) in &batches {
+            let sizes = (0..batch.records.len()).map(|i| convert::encoded_size("t", batch, i));
+            assert_eq!(*size, sizes.sum::<usize>());
+            assert!(*size <= 300);
+            assert_eq!(batch.partition, Some(3));
+            // Each record keeps its own offset.
+            for (r, offset) in batch.records.iter().zip(&batch.offsets) {
+                assert_eq!(*offset, 100 + r.timestamp);
+            }
+            assert_eq!(batch.offsets.len(), batch.records.len());
+        }
         let order: Vec<i64> = batches
             .iter()
-            .flatten()
-            .map(|r| r.record.timestamp)
+            .flat_map(|(b, _)| &b.records)
+            .map(|r| r.timestamp)
             .collect();
         assert_eq!(order, (0..10).collect::<Vec<_>>());
-        assert!(split(Vec::new(), 300).is_empty());
+        assert!(split("t", SourceBatch::default(), 300).is_empty());
     }
 }
