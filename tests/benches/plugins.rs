@@ -129,7 +129,9 @@ fn plugins(sections: &[PluginSection]) -> IngestPlugins {
 
 /// Records/s through `Ingest::publish` (the path MQTT publishes take) into a fresh fsync'd log:
 /// `producers` tasks each publishing `requests` requests of [`BATCH`] records.
-async fn ingest_rate(chain: Arc<IngestPlugins>, producers: usize, requests: usize) -> f64 {
+/// Returns the rate and the CPU time the process used meanwhile (every thread: producers,
+/// plugin worker, log writer), in seconds.
+async fn ingest_rate(chain: Arc<IngestPlugins>, producers: usize, requests: usize) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let log = bench_log::open_fsync(dir.path());
     log.create_topic("bench", 1, TopicConfig::default())
@@ -143,6 +145,7 @@ async fn ingest_rate(chain: Arc<IngestPlugins>, producers: usize, requests: usiz
                 .collect()
         })
         .collect();
+    let cpu_before = procfs::cpu_seconds("self");
     let started = Instant::now();
     let tasks: Vec<_> = prepared
         .into_iter()
@@ -159,6 +162,7 @@ async fn ingest_rate(chain: Arc<IngestPlugins>, producers: usize, requests: usiz
         t.await.unwrap();
     }
     let rate = (producers * requests * BATCH) as f64 / started.elapsed().as_secs_f64();
+    let cpu = procfs::cpu_seconds("self") - cpu_before;
     let end = log.topic("bench").unwrap().partitions[0].high_watermark();
     assert_eq!(
         end as usize,
@@ -166,7 +170,7 @@ async fn ingest_rate(chain: Arc<IngestPlugins>, producers: usize, requests: usiz
         "every record kept"
     );
     log.close().await;
-    rate
+    (rate, cpu)
 }
 
 /// Mean time of one chain run over `batch` records, `calls` times.
@@ -256,8 +260,8 @@ async fn main() {
 const INGEST_ROUNDS: usize = 5;
 
 async fn ingest_rows(producers: usize, requests: usize) {
-    println!("| ingest path, {RECORD_BYTES} B JSON records, {BATCH} per request, {producers} producers, fsync'd, median of {INGEST_ROUNDS} rounds | records/s | vs no plugin (median of rounds) | range of rounds |");
-    println!("|---|---:|---:|---:|");
+    println!("| ingest path, {RECORD_BYTES} B JSON records, {BATCH} per request, {producers} producers, fsync'd, median of {INGEST_ROUNDS} rounds | records/s | vs no plugin (median of rounds) | range of rounds | CPU ns per record (all threads) |");
+    println!("|---|---:|---:|---:|---:|");
     let variants = [
         ("no plugin", Arc::new(IngestPlugins::default())),
         (
@@ -270,22 +274,27 @@ async fn ingest_rows(producers: usize, requests: usize) {
         ),
     ];
     let mut rates = vec![Vec::new(); variants.len()];
+    let mut cpu = vec![0.0; variants.len()];
     for _ in 0..INGEST_ROUNDS {
         for (i, (_, chain)) in variants.iter().enumerate() {
-            rates[i].push(ingest_rate(chain.clone(), producers, requests).await);
+            let (rate, seconds) = ingest_rate(chain.clone(), producers, requests).await;
+            rates[i].push(rate);
+            cpu[i] += seconds;
         }
     }
+    let records = (INGEST_ROUNDS * producers * requests * BATCH) as f64;
     for (i, (name, _)) in variants.iter().enumerate() {
         let mut ratios: Vec<f64> = (0..INGEST_ROUNDS)
             .map(|r| rates[i][r] / rates[0][r])
             .collect();
         ratios.sort_by(f64::total_cmp);
         println!(
-            "| {name} | {:.0} | {:.0}% | {:.0}–{:.0}% |",
+            "| {name} | {:.0} | {:.0}% | {:.0}–{:.0}% | {:.0} |",
             median(&rates[i]),
             100.0 * ratios[INGEST_ROUNDS / 2],
             100.0 * ratios[0],
-            100.0 * ratios[INGEST_ROUNDS - 1]
+            100.0 * ratios[INGEST_ROUNDS - 1],
+            cpu[i] * 1e9 / records
         );
     }
     println!();
