@@ -7,7 +7,7 @@
 use alloc::vec::Vec;
 
 use crate::kept::Inputs;
-use crate::record::{Batch, Header, OutRecord, Output};
+use crate::record::{Batch, Header, OutRecord, Output, Record};
 
 const UINT: u8 = 0;
 const NEGATIVE: u8 = 1;
@@ -302,18 +302,31 @@ impl<'a, S: Sink> BatchWriter<'a, S> {
     }
 }
 
-pub(crate) fn batch(batch: &Batch<'_>, buf: &mut Vec<u8>) {
-    let mut writer = BatchWriter::new(buf, batch.records.len());
-    for r in &batch.records {
-        let fields = RecordFields {
+impl<'r> RecordFields<'r> {
+    /// The fields of an SDK record.
+    pub(crate) fn of(r: &'r Record<'_>) -> RecordFields<'r> {
+        RecordFields {
             topic: &r.topic,
             partition: r.partition,
             offset: r.offset,
             timestamp: r.timestamp,
             key: r.key.as_deref(),
             value: r.value.as_deref(),
-        };
-        writer.record(fields, r.headers.iter().map(header_fields));
+        }
+    }
+}
+
+/// The headers of an SDK record, as [`BatchWriter::record`] takes them.
+pub(crate) fn headers_of<'r>(
+    r: &'r Record<'_>,
+) -> impl ExactSizeIterator<Item = (&'r str, Option<&'r [u8]>)> {
+    r.headers.iter().map(header_fields)
+}
+
+pub(crate) fn batch(batch: &Batch<'_>, buf: &mut Vec<u8>) {
+    let mut writer = BatchWriter::new(buf, batch.records.len());
+    for r in &batch.records {
+        writer.record(RecordFields::of(r), headers_of(r));
     }
     writer.finish(batch.state.as_deref());
 }

@@ -34,22 +34,6 @@ fn headers() -> impl Strategy<Value = Vec<Header<'static>>> {
     proptest::collection::vec(header(), 0..4)
 }
 
-/// What a host hands [`wire::BatchWriter`] for `r`.
-fn fields_of<'r>(r: &'r Record<'_>) -> wire::RecordFields<'r> {
-    wire::RecordFields {
-        topic: &r.topic,
-        partition: r.partition,
-        offset: r.offset,
-        timestamp: r.timestamp,
-        key: r.key.as_deref(),
-        value: r.value.as_deref(),
-    }
-}
-
-fn headers_of<'r>(r: &'r Record<'_>) -> impl ExactSizeIterator<Item = (&'r str, Option<&'r [u8]>)> {
-    r.headers.iter().map(|h| (&*h.name, h.value.as_deref()))
-}
-
 prop_compose! {
     fn record()(
         topic in text(),
@@ -196,7 +180,7 @@ proptest! {
         let records_len = batch
             .records
             .iter()
-            .map(|r| fields_of(r).encoded_len(headers_of(r)))
+            .map(|r| wire::RecordFields::of(r).encoded_len(crate::encode::headers_of(r)))
             .sum();
         let state = batch.state.as_deref();
         let len = wire::batch_len(batch.records.len(), records_len, state);
@@ -206,7 +190,7 @@ proptest! {
         let mut sink = wire::SliceSink::new(&mut buf);
         let mut writer = wire::BatchWriter::new(&mut sink, batch.records.len());
         for r in &batch.records {
-            writer.record(fields_of(r), headers_of(r));
+            writer.record(wire::RecordFields::of(r), crate::encode::headers_of(r));
         }
         writer.finish(state);
         prop_assert!(sink.filled());
@@ -226,7 +210,7 @@ proptest! {
         let mut sink = wire::SliceSink::new(&mut buf);
         let mut writer = wire::BatchWriter::new(&mut sink, batch.records.len());
         for r in &batch.records {
-            writer.record(fields_of(r), headers_of(r));
+            writer.record(wire::RecordFields::of(r), crate::encode::headers_of(r));
         }
         writer.finish(None);
         prop_assert!(!sink.filled());
