@@ -161,9 +161,9 @@ impl<'b> Reader<'b> {
         Some(items)
     }
 
-    #[inline(always)]
     /// An array's element count; `None` when the rest of the input could not hold that many
     /// (every element takes at least a byte), so nothing is allocated from a bogus length.
+    #[inline(always)]
     fn count(&mut self) -> Option<usize> {
         let n = self.array()?;
         (n <= (self.buf.len() - self.pos) as u64).then_some(n as usize)

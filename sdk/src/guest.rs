@@ -64,8 +64,11 @@ impl<T> Slot<T> {
 
 struct Inner<P> {
     plugin: Option<P>,
-    /// The buffer `hw_alloc` last returned; reused across calls.
+    /// The buffer `hw_alloc` last returned; reused across calls, at its largest length.
     input: Vec<u8>,
+    /// Bytes the last `hw_alloc` lent (0 once a call has taken them): the most the next
+    /// `hw_init`/`hw_process` may pass, so stale bytes of an earlier batch are never read.
+    lent: usize,
     /// The last output; valid until the next call into the guest.
     output: Vec<u8>,
     /// The identities of the current batch's records, to name kept ones by index.
@@ -89,6 +92,7 @@ impl<P: Plugin> State<P> {
             inner: Slot::new(Inner {
                 plugin: None,
                 input: Vec::new(),
+                lent: 0,
                 output: Vec::new(),
                 inputs: Inputs::new(),
             }),
@@ -109,6 +113,7 @@ impl<P: Plugin> State<P> {
                     }
                     inner.input.resize(len, 0);
                 }
+                inner.lent = len;
                 addr(inner.input.as_ptr())
             })
             .unwrap_or(0)
@@ -186,7 +191,8 @@ fn take_input<P>(
     ptr: u32,
     len: u32,
 ) -> Result<(Vec<u8>, usize), &'static str> {
-    if addr(inner.input.as_ptr()) != ptr || len as usize > inner.input.len() {
+    let lent = core::mem::take(&mut inner.lent);
+    if addr(inner.input.as_ptr()) != ptr || len as usize > lent {
         return Err("the host passed a buffer that hw_alloc did not return");
     }
     Ok((core::mem::take(&mut inner.input), len as usize))
@@ -368,6 +374,31 @@ mod tests {
         let out = state.process_bytes(b"\xff\x00");
         let out = wire::decode_output(&out).unwrap();
         assert!(out.failure.unwrap().contains("cannot decode the batch"));
+    }
+
+    #[test]
+    fn an_input_is_taken_once_and_no_longer_than_lent() {
+        let state = State::<MinLen>::new();
+        let ptr = state.alloc(8);
+        assert_ne!(ptr, 0);
+        let take = |len| {
+            state.inner.with(|inner| match take_input(inner, ptr, len) {
+                // Given back, as a call does once it is done with it.
+                Ok((input, len)) => {
+                    inner.input = input;
+                    Ok(len)
+                }
+                Err(e) => Err(e),
+            })
+        };
+        assert_eq!(take(8), Some(Ok(8)));
+        // Taken: a second call without `hw_alloc` would read the last batch again.
+        assert!(take(8).unwrap().is_err());
+        // The buffer keeps its 8 bytes, but only 4 were lent this time.
+        assert_eq!(state.alloc(4), ptr);
+        assert!(take(8).unwrap().is_err());
+        assert_eq!(state.alloc(4), ptr);
+        assert_eq!(take(4), Some(Ok(4)));
     }
 
     #[test]

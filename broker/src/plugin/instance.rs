@@ -46,6 +46,9 @@ pub(crate) enum CallError {
     Start(String),
     #[error("refused its config: {0}")]
     InitRefused(String),
+    /// The broker could not hand the batch over; the guest did not run on it.
+    #[error("the broker could not pass the batch: {0}")]
+    Host(String),
 }
 
 /// The two exports that take an input.
@@ -170,7 +173,7 @@ impl Instance {
         self.store
             .set_epoch_deadline(PluginEngine::deadline_ticks(timeout_ms));
         let len = u32::try_from(len)
-            .map_err(|_| CallError::Failed(format!("input of {len} bytes is too large")))?;
+            .map_err(|_| CallError::Host(format!("input of {len} bytes is too large")))?;
         // Pointers and lengths cross as i32 but are unsigned 32-bit values.
         let ptr = self
             .alloc
@@ -179,18 +182,23 @@ impl Instance {
         if ptr == 0 && len > 0 {
             return Err(self.alloc_failed(len));
         }
-        let (start, end) = (ptr as usize, ptr as usize + len as usize);
-        let buf = self.memory.data_mut(&mut self.store).get_mut(start..end);
+        let start = ptr as usize;
+        let end = start.checked_add(len as usize);
+        let memory = self.memory.data_mut(&mut self.store);
+        let buf = end.and_then(|end| memory.get_mut(start..end));
         let buf = buf.ok_or_else(|| {
             CallError::BadOutput(format!(
                 "hw_alloc returned {ptr:#x}, but {len} bytes there lie outside its memory"
             ))
         })?;
         if !write(buf) {
-            return Err(CallError::Failed(format!(
-                "the broker could not encode the batch into {len} bytes (a broker bug)"
+            return Err(CallError::Host(format!(
+                "its encoding did not take the {len} bytes computed for it (a broker bug)"
             )));
         }
+        // The deadline bounds the guest's call alone (ABI.md), not the encoding before it.
+        self.store
+            .set_epoch_deadline(PluginEngine::deadline_ticks(timeout_ms));
         // Borrowed, not cloned: cloning a `TypedFunc` takes its type's registry reference.
         let func = match export {
             Export::Init => &self.init,

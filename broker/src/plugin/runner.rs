@@ -546,11 +546,16 @@ impl Worker {
 
     fn fail(&mut self, topic: &str, input: SourceBatch, error: CallError, out: &mut PluginOutput) {
         // A failure the plugin reported itself leaves it in a known state; anything else
-        // (trap, timeout, garbage) may have corrupted it, so start afresh next time.
-        if !matches!(error, CallError::Failed(_)) {
-            self.module.instance = None;
+        // (trap, timeout, garbage) may have corrupted it, so start afresh next time. A batch
+        // the broker could not pass is not the plugin's failure: it never ran on it.
+        match error {
+            CallError::Failed(_) => self.failures += 1,
+            CallError::Host(_) => {}
+            _ => {
+                self.module.instance = None;
+                self.failures += 1;
+            }
         }
-        self.failures += 1;
         PluginStats::add(&self.stats.failed_batches, 1);
         let message = error.to_string();
         tracing::warn!(
