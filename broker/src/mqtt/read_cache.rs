@@ -362,6 +362,15 @@ mod tests {
         topic.unwrap().partitions[0].clone()
     }
 
+    /// A log whose topic `plant` holds records 0..10 and 10..20 as two batches.
+    async fn plant_with_two_batches(dir: &tempfile::TempDir) -> (Log, Arc<PartitionHandle>) {
+        let log = open_log(dir);
+        let p = partition(&log, "plant").await;
+        append(&log, &p, 0, 10).await;
+        append(&log, &p, 10, 20).await;
+        (log, p)
+    }
+
     /// The offsets a read hands out from offset `from` on.
     fn offsets(read: &Read, from: i64) -> Vec<i64> {
         let records = read.batches.iter().flat_map(|b| b.records.iter());
@@ -382,10 +391,7 @@ mod tests {
     #[tokio::test]
     async fn batches_read_twice_are_shared_wherever_subscribers_are() {
         let dir = tempfile::tempdir().unwrap();
-        let log = open_log(&dir);
-        let p = partition(&log, "plant").await;
-        append(&log, &p, 0, 10).await;
-        append(&log, &p, 10, 20).await;
+        let (log, p) = plant_with_two_batches(&dir).await;
         let cache = ReadCache::default();
 
         // A single reader's batches are not kept.
@@ -433,10 +439,7 @@ mod tests {
     #[tokio::test]
     async fn batches_below_the_log_start_are_not_served_from_the_cache() {
         let dir = tempfile::tempdir().unwrap();
-        let log = open_log(&dir);
-        let p = partition(&log, "plant").await;
-        append(&log, &p, 0, 10).await;
-        append(&log, &p, 10, 20).await;
+        let (log, p) = plant_with_two_batches(&dir).await;
         let cache = ReadCache::default();
         for _ in 0..3 {
             cache.read(&log, &p, 0).unwrap();
