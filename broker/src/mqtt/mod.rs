@@ -136,7 +136,6 @@ pub use server::{run, run_transport};
 pub use transport::Transport;
 pub use wire::fuzz_decode;
 
-/// Everything connections share: the log's door, the settings and the connected clients.
 /// What `/metrics` shows of the MQTT side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MqttStats {
@@ -149,6 +148,7 @@ pub struct MqttStats {
     pub cache_misses: u64,
 }
 
+/// Everything connections share: the log's door, the settings and the connected clients.
 /// Cheap to clone; TCP and QUIC listeners should share one so `max_connections` and client-id
 /// takeover span both.
 #[derive(Clone)]
