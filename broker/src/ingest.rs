@@ -34,6 +34,14 @@ pub enum Submitted {
 }
 
 impl Submitted {
+    /// See [`AppendTicket::commit_in_background`].
+    pub fn commit_in_background(self) -> Submitted {
+        match self {
+            Submitted::Queued(ticket) => Submitted::Queued(ticket.commit_in_background()),
+            finished => finished,
+        }
+    }
+
     /// Where the records landed once durable, or why they were refused.
     pub async fn outcome(self) -> Result<Appended, IngestError> {
         match self {

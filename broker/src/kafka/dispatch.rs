@@ -30,6 +30,15 @@ pub struct PendingProduce {
 }
 
 impl PendingProduce {
+    /// Has the log writer commit this produce's appends while the connection reads on (see
+    /// [`crate::log::AppendTicket::commit_in_background`]).
+    pub fn commit_in_background(self) -> PendingProduce {
+        PendingProduce {
+            started: self.started.commit_in_background(),
+            ..self
+        }
+    }
+
     /// Waits until the produce's appends are durable and appends its framed answer to `out`.
     pub async fn answer(self, out: &mut BytesMut) -> Result<Reply, EncodeError> {
         match self.started.finish().await {

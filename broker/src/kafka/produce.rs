@@ -132,6 +132,20 @@ pub async fn start(ctx: &KafkaContext, request: ProduceRequest) -> Started {
 }
 
 impl Started {
+    /// See [`Submitted::commit_in_background`].
+    pub fn commit_in_background(self) -> Started {
+        let results = self
+            .results
+            .into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .map(|r| r.map(Submitted::commit_in_background))
+                    .collect()
+            })
+            .collect();
+        Started { results, ..self }
+    }
+
     /// Waits until every queued append is durable (they were queued together, so they share
     /// commits) and builds the answer.
     pub async fn finish(self) -> Outcome {

@@ -43,12 +43,14 @@ impl Log {
     /// Deletes a topic with all its data; resolves once the deletion is durable.
     pub async fn delete_topic(&self, name: &str) -> Result<(), LogError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::DeleteTopic {
-            name: name.to_string(),
-            reply,
-        })
-        .await?;
-        rx.await.map_err(|_| LogError::Stopped)?
+        self.ask(
+            Command::DeleteTopic {
+                name: name.to_string(),
+                reply,
+            },
+            rx,
+        )
+        .await
     }
 
     /// Grows a topic to `total` partitions; fewer than it has is `InvalidPartitions`.
@@ -58,13 +60,15 @@ impl Log {
         total: u32,
     ) -> Result<Arc<TopicHandle>, LogError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::CreatePartitions {
-            name: name.to_string(),
-            total,
-            reply,
-        })
-        .await?;
-        rx.await.map_err(|_| LogError::Stopped)?
+        self.ask(
+            Command::CreatePartitions {
+                name: name.to_string(),
+                total,
+                reply,
+            },
+            rx,
+        )
+        .await
     }
 
     /// Replaces a topic's config; a cleanup policy other than `delete` is `InvalidConfig`.
@@ -75,13 +79,15 @@ impl Log {
     ) -> Result<Arc<TopicHandle>, LogError> {
         validate_config(&config)?;
         let (reply, rx) = oneshot::channel();
-        self.send(Command::SetConfig {
-            name: name.to_string(),
-            config,
-            reply,
-        })
-        .await?;
-        rx.await.map_err(|_| LogError::Stopped)?
+        self.ask(
+            Command::SetConfig {
+                name: name.to_string(),
+                config,
+                reply,
+            },
+            rx,
+        )
+        .await
     }
 
     /// Moves the partition's log start to `offset` (-1: the high watermark), deleting every batch
@@ -93,13 +99,15 @@ impl Log {
         offset: i64,
     ) -> Result<i64, LogError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::DeleteRecords {
-            partition: partition.clone(),
-            offset,
-            reply,
-        })
-        .await?;
-        rx.await.map_err(|_| LogError::Stopped)?
+        self.ask(
+            Command::DeleteRecords {
+                partition: partition.clone(),
+                offset,
+                reply,
+            },
+            rx,
+        )
+        .await
     }
 }
 

@@ -33,7 +33,7 @@ pub use store::{PartitionState, StoredBatch, TopicConfig, TopicMeta};
 pub use writer::Appended;
 
 use store::Store;
-use writer::Command;
+use writer::{Command, Committer};
 
 /// Depth of the writer's command queue: producers wait (backpressure) once it is full.
 const WRITER_QUEUE: usize = 8192;
@@ -272,8 +272,10 @@ struct LogInner {
     next_partition_id: Mutex<u32>,
     defaults: TopicDefaults,
     events: broadcast::Sender<AppendEvent>,
-    /// What the writer thread has committed so far, for metrics.
+    /// What has been committed so far, for metrics.
     stats: stats::CommitStats,
+    /// Who commits the queued commands (the writer thread, or a waiting task).
+    committer: Committer,
 }
 
 impl LogInner {
@@ -311,6 +313,8 @@ impl Log {
             .unwrap_or(0)
             .max(admin::stored_next_partition_id(&store)?);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let producers = producers::Producers::load(&store)?;
+        let (tx, rx) = mpsc::channel(WRITER_QUEUE);
         let inner = Arc::new(LogInner {
             store,
             topics: RwLock::new(topics),
@@ -318,10 +322,9 @@ impl Log {
             defaults: options.defaults.clone(),
             events,
             stats: Default::default(),
+            committer: Committer::new(rx, producers),
         });
-        let producers = producers::Producers::load(&inner.store)?;
-        let (tx, rx) = mpsc::channel(WRITER_QUEUE);
-        let writer = writer::spawn(inner.clone(), rx, producers);
+        let writer = Committer::start_writer(inner.clone());
         Ok(Log {
             inner,
             commands: tx,
@@ -392,15 +395,17 @@ impl Log {
             });
         }
         let (reply, rx) = oneshot::channel();
-        self.send(Command::CreateTopic {
-            name: name.to_string(),
-            partitions,
-            config,
-            exclusive,
-            reply,
-        })
-        .await?;
-        rx.await.map_err(|_| LogError::Stopped)?
+        self.ask(
+            Command::CreateTopic {
+                name: name.to_string(),
+                partitions,
+                config,
+                exclusive,
+                reply,
+            },
+            rx,
+        )
+        .await
     }
 
     /// Appends already-validated Kafka batches to one partition; resolves once they are durable.
@@ -434,7 +439,7 @@ impl Log {
         meta: Option<MetaUpdate>,
     ) -> Result<AppendTicket, LogError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Append {
+        self.queue(Command::Append {
             partition: partition.clone(),
             batches,
             claim: None,
@@ -442,7 +447,10 @@ impl Log {
             reply,
         })
         .await?;
-        Ok(AppendTicket(rx))
+        Ok(AppendTicket {
+            reply: rx,
+            log: Some(self.inner.clone()),
+        })
     }
 
     /// Encodes records into one batch and appends it; resolves once durable.
@@ -547,32 +555,35 @@ impl Log {
     /// Writes (or with `None`, deletes) small metadata entries durably, all in one commit.
     pub async fn put_meta(&self, entries: Vec<(String, Option<Vec<u8>>)>) -> Result<(), LogError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::PutMeta {
-            entries,
-            on_commit: None,
-            reply,
-        })
-        .await?;
-        rx.await.map_err(|_| LogError::Stopped)?
+        self.ask(
+            Command::PutMeta {
+                entries,
+                on_commit: None,
+                reply,
+            },
+            rx,
+        )
+        .await
     }
 
     /// [`Log::put_meta`] with a hook run in the writer thread right after the commit.
     pub async fn put_meta_then(&self, update: MetaUpdate) -> Result<(), LogError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::PutMeta {
-            entries: update.entries,
-            on_commit: Some(update.on_commit),
-            reply,
-        })
-        .await?;
-        rx.await.map_err(|_| LogError::Stopped)?
+        self.ask(
+            Command::PutMeta {
+                entries: update.entries,
+                on_commit: Some(update.on_commit),
+                reply,
+            },
+            rx,
+        )
+        .await
     }
 
     /// Applies retention at time `now_ms`; returns how many batches were deleted.
     pub async fn apply_retention(&self, now_ms: i64) -> Result<u64, LogError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Retention { now_ms, reply }).await?;
-        rx.await.map_err(|_| LogError::Stopped)?
+        self.ask(Command::Retention { now_ms, reply }, rx).await
     }
 
     /// Group commits made so far and the records they carried.
@@ -589,7 +600,8 @@ impl Log {
     /// environment so the same directory can be opened again in this process.
     pub async fn close(self) {
         let (reply, rx) = oneshot::channel();
-        if self.send(Command::Stop { reply }).await.is_ok() {
+        if self.queue(Command::Stop { reply }).await.is_ok() {
+            self.inner.committer.help(&self.inner);
             let _ = rx.await;
         }
         let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -606,19 +618,78 @@ impl Log {
         }
     }
 
-    async fn send(&self, cmd: Command) -> Result<(), LogError> {
-        self.commands.send(cmd).await.map_err(|_| LogError::Stopped)
+    /// Queues `cmd` and waits for its reply, committing it on this thread when nobody else is
+    /// committing (see [`Committer`]).
+    async fn ask<T>(
+        &self,
+        cmd: Command,
+        reply: oneshot::Receiver<Result<T, LogError>>,
+    ) -> Result<T, LogError> {
+        self.queue(cmd).await?;
+        self.inner.committer.help(&self.inner);
+        reply.await.map_err(|_| LogError::Stopped)?
+    }
+
+    /// Queues `cmd` for the next commit. A caller that can commit inline wakes nobody: it will
+    /// [`Committer::help`] when it waits for the reply (or wake the writer if it drops it). A
+    /// full queue always wakes the writer thread, so queued commands never wait on a caller
+    /// that is itself waiting for room.
+    async fn queue(&self, cmd: Command) -> Result<(), LogError> {
+        use mpsc::error::TrySendError;
+        let committer = &self.inner.committer;
+        match self.commands.try_send(cmd) {
+            Ok(()) => {
+                if !Committer::may_commit_here() {
+                    committer.wake_writer();
+                }
+                Ok(())
+            }
+            Err(TrySendError::Closed(_)) => Err(LogError::Stopped),
+            Err(TrySendError::Full(cmd)) => {
+                committer.wake_writer();
+                let sent = self.commands.send(cmd).await.map_err(|_| LogError::Stopped);
+                committer.wake_writer();
+                sent
+            }
+        }
     }
 }
 
 /// An append queued with the writer; [`AppendTicket::durable`] waits for its commit.
 #[must_use = "the append's outcome is only known by awaiting `durable`"]
-pub struct AppendTicket(oneshot::Receiver<Result<Appended, LogError>>);
+pub struct AppendTicket {
+    reply: oneshot::Receiver<Result<Appended, LogError>>,
+    /// Until [`AppendTicket::durable`] runs: the log whose commit to help (or whose writer to
+    /// wake when the ticket is dropped unawaited).
+    log: Option<Arc<LogInner>>,
+}
 
 impl AppendTicket {
-    /// Where the append landed, once it is on disk (or why it was refused).
-    pub async fn durable(self) -> Result<Appended, LogError> {
-        self.0.await.map_err(|_| LogError::Stopped)?
+    /// Has the writer thread commit this append now instead of the task that will wait for it:
+    /// for a caller with more work to do meanwhile (a connection with other requests in flight
+    /// keeps reading while the writer commits, rather than stopping for each commit).
+    pub fn commit_in_background(mut self) -> AppendTicket {
+        if let Some(log) = self.log.take() {
+            log.committer.wake_writer();
+        }
+        self
+    }
+
+    /// Where the append landed, once it is on disk (or why it was refused). Commits it on this
+    /// thread when nobody else is committing (see [`Committer`]).
+    pub async fn durable(mut self) -> Result<Appended, LogError> {
+        if let Some(log) = self.log.take() {
+            log.committer.help(&log);
+        }
+        (&mut self.reply).await.map_err(|_| LogError::Stopped)?
+    }
+}
+
+impl Drop for AppendTicket {
+    fn drop(&mut self) {
+        if let Some(log) = self.log.take() {
+            log.committer.wake_writer();
+        }
     }
 }
 
@@ -645,5 +716,7 @@ pub fn validate_topic_name(name: &str) -> Result<(), LogError> {
     Ok(())
 }
 
+#[cfg(test)]
+mod committer_tests;
 #[cfg(test)]
 mod tests;

@@ -616,8 +616,7 @@ impl Log {
     /// [`Producers::stage_init`]). Resolves once the id counter is durable.
     pub async fn init_producer_id(&self) -> Result<(i64, i16), LogError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::InitProducerId { reply }).await?;
-        rx.await.map_err(|_| LogError::Stopped)?
+        self.ask(Command::InitProducerId { reply }, rx).await
     }
 
     /// Appends batches that stand for an idempotent producer's request without being its own
@@ -631,15 +630,17 @@ impl Log {
         claim: ProducerClaim,
     ) -> Result<Appended, LogError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Append {
-            partition: partition.clone(),
-            batches,
-            claim: Some(claim),
-            meta: None,
-            reply,
-        })
-        .await?;
-        rx.await.map_err(|_| LogError::Stopped)?
+        self.ask(
+            Command::Append {
+                partition: partition.clone(),
+                batches,
+                claim: Some(claim),
+                meta: None,
+                reply,
+            },
+            rx,
+        )
+        .await
     }
 
     /// [`append_claimed`](Self::append_claimed) for records, encoded into one batch; no records

@@ -1,22 +1,25 @@
-//! The single writer thread: every change to the environment goes through here.
+//! The single writer: every change to the environment goes through here.
 //!
-//! LMDB allows one write transaction at a time, so rather than have tasks queue on a lock, one
-//! thread takes commands from a bounded channel, applies as many as are waiting in one
-//! transaction and commits them together: one fsync per group, however many producers. Replies go
-//! out only after the commit, so an ack always means "on disk".
+//! LMDB allows one write transaction at a time, so rather than have tasks queue on a lock, every
+//! change is a command on one bounded channel; whoever commits ([`Committer`]: the writer thread,
+//! or a task waiting for its own command) applies as many as are waiting in one transaction and
+//! commits them together: one fsync per group, however many producers. Replies go out only after
+//! the commit, so an ack always means "on disk".
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::batch::BatchHeader;
 
 mod append;
+mod committer;
 mod sweep;
 
 use append::{stage_append, AppendOutcome};
+pub use committer::Committer;
 use sweep::stage_retention;
 
 use super::admin;
@@ -188,42 +191,6 @@ impl Pending {
             Pending::Stop(tx) => drop(tx.send(())),
         }
     }
-}
-
-pub fn spawn(
-    inner: Arc<LogInner>,
-    rx: mpsc::Receiver<Command>,
-    producers: Producers,
-) -> std::thread::JoinHandle<()> {
-    std::thread::Builder::new()
-        .name("log-writer".into())
-        .spawn(move || run(inner, rx, producers))
-        .expect("spawning the log writer thread at startup")
-}
-
-/// `producers` is the idempotent producers' state: only this thread reads or changes it.
-fn run(inner: Arc<LogInner>, mut rx: mpsc::Receiver<Command>, mut producers: Producers) {
-    let mut group = Vec::new();
-    while let Some(first) = rx.blocking_recv() {
-        let mut bytes = first.weight();
-        group.push(first);
-        while group.len() < MAX_GROUP_COMMANDS && bytes < MAX_GROUP_BYTES {
-            match rx.try_recv() {
-                Ok(cmd) => {
-                    bytes += cmd.weight();
-                    group.push(cmd);
-                }
-                Err(_) => break,
-            }
-        }
-        let stop = group.iter().any(|c| matches!(c, Command::Stop { .. }));
-        commit_group(&inner, &mut producers, std::mem::take(&mut group));
-        if stop {
-            tracing::debug!("log writer stopped on request");
-            return;
-        }
-    }
-    tracing::debug!("log writer stopped: all senders gone");
 }
 
 /// Partition state as it will be once this group commits.
