@@ -1,8 +1,9 @@
 //! Kafka-style partition logs in LMDB.
 //!
 //! Every protocol writes through [`Log`]: topics with N partitions, dense per-partition offsets,
-//! batches stored as Kafka v2 record batches (see [`batch`]). Writes go to one writer thread that
-//! commits them in groups (`writer`); reads open short read transactions ([`store`]). Readers
+//! batches stored as Kafka v2 record batches (see [`batch`]). Writes are queued for one writer
+//! that commits them in groups (`writer`): the writer thread, or a task waiting for its own lone
+//! append when nobody else is committing; reads open short read transactions ([`store`]). Readers
 //! learn of new data from [`AppendEvent`]s, sent after each commit. Topic administration
 //! (delete a topic, add partitions, change its config, delete records) is in `admin`; it too
 //! goes through the writer.
@@ -145,13 +146,14 @@ pub struct TopicDefaults {
 }
 
 /// Metadata entries to write in the same transaction as an append (or alone), with a hook the
-/// writer thread runs once that transaction has committed and before readers hear of it. The
+/// writer runs once that transaction has committed and before readers hear of it. The
 /// MQTT retained store uses it so a retained message, its log record and the in-memory index
 /// change together: a subscriber that saw the record can never miss it as retained.
 pub struct MetaUpdate {
     /// Key and value; `None` deletes the key.
     pub entries: Vec<(String, Option<Vec<u8>>)>,
-    /// Runs in the writer thread after the commit: keep it short and non-blocking.
+    /// Runs after the commit, on whichever thread committed (the writer thread or a runtime
+    /// worker): keep it short and non-blocking.
     pub on_commit: Box<dyn FnOnce() + Send>,
 }
 

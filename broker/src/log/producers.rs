@@ -20,7 +20,7 @@
 //!   sequence: since KIP-360 (Kafka 2.5) the broker accepts it instead of answering
 //!   UNKNOWN_PRODUCER_ID, because state legitimately disappears (expiry, deleted records).
 //!
-//! The checks run on the log's single writer thread, atomically with the append, so no two
+//! The checks run in the log's single writer (one commit at a time), atomically with the append, so no two
 //! appends race on one producer's state. A partition's append is all or nothing: every batch is
 //! checked (each against the state the ones before it leave) before any is written, so a
 //! rejected batch leaves the whole request unapplied, as in Kafka. A request whose batches are all
@@ -362,7 +362,8 @@ fn key_parts(key: &[u8]) -> Option<(u32, i64)> {
     Some((u32::from_be_bytes(*id), i64::from_be_bytes(producer)))
 }
 
-/// Every partition's producer state and the producer id counter; owned by the writer thread.
+/// Every partition's producer state and the producer id counter; owned by the log's writer
+/// (held under its commit lock).
 #[derive(Debug, Default)]
 pub struct Producers {
     entries: HashMap<(u32, i64), ProducerEntry>,

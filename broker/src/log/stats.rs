@@ -1,4 +1,4 @@
-//! Counters of the writer thread's work: how many group commits it made, how many records they
+//! Counters of the log writer's work: how many group commits it made, how many records they
 //! carried and how long they took. They show an operator whether group commit is doing its job
 //! (records per commit) and let benchmarks compare against raw LMDB at the commit size the broker
 //! really achieved. Relaxed atomics: each counter is read on its own, at scrape time.
