@@ -6,6 +6,7 @@
 //! the log back. [`server`] wires the stages together; [`admin`] serves health and metrics.
 
 pub mod admin;
+pub mod blocking;
 pub mod cli;
 pub mod config;
 pub mod ingest;

@@ -430,10 +430,12 @@ async fn main() {
     )
     .await;
     let latencies = if wanted("latency") {
-        Some((
-            librdkafka_latencies(&bootstrap, latency_rate, latency_records, &small).await,
-            raw_latencies(kafka, latency_rate, latency_records, &small).await,
-        ))
+        let rdkafka = librdkafka_latencies(&bootstrap, latency_rate, latency_records, &small).await;
+        let http = broker.addrs.http.expect("http listener");
+        let before = commit_stats::read(http).await;
+        let raw = raw_latencies(kafka, latency_rate, latency_records, &small).await;
+        let commits = commit_stats::read(http).await.since(before);
+        Some((rdkafka, raw, commits))
     } else {
         None
     };
@@ -570,7 +572,7 @@ async fn main() {
             pct(raw_fetch.rate, raw_scan),
         );
     }
-    let Some((mut lat_rdkafka, mut lat_raw)) = latencies else {
+    let Some((mut lat_rdkafka, mut lat_raw, raw_commits)) = latencies else {
         return;
     };
     let mut lat_heed = RawLog::open().commit_latencies(&small, latency_records);
@@ -606,4 +608,14 @@ async fn main() {
             p99.as_secs_f64() / heed_p99.as_secs_f64()
         );
     }
+    // Where the raw client's time goes: the broker's own commits (LMDB commit with its fsync,
+    // from `/metrics`) against the bare ones.
+    let bare_mean = lat_heed.iter().sum::<Duration>() / lat_heed.len().max(1) as u32;
+    println!(
+        "\nHeadwater's commits during the raw-client run: {} of {:.1} records, {:.3} ms each on average; bare commits {:.3} ms on average",
+        raw_commits.commits,
+        raw_commits.records as f64 / raw_commits.commits.max(1) as f64,
+        1e3 * raw_commits.seconds / raw_commits.commits.max(1) as f64,
+        bare_mean.as_secs_f64() * 1e3
+    );
 }

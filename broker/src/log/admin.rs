@@ -2,7 +2,7 @@
 //! records below an offset (Kafka's CreatePartitions, DeleteTopics, IncrementalAlterConfigs and
 //! DeleteRecords).
 //!
-//! Like every write, each is a [`Command`] for the writer thread, staged in the group's
+//! Like every write, each is a [`Command`] for the log's writer, staged in the group's
 //! transaction and answered after the commit. The `stage_*` functions return
 //! `Ok(Err(refusal))` for a request that changes nothing (unknown topic, shrinking partitions,
 //! an offset past the high watermark): the writer answers it at once without failing the rest

@@ -146,3 +146,49 @@ async fn after_close_other_handles_are_refused() {
         Err(LogError::Stopped)
     ));
 }
+
+/// A hook that panics (a bug in the broker): the commit is on disk but the in-memory state may
+/// not follow, so the log must stop rather than go on from a stale state.
+fn panicking_hook() -> Option<MetaUpdate> {
+    Some(MetaUpdate {
+        entries: vec![("committer-test".into(), Some(b"x".to_vec()))],
+        on_commit: Box::new(|| panic!("hook panics on purpose")),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_while_committing_inline_stops_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, p) = open(dir.path()).await;
+    let (task_log, task_p) = (log.clone(), p.clone());
+    let task = tokio::spawn(async move {
+        let _ = task_log
+            .append_records_with_meta(&task_p, &[record("a")], panicking_hook())
+            .await;
+    });
+    assert!(
+        task.await.unwrap_err().is_panic(),
+        "the committing task panicked"
+    );
+    assert!(matches!(
+        log.append_records(&p, &[record("b")]).await,
+        Err(LogError::Stopped)
+    ));
+    log.close().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_panic_in_the_writer_thread_stops_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, p) = open(dir.path()).await;
+    assert!(matches!(
+        log.append_records_with_meta(&p, &[record("a")], panicking_hook())
+            .await,
+        Err(LogError::Stopped)
+    ));
+    assert!(matches!(
+        log.append_records(&p, &[record("b")]).await,
+        Err(LogError::Stopped)
+    ));
+    log.close().await;
+}

@@ -22,7 +22,7 @@ mod writer;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -297,6 +297,19 @@ pub struct Log {
     commands: mpsc::Sender<Command>,
     /// The writer thread, joined by [`Log::close`].
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    /// Wakes the writer thread when the last handle goes (declared after `commands`, so the
+    /// last sender is gone by then and the thread sees the queue closed and ends).
+    _last_out: Arc<WakeWriterOnDrop>,
+}
+
+struct WakeWriterOnDrop(Weak<LogInner>);
+
+impl Drop for WakeWriterOnDrop {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.committer.wake_writer();
+        }
+    }
 }
 
 impl Log {
@@ -328,6 +341,7 @@ impl Log {
         });
         let writer = Committer::start_writer(inner.clone());
         Ok(Log {
+            _last_out: Arc::new(WakeWriterOnDrop(Arc::downgrade(&inner))),
             inner,
             commands: tx,
             writer: Arc::new(Mutex::new(Some(writer))),
@@ -451,7 +465,7 @@ impl Log {
         .await?;
         Ok(AppendTicket {
             reply: rx,
-            log: Some(self.inner.clone()),
+            log: Some(Arc::downgrade(&self.inner)),
         })
     }
 
@@ -568,7 +582,7 @@ impl Log {
         .await
     }
 
-    /// [`Log::put_meta`] with a hook run in the writer thread right after the commit.
+    /// [`Log::put_meta`] with a hook run right after the commit, by whoever committed it.
     pub async fn put_meta_then(&self, update: MetaUpdate) -> Result<(), LogError> {
         let (reply, rx) = oneshot::channel();
         self.ask(
@@ -603,7 +617,7 @@ impl Log {
     pub async fn close(self) {
         let (reply, rx) = oneshot::channel();
         if self.queue(Command::Stop { reply }).await.is_ok() {
-            self.inner.committer.help(&self.inner);
+            self.inner.committer.commit_or_wake(&self.inner);
             let _ = rx.await;
         }
         let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -628,24 +642,19 @@ impl Log {
         reply: oneshot::Receiver<Result<T, LogError>>,
     ) -> Result<T, LogError> {
         self.queue(cmd).await?;
-        self.inner.committer.help(&self.inner);
+        self.inner.committer.commit_or_wake(&self.inner);
         reply.await.map_err(|_| LogError::Stopped)?
     }
 
-    /// Queues `cmd` for the next commit. A caller that can commit inline wakes nobody: it will
-    /// [`Committer::help`] when it waits for the reply (or wake the writer if it drops it). A
-    /// full queue always wakes the writer thread, so queued commands never wait on a caller
-    /// that is itself waiting for room.
+    /// Queues `cmd` for the next commit, waking nobody: the caller will
+    /// [`Committer::commit_or_wake`] when it waits for the reply (or wake the writer if it drops
+    /// its ticket). A full queue always wakes the writer thread, so queued commands never wait on
+    /// a caller that is itself waiting for room.
     async fn queue(&self, cmd: Command) -> Result<(), LogError> {
         use mpsc::error::TrySendError;
         let committer = &self.inner.committer;
         match self.commands.try_send(cmd) {
-            Ok(()) => {
-                if !Committer::may_commit_here() {
-                    committer.wake_writer();
-                }
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(TrySendError::Closed(_)) => Err(LogError::Stopped),
             Err(TrySendError::Full(cmd)) => {
                 committer.wake_writer();
@@ -661,9 +670,9 @@ impl Log {
 #[must_use = "the append's outcome is only known by awaiting `durable`"]
 pub struct AppendTicket {
     reply: oneshot::Receiver<Result<Appended, LogError>>,
-    /// Until [`AppendTicket::durable`] runs: the log whose commit to help (or whose writer to
-    /// wake when the ticket is dropped unawaited).
-    log: Option<Arc<LogInner>>,
+    /// Until [`AppendTicket::durable`] runs: the log whose queue to commit (or whose writer to
+    /// wake when the ticket is dropped unawaited). Weak: a ticket is not a handle on the log.
+    log: Option<Weak<LogInner>>,
 }
 
 impl AppendTicket {
@@ -671,7 +680,7 @@ impl AppendTicket {
     /// for a caller with more work to do meanwhile (a connection with other requests in flight
     /// keeps reading while the writer commits, rather than stopping for each commit).
     pub fn commit_in_background(mut self) -> AppendTicket {
-        if let Some(log) = self.log.take() {
+        if let Some(log) = self.log.take().and_then(|l| l.upgrade()) {
             log.committer.wake_writer();
         }
         self
@@ -680,8 +689,8 @@ impl AppendTicket {
     /// Where the append landed, once it is on disk (or why it was refused). Commits it on this
     /// thread when nobody else is committing (see [`Committer`]).
     pub async fn durable(mut self) -> Result<Appended, LogError> {
-        if let Some(log) = self.log.take() {
-            log.committer.help(&log);
+        if let Some(log) = self.log.take().and_then(|l| l.upgrade()) {
+            log.committer.commit_or_wake(&log);
         }
         (&mut self.reply).await.map_err(|_| LogError::Stopped)?
     }
@@ -689,7 +698,7 @@ impl AppendTicket {
 
 impl Drop for AppendTicket {
     fn drop(&mut self) {
-        if let Some(log) = self.log.take() {
+        if let Some(log) = self.log.take().and_then(|l| l.upgrade()) {
             log.committer.wake_writer();
         }
     }

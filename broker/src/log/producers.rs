@@ -20,8 +20,8 @@
 //!   sequence: since KIP-360 (Kafka 2.5) the broker accepts it instead of answering
 //!   UNKNOWN_PRODUCER_ID, because state legitimately disappears (expiry, deleted records).
 //!
-//! The checks run in the log's single writer (one commit at a time), atomically with the append, so no two
-//! appends race on one producer's state. A partition's append is all or nothing: every batch is
+//! The checks run in the log's single writer (one commit at a time), atomically with the
+//! append, so no two appends race on one producer's state. A partition's append is all or nothing: every batch is
 //! checked (each against the state the ones before it leave) before any is written, so a
 //! rejected batch leaves the whole request unapplied, as in Kafka. A request whose batches are all
 //! duplicates is answered with their original offsets; one that mixes duplicates with new

@@ -41,7 +41,8 @@ pub struct Appended {
     pub log_start: i64,
 }
 
-/// Run by the writer thread after a group commits, before readers are told (see [`MetaUpdate`]).
+/// Run by whoever committed the group, right after the commit and before readers are told (see
+/// [`MetaUpdate`]).
 pub type CommitHook = Box<dyn FnOnce() + Send>;
 
 pub enum Command {
@@ -101,7 +102,7 @@ pub enum Command {
     InitProducerId {
         reply: oneshot::Sender<Result<(i64, i16), LogError>>,
     },
-    /// Commit what is queued with it, answer, and end the thread.
+    /// Commit what is queued with it, answer, and stop the log: later writes get `Stopped`.
     Stop { reply: oneshot::Sender<()> },
 }
 
@@ -111,6 +112,15 @@ impl Command {
             Command::Append { batches, .. } => batches.iter().map(|(_, b)| b.len()).sum(),
             _ => 0,
         }
+    }
+
+    /// Whether the command may take long to stage (it deletes a whole topic or many batches):
+    /// such commands are left to the writer thread rather than run by a task committing inline.
+    fn is_heavy(&self) -> bool {
+        matches!(
+            self,
+            Command::Retention { .. } | Command::DeleteTopic { .. } | Command::DeleteRecords { .. }
+        )
     }
 }
 

@@ -14,7 +14,7 @@
 //!
 //! A retained PUBLISH is appended to the log (as any other) and its retained entry is written in
 //! the same LMDB transaction ([`RetainedStore::prepare`] builds a `log::MetaUpdate` that rides
-//! on the append). The update's hook changes the in-memory index in the writer thread right after
+//! on the append). The update's hook changes the in-memory index, on the committing thread, right after
 //! the commit and before subscribers are told of the record, so log, LMDB and index change
 //! together: a client that has seen the record delivered and then subscribes gets it as retained,
 //! and a crash keeps both or neither. The publisher is acked after that commit. Retained writes

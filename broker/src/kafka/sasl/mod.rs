@@ -311,8 +311,9 @@ impl Session {
     ) -> Result<Bytes, String> {
         let Some(hash) = mechanism.scram() else {
             let message = plain::parse(token).map_err(|e| e.to_string())?;
-            let verified =
-                off_the_reactor(|| config.credentials.verify(message.user, message.password));
+            let verified = crate::blocking::off_the_reactor(|| {
+                config.credentials.verify(message.user, message.password)
+            });
             if !verified {
                 return Err(format!("invalid credentials for user {:?}", message.user));
             }
@@ -388,17 +389,6 @@ impl Session {
 pub enum Illegal {
     Handshake(SaslHandshakeResponse),
     Authenticate(SaslAuthenticateResponse),
-}
-
-/// Runs PLAIN's key derivation (thousands of HMAC rounds) without stalling the other tasks on
-/// this worker thread: on the broker's multi-threaded runtime they move to another worker
-/// meanwhile. Elsewhere (single-threaded test runtimes) it simply runs.
-fn off_the_reactor<T>(work: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
-        _ => work(),
-    }
 }
 
 /// The answer to a SASL request on a connection that is already open (authenticated, or SASL

@@ -1,51 +1,74 @@
 //! Who commits the queued commands: the writer thread, or a task waiting for its own command
 //! when nobody else is committing.
 //!
-//! Handing every group to a thread costs two wake-ups per commit (the writer's, then the
-//! waiting task's), and on a small VM each can cost tens of microseconds at the tail: more than
-//! the loopback round trip and a good part of an fsync. So a task about to wait for its command
-//! first tries to take the commit lock itself and commits what is queued on its own thread (in
-//! `block_in_place`, so the runtime's other tasks move on meanwhile). Only when another commit
-//! is running, or the task cannot block (a current-thread runtime), does it wake the writer
-//! thread, which then commits everything queued for as long as there is some. Under load the
-//! writer thread does nearly all commits; when the log is quiet, the waiting task does.
+//! Handing every group to a thread costs wake-ups on the way (the writer's, then the waiting
+//! task's), and on a small VM each can cost tens of microseconds at the tail: more than the
+//! loopback round trip and a good part of an fsync. So a task about to wait for its command first
+//! tries to take the commit lock itself and commits what is queued on its own thread (in
+//! `block_in_place`, so the runtime's other tasks move on meanwhile). Only when another commit is
+//! running, or the task cannot block (a current-thread runtime), does it wake the writer thread,
+//! which then commits everything queued for as long as there is some. Under load the writer
+//! thread does nearly all commits; when the log is quiet, the waiting task does. A task committing
+//! inline takes a bounded group and leaves heavy commands (retention, topic deletion) to the
+//! writer thread, so it is held for about one fsync.
 //!
-//! LMDB still sees one writer at a time: the lock is the single writer.
+//! LMDB still sees one writer at a time: the lock is the single writer. A panic while committing
+//! stops the log (every waiting and later write gets `Stopped`): the in-memory state may no longer
+//! match what is on disk, and going on could reuse offsets.
 
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::time::Duration;
 
-use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::mpsc::{self, error::TryRecvError};
 
 use super::{commit_group, Command, MAX_GROUP_BYTES, MAX_GROUP_COMMANDS};
+use crate::blocking::can_block_in_place;
 use crate::log::producers::Producers;
 use crate::log::LogInner;
 
-/// How long the writer thread sleeps before looking at the queue unasked: a safety net for a
-/// command queued by a caller that neither waits for it nor drops its ticket for a while.
+/// How often the writer thread looks at the queue unasked: a command that has waited a whole
+/// period without its caller waiting for it (or dropping its ticket) is committed then.
 const UNASKED_CHECK: Duration = Duration::from_millis(50);
+/// Most commands a task committing inline takes into its group (the writer thread takes up to
+/// `MAX_GROUP_COMMANDS`): staging is CPU work the task's connection waits behind.
+const MAX_INLINE_COMMANDS: usize = 512;
+/// Most batch bytes a task committing inline takes into its group.
+const MAX_INLINE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Lives in [`LogInner`]: the commit lock and the writer thread to wake.
 pub struct Committer {
     turn: Mutex<Turn>,
     writer: OnceLock<std::thread::Thread>,
+    /// Set by [`Committer::wake_writer`]: the writer's next wake-up was asked for.
+    asked: AtomicBool,
 }
 
 /// What only the one committing holds.
 struct Turn {
     rx: mpsc::Receiver<Command>,
+    /// A command taken from the queue by a task committing inline but left for the writer
+    /// thread (see [`Command::is_heavy`]); it goes first in the next group.
+    held: Option<Command>,
     /// The idempotent producers' state: read and changed only by the one committing.
     producers: Producers,
-    /// Set once a `Stop` has been committed: the writer thread ends.
+    /// Set once a `Stop` has been committed or a commit panicked: the writer thread ends.
     stopped: bool,
 }
 
-/// What one round of [`Turn::commit_next`] found.
+/// Who is committing, which sets how much one group may take.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Committing {
+    WriterThread,
+    Inline,
+}
+
+/// What one round of committing found.
 enum Round {
     Committed,
     Empty,
-    /// A `Stop` was committed, or every sender is gone.
+    /// The log has stopped (a `Stop`, a panic) or every sender is gone.
     Finished,
 }
 
@@ -55,10 +78,12 @@ impl Committer {
         Committer {
             turn: Mutex::new(Turn {
                 rx,
+                held: None,
                 producers,
                 stopped: false,
             }),
             writer: OnceLock::new(),
+            asked: AtomicBool::new(false),
         }
     }
 
@@ -73,100 +98,149 @@ impl Committer {
         handle
     }
 
-    /// Has the writer thread look at the queue (cheap when it is already awake).
+    /// Has the writer thread commit what is queued (cheap when it is already awake).
     pub fn wake_writer(&self) {
         if let Some(thread) = self.writer.get() {
+            self.asked.store(true, Ordering::Release);
             thread.unpark();
         }
     }
 
-    /// Whether a task on this thread can commit inline instead of waking the writer thread.
-    pub fn may_commit_here() -> bool {
-        Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread)
-    }
-
     /// Called by a task about to wait for a command it queued: commits what is queued on this
-    /// thread if nobody else is committing, else leaves it to the writer thread.
-    pub fn help(&self, inner: &LogInner) {
-        if !Self::may_commit_here() {
+    /// thread if nobody else is committing, else has the writer thread do it.
+    pub fn commit_or_wake(&self, inner: &LogInner) {
+        if !can_block_in_place() {
             return self.wake_writer();
         }
         let mut turn = match self.turn.try_lock() {
             Ok(turn) => turn,
+            // Poisoned only by a panic while committing, which stopped the log first.
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
             Err(TryLockError::WouldBlock) => return self.wake_writer(),
         };
-        // Only block when there is work: the command may be committed already.
-        let Ok(first) = turn.rx.try_recv() else {
+        // Only block when there is work: the command may be committed already. (`try_recv` can
+        // spin for the moment another sender takes to finish its send.)
+        let Some(first) = turn.take_next() else {
             return;
         };
-        let round = tokio::task::block_in_place(|| turn.commit(inner, first));
+        if first.is_heavy() {
+            turn.held = Some(first);
+            drop(turn);
+            return self.wake_writer();
+        }
+        let round = tokio::task::block_in_place(|| turn.commit(inner, first, Committing::Inline));
+        let more = turn.held.is_some() || !turn.rx.is_empty();
         drop(turn);
-        if matches!(round, Round::Finished) {
+        if more || matches!(round, Round::Finished) {
             self.wake_writer();
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Turn> {
+        // Poisoned only by a panic while committing, which stopped the log first.
         self.turn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn run_writer(&self, inner: &LogInner) {
+        let mut waiting_before = false;
         loop {
-            {
-                let mut turn = self.lock();
-                loop {
-                    match turn.commit_next(inner) {
-                        Round::Committed => continue,
-                        Round::Empty => break,
-                        Round::Finished => {
-                            tracing::debug!("log writer stopped");
-                            return;
-                        }
+            std::thread::park_timeout(UNASKED_CHECK);
+            let asked = self.asked.swap(false, Ordering::AcqRel);
+            let mut turn = self.lock();
+            if turn.stopped || turn.rx.is_closed() && !turn.has_waiting() {
+                tracing::debug!("log writer stopped");
+                return;
+            }
+            if !asked {
+                // A timed look: what is queued now gets one more period for its caller to
+                // commit it or ask for it; what was queued at the last look too is committed.
+                let waiting = turn.has_waiting();
+                let overdue = waiting && waiting_before;
+                waiting_before = waiting && !overdue;
+                if !overdue {
+                    continue;
+                }
+            }
+            loop {
+                match turn.commit_next(inner) {
+                    Round::Committed => continue,
+                    Round::Empty => break,
+                    Round::Finished => {
+                        tracing::debug!("log writer stopped");
+                        return;
                     }
                 }
             }
-            std::thread::park_timeout(UNASKED_CHECK);
         }
     }
 }
 
 impl Turn {
-    /// Commits the next group of queued commands, if any.
+    fn has_waiting(&self) -> bool {
+        self.held.is_some() || !self.rx.is_empty()
+    }
+
+    fn take_next(&mut self) -> Option<Command> {
+        self.held.take().or_else(|| self.rx.try_recv().ok())
+    }
+
+    /// Commits the next group of queued commands, if any (for the writer thread).
     fn commit_next(&mut self, inner: &LogInner) -> Round {
         if self.stopped {
             return Round::Finished;
         }
-        match self.rx.try_recv() {
-            Ok(first) => self.commit(inner, first),
-            Err(TryRecvError::Empty) => Round::Empty,
-            Err(TryRecvError::Disconnected) => Round::Finished,
-        }
+        let first = match self.held.take() {
+            Some(first) => first,
+            None => match self.rx.try_recv() {
+                Ok(first) => first,
+                Err(TryRecvError::Empty) => return Round::Empty,
+                Err(TryRecvError::Disconnected) => return Round::Finished,
+            },
+        };
+        self.commit(inner, first, Committing::WriterThread)
     }
 
     /// Commits `first` and whatever is queued behind it, within the group's limits.
-    fn commit(&mut self, inner: &LogInner, first: Command) -> Round {
+    fn commit(&mut self, inner: &LogInner, first: Command, who: Committing) -> Round {
+        let (max_commands, max_bytes) = match who {
+            Committing::WriterThread => (MAX_GROUP_COMMANDS, MAX_GROUP_BYTES),
+            Committing::Inline => (MAX_INLINE_COMMANDS, MAX_INLINE_BYTES),
+        };
         let mut bytes = first.weight();
         let mut group = vec![first];
-        while group.len() < MAX_GROUP_COMMANDS && bytes < MAX_GROUP_BYTES {
-            match self.rx.try_recv() {
-                Ok(cmd) => {
-                    bytes += cmd.weight();
-                    group.push(cmd);
-                }
-                Err(_) => break,
+        while group.len() < max_commands && bytes < max_bytes {
+            let Ok(cmd) = self.rx.try_recv() else {
+                break;
+            };
+            if who == Committing::Inline && cmd.is_heavy() {
+                self.held = Some(cmd);
+                break;
             }
+            bytes += cmd.weight();
+            group.push(cmd);
         }
         let stop = group.iter().any(|c| matches!(c, Command::Stop { .. }));
-        commit_group(inner, &mut self.producers, group);
+        let committed = panic::catch_unwind(AssertUnwindSafe(|| {
+            commit_group(inner, &mut self.producers, group)
+        }));
+        if let Err(panicked) = committed {
+            tracing::error!("a group commit panicked; the log stops taking writes");
+            self.stop();
+            panic::resume_unwind(panicked);
+        }
         if stop {
-            // Later sends fail with `Stopped`, and what is still queued is dropped: its callers
-            // hear `Stopped` too, as when the thread ended with the channel.
-            self.rx.close();
-            while self.rx.try_recv().is_ok() {}
-            self.stopped = true;
+            self.stop();
             return Round::Finished;
         }
         Round::Committed
+    }
+
+    /// Refuses later sends (`Stopped`) and drops what is still queued: its callers hear
+    /// `Stopped` too.
+    fn stop(&mut self) {
+        self.rx.close();
+        self.held = None;
+        while self.rx.try_recv().is_ok() {}
+        self.stopped = true;
     }
 }
