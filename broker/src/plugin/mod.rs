@@ -8,9 +8,9 @@
 //!   bounds the CPU time of every call;
 //! - `linker` and `limits`: the only import (`headwater.log`) and the memory cap;
 //! - `instance`: one store per live instance, bounds-checked copies in and out of its memory;
-//! - `runner`: a worker thread per plugin (an actor owning its instance) with the failure
-//!   policy (dead letters, restart after a trap, disable after repeated failures) and module
-//!   swaps between batches (hot reload);
+//! - `runner`: a worker per plugin (an actor owning its instance) with the failure policy (dead
+//!   letters, restart after a trap, disable after repeated failures) and module swaps between
+//!   batches (hot reload); `turns`: who runs it, its own thread or a waiting caller when free;
 //! - `stats`: the counters behind the per-plugin metrics;
 //! - `chain`: the plugins of a topic in config order, for ingest and for upstream.
 //!
@@ -29,6 +29,7 @@ mod limits;
 mod linker;
 mod runner;
 mod stats;
+mod turns;
 
 #[cfg(test)]
 mod tests;

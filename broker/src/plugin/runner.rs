@@ -1,9 +1,11 @@
-//! One loaded plugin: the compiled module, a worker thread that owns the live instance, the
-//! failure policy, and the counters.
+//! One loaded plugin: the compiled module, a worker that owns the live instance, the failure
+//! policy, and the counters.
 //!
 //! The worker is an actor: it alone touches the `Store`, takes batches from a bounded queue (so a
-//! slow plugin slows its producers instead of piling up memory) and runs them one at a time on
-//! its own thread, never on the async runtime. The failure policy lives here:
+//! slow plugin slows its producers instead of piling up memory) and runs them one at a time,
+//! never on the async runtime's reactor: on its own thread, or on the thread of the caller
+//! waiting for the batch when the worker is free ([`super::turns`]). The failure policy lives
+//! here:
 //! - a trap, timeout or bad output fails that batch only: its records become dead letters and the
 //!   instance is thrown away, so the next batch starts from a fresh one (no corrupted state
 //!   carries over);
@@ -27,6 +29,7 @@ use super::engine::PluginEngine;
 use super::instance::{CallError, Instance, Settings};
 use super::linker::{linker, HostState};
 use super::stats::PluginStats;
+use super::turns::Turns;
 use super::PluginError;
 use crate::config::{Attach, PluginSection};
 use crate::log::NewRecord;
@@ -63,7 +66,7 @@ pub(crate) enum StateIn {
     Given(Option<Vec<u8>>),
 }
 
-struct Job {
+pub(super) struct Job {
     topic: String,
     records: SourceBatch,
     state: StateIn,
@@ -72,13 +75,13 @@ struct Job {
 
 /// What the worker's queue carries: batches, and module swaps between them. One queue keeps the
 /// order: batches queued before a swap run on the old module, batches after it on the new one.
-enum Work {
+pub(super) enum Work {
     Batch(Job),
     Swap(Box<Prepared>, oneshot::Sender<()>),
 }
 
 /// A module checked, compiled and started (its `hw_init` accepted the config): ready to run.
-struct Prepared {
+pub(super) struct Prepared {
     pre: InstancePre<HostState>,
     /// The CBOR config, kept to initialise fresh instances.
     config: Vec<u8>,
@@ -135,13 +138,16 @@ impl Prepared {
     }
 }
 
-/// A loaded plugin. Dropping it (and every clone of its `Arc`) stops its worker thread.
+/// A loaded plugin. Dropping it (and every clone of its `Arc`) stops its worker thread (at its
+/// next look at the queue, within a quarter of a second).
 pub struct Plugin {
     name: Arc<str>,
     section: PluginSection,
     engine: PluginEngine,
     stats: Arc<PluginStats>,
     jobs: mpsc::Sender<Work>,
+    /// Who runs the queued work: the worker thread, or a caller when the worker is free.
+    turns: Arc<Turns>,
 }
 
 impl Plugin {
@@ -174,9 +180,7 @@ impl Plugin {
             stats: stats.clone(),
         };
         let (jobs, queue) = mpsc::channel(JOB_QUEUE);
-        std::thread::Builder::new()
-            .name(format!("plugin-{}", section.name))
-            .spawn(move || worker.run(queue))
+        let turns = Turns::start(worker, queue, format!("plugin-{}", section.name))
             .map_err(|e| PluginError::Engine(format!("cannot start a plugin thread: {e}")))?;
         tracing::info!(plugin = %name, module = %section.module.display(), topics = ?section.topics, "plugin loaded");
         Ok(Plugin {
@@ -185,6 +189,7 @@ impl Plugin {
             engine: engine.clone(),
             stats,
             jobs,
+            turns,
         })
     }
 
@@ -212,6 +217,7 @@ impl Plugin {
             .send(Work::Swap(Box::new(prepared), done))
             .await
             .map_err(|_| stopped())?;
+        self.turns.wake_thread();
         swapped.await.map_err(|_| stopped())?;
         tracing::info!(plugin = %self.name, module = %self.section.module.display(), "plugin module replaced");
         Ok(())
@@ -269,6 +275,7 @@ impl Plugin {
             .send(Work::Batch(job))
             .await
             .map_err(|_| stopped())?;
+        self.turns.run_or_wake(|| !answer.is_empty());
         answer.await.map_err(|_| stopped())
     }
 }
@@ -362,7 +369,7 @@ fn check_section(section: &PluginSection) -> Result<(), String> {
 }
 
 /// The plugin's own thread: owns the instance and applies the failure policy.
-struct Worker {
+pub(super) struct Worker {
     name: Arc<str>,
     module: Prepared,
     /// Plugin state per topic, for batches whose state the worker keeps ([`StateIn::Held`]).
@@ -377,22 +384,25 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(mut self, mut jobs: mpsc::Receiver<Work>) {
-        while let Some(work) = jobs.blocking_recv() {
-            match work {
-                Work::Batch(job) => {
-                    let output = self.handle(&job.topic, job.records, job.state);
-                    // The requester may have given up (its client went away); nothing to do.
-                    let _ = job.reply.send(output);
-                }
-                Work::Swap(prepared, done) => {
-                    self.module = *prepared;
-                    self.failures = 0;
-                    self.disabled = false;
-                    self.stats.disabled.store(false, Ordering::Relaxed);
-                    PluginStats::add(&self.stats.reloads, 1);
-                    let _ = done.send(());
-                }
+    pub(super) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs one batch (answering its caller) or swaps the module in.
+    pub(super) fn run(&mut self, work: Work) {
+        match work {
+            Work::Batch(job) => {
+                let output = self.handle(&job.topic, job.records, job.state);
+                // The requester may have given up (its client went away); nothing to do.
+                let _ = job.reply.send(output);
+            }
+            Work::Swap(prepared, done) => {
+                self.module = *prepared;
+                self.failures = 0;
+                self.disabled = false;
+                self.stats.disabled.store(false, Ordering::Relaxed);
+                PluginStats::add(&self.stats.reloads, 1);
+                let _ = done.send(());
             }
         }
     }

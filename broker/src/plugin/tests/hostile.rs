@@ -126,7 +126,9 @@ async fn dead_letters_of(wat: &Wat<'_>) -> Vec<NewRecord> {
     dead
 }
 
-#[tokio::test]
+// Multi-threaded, so the batch runs on the caller's thread (`turns`): the deadline must stop it
+// there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_infinite_loop_times_out_and_the_broker_carries_on() {
     let dir = tempfile::tempdir().unwrap();
     let looping = write_module(

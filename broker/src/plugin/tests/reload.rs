@@ -20,7 +20,9 @@ fn plugin(plugins: &IngestPlugins) -> Arc<Plugin> {
     plugins.plugins()[0].clone()
 }
 
-#[tokio::test]
+// Multi-threaded: batches run on their callers' threads when the worker is free and on its
+// thread when not, with the swap queued among them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_swaps_the_module_between_batches() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_module(dir.path(), "p", &Wat::returning(&keep_one("old")).build());

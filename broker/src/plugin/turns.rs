@@ -1,0 +1,141 @@
+//! Who runs a plugin's queued work: its worker thread, or a task waiting for its own batch when
+//! the instance is free.
+//!
+//! Handing a batch to the plugin's thread and back costs two thread wake-ups, tens of
+//! microseconds each on a small VM: as much as the plugin itself spends on a thousand records. So
+//! a task that queued a batch first tries to take the worker itself and, when its batch is the
+//! only one queued, runs it on its own thread (in `block_in_place`, so the runtime's other tasks
+//! move on meanwhile). When the worker is busy or other batches wait, or the task cannot block (a
+//! current-thread runtime), it wakes the thread instead, which runs everything queued: under load
+//! the plugin's thread keeps working while the producers go on with theirs. Work still runs one item
+//! at a time in queue order, so batches and module swaps keep their order.
+//!
+//! A panic while running (a broker bug: plugin faults are caught by the instance) stops the
+//! plugin: every waiting and later batch gets `PluginError::Stopped`, as when the thread died.
+
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::runner::{Work, Worker};
+use crate::blocking::can_block_in_place;
+
+/// How often the worker thread looks for its queue's end (every handle dropped) unasked.
+const CLOSED_CHECK: Duration = Duration::from_millis(250);
+
+/// Shared by a plugin's handle and its worker thread.
+pub(crate) struct Turns {
+    turn: Mutex<Turn>,
+    thread: OnceLock<std::thread::Thread>,
+}
+
+struct Turn {
+    worker: Worker,
+    queue: mpsc::Receiver<Work>,
+    /// Set after a panic: nothing runs any more.
+    stopped: bool,
+}
+
+impl Turns {
+    /// Starts the worker thread (named `thread_name`) over `queue`.
+    pub fn start(
+        worker: Worker,
+        queue: mpsc::Receiver<Work>,
+        thread_name: String,
+    ) -> std::io::Result<Arc<Turns>> {
+        let turns = Arc::new(Turns {
+            turn: Mutex::new(Turn {
+                worker,
+                queue,
+                stopped: false,
+            }),
+            thread: OnceLock::new(),
+        });
+        let own = turns.clone();
+        let handle = std::thread::Builder::new()
+            .name(thread_name)
+            .spawn(move || own.run_thread())?;
+        let _ = turns.thread.set(handle.thread().clone());
+        Ok(turns)
+    }
+
+    pub fn wake_thread(&self) {
+        if let Some(thread) = self.thread.get() {
+            thread.unpark();
+        }
+    }
+
+    /// Called by a task right after it queued work: runs the queue on this thread until `done`
+    /// says its own work is finished, if the worker is free; else wakes the worker thread.
+    pub fn run_or_wake(&self, done: impl Fn() -> bool) {
+        if !can_block_in_place() {
+            return self.wake_thread();
+        }
+        let mut turn = match self.turn.try_lock() {
+            Ok(turn) => turn,
+            // Poisoned only after a panic, which stopped the plugin first.
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return self.wake_thread(),
+        };
+        if turn.stopped || turn.queue.is_empty() {
+            return;
+        }
+        // Others' batches queued too: the plugin is busy, and its thread keeps it busy while
+        // the callers go on with their own work (a caller running a queue inline does not).
+        if turn.queue.len() > 1 {
+            drop(turn);
+            return self.wake_thread();
+        }
+        tokio::task::block_in_place(|| {
+            while !done() {
+                let Ok(work) = turn.queue.try_recv() else {
+                    break;
+                };
+                turn.run(work);
+            }
+        });
+        let more = !turn.queue.is_empty();
+        drop(turn);
+        if more {
+            self.wake_thread();
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Turn> {
+        // Poisoned only after a panic, which stopped the plugin first.
+        self.turn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn run_thread(&self) {
+        loop {
+            {
+                let mut turn = self.lock();
+                while let Ok(work) = turn.queue.try_recv() {
+                    turn.run(work);
+                }
+                if turn.stopped || turn.queue.is_closed() {
+                    return;
+                }
+            }
+            std::thread::park_timeout(CLOSED_CHECK);
+        }
+    }
+}
+
+impl Turn {
+    fn run(&mut self, work: Work) {
+        if self.stopped {
+            return;
+        }
+        let worker = &mut self.worker;
+        if let Err(panicked) = panic::catch_unwind(AssertUnwindSafe(|| worker.run(work))) {
+            tracing::error!(plugin = %self.worker.name(), "plugin worker panicked; the plugin stops");
+            self.queue.close();
+            while self.queue.try_recv().is_ok() {}
+            self.stopped = true;
+            panic::resume_unwind(panicked);
+        }
+    }
+}
