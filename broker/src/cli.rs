@@ -10,6 +10,11 @@ use crate::server::Broker;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// Stack of the runtime's threads. Plugins and log commits may run on them inline (in
+/// `block_in_place`): a guest's calls take up to `plugin::MAX_WASM_STACK` below the task's own
+/// frames, so the 2 MiB default leaves too little margin. Untouched pages cost no memory.
+const RUNTIME_STACK: usize = 8 * 1024 * 1024;
+
 /// Headwater: an edge broker for IoT gateways. MQTT, Kafka and QUIC into durable partition
 /// logs in LMDB, WebAssembly plugins on the records, store-and-forward to a central Kafka cluster.
 #[derive(Parser)]
@@ -161,6 +166,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = load_config(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(RUNTIME_STACK)
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {

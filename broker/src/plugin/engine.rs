@@ -14,6 +14,9 @@ use super::limits::{MAX_TABLES, MAX_TABLE_ELEMENTS};
 use super::PluginError;
 use crate::config::PluginSection;
 
+/// Most stack a guest may use in one call.
+pub const MAX_WASM_STACK: usize = 512 * 1024;
+
 /// How often the epoch advances: the resolution of plugin timeouts.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -84,6 +87,11 @@ impl PluginEngine {
     fn config() -> Config {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        // A guest may now run on a runtime worker's stack, below the caller's own frames (see
+        // `turns`), not only near the top of its plugin thread: its stack is capped explicitly
+        // (wasmtime's default, stated because the broker sizes its threads' stacks from it:
+        // `cli::RUNTIME_STACK`), so deep recursion traps instead of reaching a guard page.
+        config.max_wasm_stack(MAX_WASM_STACK);
         // ABI v1 pointers are 32-bit (also wasmtime's default, stated here because it matters).
         config.wasm_memory64(false);
         config

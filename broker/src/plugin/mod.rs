@@ -39,7 +39,7 @@ pub use convert::SourceBatch;
 pub use dead_letter::{
     HEADER_ERROR, HEADER_PLUGIN, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC,
 };
-pub use engine::{PluginEngine, EPOCH_TICK};
+pub use engine::{PluginEngine, EPOCH_TICK, MAX_WASM_STACK};
 pub use runner::{measure_starts, Plugin, StartCost};
 pub use stats::{PluginStats, StatsSnapshot, BATCH_SECONDS_BUCKETS};
 

@@ -29,7 +29,7 @@ use super::engine::PluginEngine;
 use super::instance::{CallError, Instance, Settings};
 use super::linker::{linker, HostState};
 use super::stats::PluginStats;
-use super::turns::Turns;
+use super::turns::{Turns, TurnsHandle};
 use super::PluginError;
 use crate::config::{Attach, PluginSection};
 use crate::log::NewRecord;
@@ -138,8 +138,7 @@ impl Prepared {
     }
 }
 
-/// A loaded plugin. Dropping it (and every clone of its `Arc`) stops its worker thread (at its
-/// next look at the queue, within a quarter of a second).
+/// A loaded plugin. Dropping it (and every clone of its `Arc`) stops its worker thread.
 pub struct Plugin {
     name: Arc<str>,
     section: PluginSection,
@@ -147,7 +146,8 @@ pub struct Plugin {
     stats: Arc<PluginStats>,
     jobs: mpsc::Sender<Work>,
     /// Who runs the queued work: the worker thread, or a caller when the worker is free.
-    turns: Arc<Turns>,
+    /// After `jobs`: dropped once the queue has no sender, it wakes the thread to end.
+    turns: TurnsHandle,
 }
 
 impl Plugin {
@@ -253,8 +253,8 @@ impl Plugin {
     }
 
     /// Runs the plugin on records of `topic`. Plugin failures are not errors here (they come
-    /// back as dead letters); an error means the worker thread is gone, which only a bug in the
-    /// broker can cause.
+    /// back as dead letters); an error means the plugin stopped after a panic in the broker's own
+    /// code (see `turns`).
     pub(crate) async fn process(
         &self,
         topic: &str,
@@ -368,7 +368,8 @@ fn check_section(section: &PluginSection) -> Result<(), String> {
     Ok(())
 }
 
-/// The plugin's own thread: owns the instance and applies the failure policy.
+/// The plugin's worker: owns the instance and applies the failure policy; run by its thread or
+/// by a waiting caller (see `turns`).
 pub(super) struct Worker {
     name: Arc<str>,
     module: Prepared,

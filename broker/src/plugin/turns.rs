@@ -11,24 +11,44 @@
 //! at a time in queue order, so batches and module swaps keep their order.
 //!
 //! A panic while running (a broker bug: plugin faults are caught by the instance) stops the
-//! plugin: every waiting and later batch gets `PluginError::Stopped`, as when the thread died.
+//! plugin: every waiting and later batch gets `PluginError::Stopped`.
 
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
+
+use crate::blocking::panic_message;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use super::runner::{Work, Worker};
-use crate::blocking::can_block_in_place;
+use crate::blocking::try_lock_for_inline;
 
-/// How often the worker thread looks for its queue's end (every handle dropped) unasked.
-const CLOSED_CHECK: Duration = Duration::from_millis(250);
+/// How often the worker thread looks at its queue unasked (running what is queued, ending when
+/// every handle is gone): a safety net, as the last handle's drop wakes it.
+const UNASKED_CHECK: Duration = Duration::from_secs(5);
 
 /// Shared by a plugin's handle and its worker thread.
 pub(crate) struct Turns {
     turn: Mutex<Turn>,
     thread: OnceLock<std::thread::Thread>,
+}
+
+/// The plugin's hold on its [`Turns`]: dropped after the plugin's queue sender (declare it
+/// after), it wakes the worker thread, which finds the queue closed and ends.
+pub(crate) struct TurnsHandle(Arc<Turns>);
+
+impl std::ops::Deref for TurnsHandle {
+    type Target = Turns;
+    fn deref(&self) -> &Turns {
+        &self.0
+    }
+}
+
+impl Drop for TurnsHandle {
+    fn drop(&mut self) {
+        self.0.wake_thread();
+    }
 }
 
 struct Turn {
@@ -44,7 +64,7 @@ impl Turns {
         worker: Worker,
         queue: mpsc::Receiver<Work>,
         thread_name: String,
-    ) -> std::io::Result<Arc<Turns>> {
+    ) -> std::io::Result<TurnsHandle> {
         let turns = Arc::new(Turns {
             turn: Mutex::new(Turn {
                 worker,
@@ -58,9 +78,10 @@ impl Turns {
             .name(thread_name)
             .spawn(move || own.run_thread())?;
         let _ = turns.thread.set(handle.thread().clone());
-        Ok(turns)
+        Ok(TurnsHandle(turns))
     }
 
+    /// Has the worker thread run what is queued (cheap when it is already awake).
     pub fn wake_thread(&self) {
         if let Some(thread) = self.thread.get() {
             thread.unpark();
@@ -69,15 +90,9 @@ impl Turns {
 
     /// Called by a task right after it queued work: runs the queue on this thread until `done`
     /// says its own work is finished, if the worker is free; else wakes the worker thread.
-    pub fn run_or_wake(&self, done: impl Fn() -> bool) {
-        if !can_block_in_place() {
+    pub fn run_or_wake(&self, mut done: impl FnMut() -> bool) {
+        let Some(mut turn) = try_lock_for_inline(&self.turn) else {
             return self.wake_thread();
-        }
-        let mut turn = match self.turn.try_lock() {
-            Ok(turn) => turn,
-            // Poisoned only after a panic, which stopped the plugin first.
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => return self.wake_thread(),
         };
         if turn.stopped || turn.queue.is_empty() {
             return;
@@ -119,7 +134,7 @@ impl Turns {
                     return;
                 }
             }
-            std::thread::park_timeout(CLOSED_CHECK);
+            std::thread::park_timeout(UNASKED_CHECK);
         }
     }
 }
@@ -130,12 +145,14 @@ impl Turn {
             return;
         }
         let worker = &mut self.worker;
+        // Caught rather than let through: on a caller's thread it would end that caller's task
+        // (a connection, the replicator); every caller gets `Stopped` instead.
         if let Err(panicked) = panic::catch_unwind(AssertUnwindSafe(|| worker.run(work))) {
-            tracing::error!(plugin = %self.worker.name(), "plugin worker panicked; the plugin stops");
+            let reason = panic_message(panicked.as_ref());
+            tracing::error!(plugin = %self.worker.name(), %reason, "plugin worker panicked; the plugin stops");
             self.queue.close();
             while self.queue.try_recv().is_ok() {}
             self.stopped = true;
-            panic::resume_unwind(panicked);
         }
     }
 }

@@ -18,13 +18,13 @@
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc::{self, error::TryRecvError};
 
 use super::{commit_group, Command, MAX_GROUP_BYTES, MAX_GROUP_COMMANDS};
-use crate::blocking::can_block_in_place;
+use crate::blocking::{panic_message, try_lock_for_inline};
 use crate::log::producers::Producers;
 use crate::log::LogInner;
 
@@ -109,14 +109,8 @@ impl Committer {
     /// Called by a task about to wait for a command it queued: commits what is queued on this
     /// thread if nobody else is committing, else has the writer thread do it.
     pub fn commit_or_wake(&self, inner: &LogInner) {
-        if !can_block_in_place() {
+        let Some(mut turn) = try_lock_for_inline(&self.turn) else {
             return self.wake_writer();
-        }
-        let mut turn = match self.turn.try_lock() {
-            Ok(turn) => turn,
-            // Poisoned only by a panic while committing, which stopped the log first.
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => return self.wake_writer(),
         };
         // Only block when there is work: the command may be committed already. (`try_recv` can
         // spin for the moment another sender takes to finish its send.)
@@ -223,10 +217,13 @@ impl Turn {
         let committed = panic::catch_unwind(AssertUnwindSafe(|| {
             commit_group(inner, &mut self.producers, group)
         }));
+        // Caught rather than let through: on a task's thread it would end that task (a
+        // connection); every caller of this group and later ones gets `Stopped` instead.
         if let Err(panicked) = committed {
-            tracing::error!("a group commit panicked; the log stops taking writes");
+            let reason = panic_message(panicked.as_ref());
+            tracing::error!(%reason, "a group commit panicked; the log stops taking writes");
             self.stop();
-            panic::resume_unwind(panicked);
+            return Round::Finished;
         }
         if stop {
             self.stop();

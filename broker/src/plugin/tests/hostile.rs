@@ -126,10 +126,36 @@ async fn dead_letters_of(wat: &Wat<'_>) -> Vec<NewRecord> {
     dead
 }
 
+#[tokio::test]
+async fn an_infinite_loop_times_out_and_the_broker_carries_on() {
+    infinite_loop_times_out().await;
+}
+
 // Multi-threaded, so the batch runs on the caller's thread (`turns`): the deadline must stop it
 // there too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_infinite_loop_times_out_and_the_broker_carries_on() {
+async fn an_infinite_loop_on_the_callers_thread_times_out_too() {
+    infinite_loop_times_out().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbounded_recursion_traps_on_the_callers_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wat = Wat::new("(call $deeper (i64.const 1))");
+    wat.items = "(func $deeper (param i64) (result i64) (i64.add (local.get 0) (call $deeper (local.get 0))))".into();
+    let path = write_module(dir.path(), "deep", &wat.build());
+    let plugins = load(vec![section("deep", &path, &["t"])]);
+    let out = run(&plugins, "t", &["a"]).await;
+    let (_, dead) = split_output(&out, "dead-letters");
+    assert_eq!(values(&dead), ["a"]);
+    let error = header(&dead[0], HEADER_ERROR).unwrap_or_default();
+    assert!(error.contains("stack"), "{error}");
+    // The broker goes on: the same plugin's next batch runs (and traps) again.
+    let out = run(&plugins, "t", &["b"]).await;
+    assert_eq!(values(&split_output(&out, "dead-letters").1), ["b"]);
+}
+
+async fn infinite_loop_times_out() {
     let dir = tempfile::tempdir().unwrap();
     let looping = write_module(
         dir.path(),

@@ -20,10 +20,19 @@ fn plugin(plugins: &IngestPlugins) -> Arc<Plugin> {
     plugins.plugins()[0].clone()
 }
 
+#[tokio::test]
+async fn a_reload_swaps_the_module_between_batches() {
+    reload_between_batches().await;
+}
+
 // Multi-threaded: batches run on their callers' threads when the worker is free and on its
 // thread when not, with the swap queued among them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reload_swaps_the_module_between_batches() {
+async fn a_reload_swaps_the_module_between_batches_run_by_their_callers() {
+    reload_between_batches().await;
+}
+
+async fn reload_between_batches() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_module(dir.path(), "p", &Wat::returning(&keep_one("old")).build());
     let plugins = Arc::new(load(vec![section("p", &path, &["t"])]));
