@@ -35,10 +35,9 @@ pub enum Submitted {
 
 impl Submitted {
     /// See [`AppendTicket::commit_in_background`].
-    pub fn commit_in_background(self) -> Submitted {
-        match self {
-            Submitted::Queued(ticket) => Submitted::Queued(ticket.commit_in_background()),
-            finished => finished,
+    pub fn commit_in_background(&mut self) {
+        if let Submitted::Queued(ticket) = self {
+            ticket.commit_in_background();
         }
     }
 

@@ -168,14 +168,12 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
                         }
                     }
                     Ok(request) => match dispatch::start_produce(ctx, request).await {
-                        Ok(pending) => {
+                        Ok(mut pending) => {
                             // Only a lone produce is committed by this task when it waits;
                             // behind another, the writer commits it while we read on.
-                            let pending = if produces.is_empty() {
-                                pending
-                            } else {
-                                pending.commit_in_background()
-                            };
+                            if !produces.is_empty() {
+                                pending.commit_in_background();
+                            }
                             produces.push(pending, frame_len);
                             idle_since = Instant::now();
                             continue;

@@ -32,11 +32,8 @@ pub struct PendingProduce {
 impl PendingProduce {
     /// Has the log writer commit this produce's appends while the connection reads on (see
     /// [`crate::log::AppendTicket::commit_in_background`]).
-    pub fn commit_in_background(self) -> PendingProduce {
-        PendingProduce {
-            started: self.started.commit_in_background(),
-            ..self
-        }
+    pub fn commit_in_background(&mut self) {
+        self.started.commit_in_background();
     }
 
     /// Waits until the produce's appends are durable and appends its framed answer to `out`.

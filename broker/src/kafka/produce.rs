@@ -133,17 +133,10 @@ pub async fn start(ctx: &KafkaContext, request: ProduceRequest) -> Started {
 
 impl Started {
     /// See [`Submitted::commit_in_background`].
-    pub fn commit_in_background(self) -> Started {
-        let results = self
-            .results
-            .into_iter()
-            .map(|row| {
-                row.into_iter()
-                    .map(|r| r.map(Submitted::commit_in_background))
-                    .collect()
-            })
-            .collect();
-        Started { results, ..self }
+    pub fn commit_in_background(&mut self) {
+        for submitted in self.results.iter_mut().flatten().flatten() {
+            submitted.commit_in_background();
+        }
     }
 
     /// Waits until every queued append is durable (they were queued together, so they share

@@ -48,11 +48,11 @@ async fn a_lone_append_is_committed_by_the_task_waiting_for_it() {
             .append_records_with_meta(&p, &[record("a")], note_thread(&noted))
             .await
             .unwrap();
-        let ticket = task_log
+        let mut ticket = task_log
             .submit_records(&p, &[record("b")], note_thread(&noted))
             .await
-            .unwrap()
-            .commit_in_background();
+            .unwrap();
+        ticket.commit_in_background();
         ticket.durable().await.unwrap();
         worker
     })
@@ -93,11 +93,10 @@ async fn many_tasks_committing_in_turn_keep_each_ones_order() {
                 let ticket = log.submit_records(&p, &[record(&value)], None).await;
                 let ticket = ticket.unwrap();
                 // Every other one goes to the writer, so both kinds of commit interleave.
-                let ticket = if i % 2 == 0 {
-                    ticket
-                } else {
-                    ticket.commit_in_background()
-                };
+                let mut ticket = ticket;
+                if i % 2 == 1 {
+                    ticket.commit_in_background();
+                }
                 offsets.push((ticket.durable().await.unwrap().base_offset, value));
             }
             offsets

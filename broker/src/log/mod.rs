@@ -658,9 +658,7 @@ impl Log {
             Err(TrySendError::Closed(_)) => Err(LogError::Stopped),
             Err(TrySendError::Full(cmd)) => {
                 committer.wake_writer();
-                let sent = self.commands.send(cmd).await.map_err(|_| LogError::Stopped);
-                committer.wake_writer();
-                sent
+                self.commands.send(cmd).await.map_err(|_| LogError::Stopped)
             }
         }
     }
@@ -679,11 +677,10 @@ impl AppendTicket {
     /// Has the writer thread commit this append now instead of the task that will wait for it:
     /// for a caller with more work to do meanwhile (a connection with other requests in flight
     /// keeps reading while the writer commits, rather than stopping for each commit).
-    pub fn commit_in_background(mut self) -> AppendTicket {
+    pub fn commit_in_background(&mut self) {
         if let Some(log) = self.log.take().and_then(|l| l.upgrade()) {
             log.committer.wake_writer();
         }
-        self
     }
 
     /// Where the append landed, once it is on disk (or why it was refused). Commits it on this

@@ -449,13 +449,12 @@ impl<S: Link> Connection<S> {
             acks,
             ..
         } = batch;
-        let submitted = self.ctx.submit(&mqtt_topic, &log_topic, records).await;
+        let mut submitted = self.ctx.submit(&mqtt_topic, &log_topic, records).await;
         // Only a lone append is committed by this task when it waits; behind another, the
         // writer commits it while the connection reads on.
-        let submitted = match submitted {
-            Some(s) if !self.pending.is_empty() => Some(s.commit_in_background()),
-            other => other,
-        };
+        if let (Some(s), false) = (&mut submitted, self.pending.is_empty()) {
+            s.commit_in_background();
+        }
         self.pending.push_back(Box::pin(async move {
             let result = match submitted {
                 Some(submitted) => submitted.outcome().await.map(Some),
