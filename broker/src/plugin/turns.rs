@@ -88,9 +88,10 @@ impl Turns {
         }
     }
 
-    /// Called by a task right after it queued work: runs the queue on this thread until `done`
-    /// says its own work is finished, if the worker is free; else wakes the worker thread.
-    pub fn run_or_wake(&self, mut done: impl FnMut() -> bool) {
+    /// Called by a task right after it queued work: runs it on this thread if the worker is
+    /// free and nothing else is queued (`done`: whether the task's work already ran); else wakes
+    /// the worker thread.
+    pub fn run_or_wake(&self, done: impl FnOnce() -> bool) {
         let Some(mut turn) = try_lock_for_inline(&self.turn) else {
             return self.wake_thread();
         };
@@ -103,14 +104,13 @@ impl Turns {
             drop(turn);
             return self.wake_thread();
         }
-        tokio::task::block_in_place(|| {
-            while !done() {
-                let Ok(work) = turn.queue.try_recv() else {
-                    break;
-                };
-                turn.run(work);
+        // The one batch queued is this caller's, unless its batch already ran (then it is the
+        // next caller's, left to them).
+        if !done() {
+            if let Ok(work) = turn.queue.try_recv() {
+                tokio::task::block_in_place(|| turn.run(work));
             }
-        });
+        }
         let more = !turn.queue.is_empty();
         drop(turn);
         if more {

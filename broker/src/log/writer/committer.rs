@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::mpsc::{self, error::TryRecvError};
+use tokio::sync::mpsc;
 
 use super::{commit_group, Command, MAX_GROUP_BYTES, MAX_GROUP_COMMANDS};
 use crate::blocking::{panic_message, try_lock_for_inline};
@@ -183,15 +183,12 @@ impl Turn {
         if self.stopped {
             return Round::Finished;
         }
-        let first = match self.held.take() {
-            Some(first) => first,
-            None => match self.rx.try_recv() {
-                Ok(first) => first,
-                Err(TryRecvError::Empty) => return Round::Empty,
-                Err(TryRecvError::Disconnected) => return Round::Finished,
-            },
-        };
-        self.commit(inner, first, Committing::WriterThread)
+        match self.take_next() {
+            Some(first) => self.commit(inner, first, Committing::WriterThread),
+            // Closed and empty: every sender is gone.
+            None if self.rx.is_closed() => Round::Finished,
+            None => Round::Empty,
+        }
     }
 
     /// Commits `first` and whatever is queued behind it, within the group's limits.
