@@ -323,36 +323,52 @@ async fn call_rows(calls: usize) {
     println!();
 }
 
+/// Rounds of the native/WebAssembly comparison, interleaved like the ingest rounds: the native
+/// loop alone moves by a third from one run to the next on this VM, so one run of each says
+/// little about their ratio.
+const NATIVE_ROUNDS: usize = 7;
+
 async fn native_rows() {
-    println!("| json-range filter, {BATCH}-record batches | ns per record | vs native direct |");
+    println!("| json-range filter, {BATCH}-record batches, median of {NATIVE_ROUNDS} interleaved rounds | ns per record | vs native direct (median of the rounds' ratios, range) |");
     println!("|---|---:|---:|");
     let batches = scale(300);
-    let native_loop = native_direct_per_record(batches);
-    let native_sdk = native_sdk_per_record(batches);
     let range_chain = plugins(&[section("range", "json_range", range_config())]);
-    let wasm = per_call(&range_chain, BATCH, batches).await / BATCH as u32;
-    let ratio = |d: Duration| format!("{:.2}x", d.as_secs_f64() / native_loop.as_secs_f64());
+    let (mut direct, mut sdk, mut wasm) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..NATIVE_ROUNDS {
+        direct.push(native_direct_per_record(batches).as_secs_f64());
+        sdk.push(native_sdk_per_record(batches).as_secs_f64());
+        let call = per_call(&range_chain, BATCH, batches).await;
+        wasm.push(call.as_secs_f64() / BATCH as f64);
+    }
+    let ratio = |variant: &[f64]| {
+        let ratios: Vec<f64> = variant.iter().zip(&direct).map(|(v, d)| v / d).collect();
+        let (lo, hi) = ratios
+            .iter()
+            .fold((f64::MAX, 0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+        format!("{:.2}x ({lo:.2}–{hi:.2})", median(&ratios))
+    };
+    let ns = |variant: &[f64]| format!("{:.0}", median(variant) * 1e9);
     println!(
         "| native Rust, the plugin called directly (no CBOR) | {} | 1.00x |",
-        ns(native_loop)
+        ns(&direct)
     );
     println!(
         "| native Rust, same SDK code path (CBOR in and out) | {} | {} |",
-        ns(native_sdk),
-        ratio(native_sdk)
+        ns(&sdk),
+        ratio(&sdk)
     );
     println!(
         "| WebAssembly plugin through the broker's runner | {} | {} |",
-        ns(wasm),
-        ratio(wasm)
+        ns(&wasm),
+        ratio(&wasm)
     );
 
     println!();
 }
 
 fn start_rows() {
-    println!("| restarting an instance (drop, instantiate, hw_init), pooled as the broker does | µs per restart | µs instantiating | linear memory KiB | RSS KiB per live instance (100 alive) |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("| restarting an instance (drop, instantiate, hw_init), pooled as the broker does | ms compiling the module | µs per restart | µs instantiating | linear memory KiB | RSS KiB per live instance (100 alive) |");
+    println!("|---|---:|---:|---:|---:|---:|");
     let instances = 100;
     // Slots for the live instances, the one restarted and the spare the broker keeps.
     let engine = PluginEngine::pooled(instances + 2, 16 << 20).expect("engine");
@@ -375,8 +391,9 @@ fn start_rows() {
         )
         .expect("starts");
         println!(
-            "| {module} ({} KiB module) | {} | {} | {} | {:.1} |",
+            "| {module} ({} KiB module) | {:.1} | {} | {} | {} | {:.1} |",
             bytes.len() / 1024,
+            cost.compile.as_secs_f64() * 1e3,
             us(cost.per_start),
             us(cost.instantiate),
             cost.linear_memory_bytes / 1024,

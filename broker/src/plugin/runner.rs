@@ -284,6 +284,9 @@ impl Plugin {
 /// plugin benchmark.
 #[derive(Debug, Clone, Copy)]
 pub struct StartCost {
+    /// Compiling the module and checking its imports and exports (what loading a plugin or a
+    /// hot reload costs before the first instance).
+    pub compile: std::time::Duration,
     /// Mean time of one restart: the previous instance dropped, a new one instantiated and
     /// initialised (`hw_init`).
     pub per_start: std::time::Duration,
@@ -304,7 +307,9 @@ pub fn measure_starts(
     while_alive: impl FnOnce(),
 ) -> Result<StartCost, PluginError> {
     let name: Arc<str> = Arc::from(section.name.as_str());
+    let compiling = Instant::now();
     let prepared = Prepared::new(engine, section, &name, bytes)?;
+    let compile = compiling.elapsed();
     let failed = |e: CallError| PluginError::Start {
         plugin: section.name.clone(),
         reason: e.to_string(),
@@ -339,6 +344,7 @@ pub fn measure_starts(
     while_alive();
     drop(live);
     Ok(StartCost {
+        compile,
         per_start,
         instantiate: instantiating / n,
         linear_memory_bytes,

@@ -78,6 +78,26 @@ impl RawLog {
             .collect()
     }
 
+    /// Like [`RawLog::commit_latencies`], but one commit every `1 / per_second` seconds, the
+    /// pace of the produce-to-ack measurement: commits back to back find the CPU and the disk
+    /// queue busy and warm, paced ones find them idle, as the broker's do.
+    pub fn paced_commit_latencies(
+        &mut self,
+        value: &[u8],
+        commits: usize,
+        per_second: u64,
+    ) -> Vec<Duration> {
+        let period = Duration::from_nanos(1_000_000_000 / per_second.max(1));
+        let start = Instant::now();
+        (0..commits)
+            .map(|i| {
+                let due = start + period * i as u32;
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                self.append_records(value, 1, 1)
+            })
+            .collect()
+    }
+
     /// Reads every entry in key order, touching each value's bytes; returns (entries, time).
     pub fn scan(&self) -> (u64, Duration) {
         let start = Instant::now();
