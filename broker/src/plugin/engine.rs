@@ -5,6 +5,11 @@
 //! every [`EPOCH_TICK`]. Each call sets its deadline in ticks, so a plugin stuck in a loop traps
 //! within one tick after its timeout. Fuel would count instructions exactly, but costs more per
 //! instruction and does not bound wall-clock time spent in host calls anyway.
+//!
+//! The checks are not free: json-range through the runner took 313 ns per record without epoch
+//! interruption against 391–396 with it (tests/benches/plugins.rs, an experiment build). Guests
+//! that make fewer calls pay fewer entry checks, hence the example plugins' inlining flag
+//! (plugins/.cargo/config.toml).
 
 use std::time::Duration;
 

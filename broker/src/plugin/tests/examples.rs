@@ -12,7 +12,7 @@ pub(super) fn example(name: &str) -> PathBuf {
     assert!(
         path.exists(),
         "{} is missing: build the example plugins first with\n  \
-         cargo build --release --target wasm32-unknown-unknown --manifest-path plugins/Cargo.toml",
+         (cd plugins && cargo build --release --target wasm32-unknown-unknown)",
         path.display()
     );
     path
