@@ -543,6 +543,12 @@ impl<S: Link> Connection<S> {
         let mut draining: Option<(Closed, Instant)> = None;
         // Since when there has been nothing to do (see `QUIET_BEFORE_IDLE`).
         let mut quiet_since: Option<Instant> = None;
+        // The keep-alive / quiet-stretch timer and the session-save timer, kept across turns:
+        // every packet moves the keep-alive deadline later, which updates the pending sleep in
+        // place instead of adding and removing a timer-wheel entry every turn.
+        let never = Instant::now() + Duration::from_secs(86_400);
+        let mut alarm = Box::pin(tokio::time::sleep_until(never));
+        let mut save_alarm = Box::pin(tokio::time::sleep_until(never));
         loop {
             // Complete packets already read are handled even while draining: a client that
             // publishes, sends DISCONNECT and hangs up may be seen at end of stream first.
@@ -604,6 +610,8 @@ impl<S: Link> Connection<S> {
             let drain_until = draining.as_ref().map(|(_, at)| *at);
             let far = now + Duration::from_secs(86_400);
             let save_at = self.persist.as_ref().map(|p| p.next_save);
+            set_alarm(&mut alarm, timer_at);
+            set_alarm(&mut save_alarm, save_at);
 
             let io = Io {
                 stream: &mut self.stream,
@@ -639,7 +647,7 @@ impl<S: Link> Connection<S> {
                     }
                 }
                 wake = outbound::next_wake(&mut self.outbound), if draining.is_none() => self.on_delivery_wake(wake),
-                _ = tokio::time::sleep_until(timer_at.unwrap_or(far)), if timer_at.is_some() && draining.is_none() => {
+                _ = alarm.as_mut(), if timer_at.is_some() && draining.is_none() => {
                     if silent_until.is_some_and(|at| at <= Instant::now()) {
                         return Step::Closed(Closed::KeepAlive(self.keep_alive.unwrap_or_default()));
                     }
@@ -651,7 +659,7 @@ impl<S: Link> Connection<S> {
                 _ = shutdown.cancelled(), if draining.is_none() => {
                     draining = Some((Closed::Shutdown, Instant::now() + DRAIN_TIMEOUT));
                 }
-                _ = tokio::time::sleep_until(save_at.unwrap_or(far)), if save_at.is_some() && draining.is_none() => {
+                _ = save_alarm.as_mut(), if save_at.is_some() && draining.is_none() => {
                     Box::pin(self.save_session()).await;
                 }
                 // Also cancelled by a shutdown (a child token): that one drains first.
@@ -858,3 +866,14 @@ async fn wait_append(pending: &mut VecDeque<PendingAppend>) -> AppendDone {
 }
 
 use super::now_ms;
+
+/// Points `alarm` at `at` (left alone for `None`: its branch is off then). Moving a pending
+/// alarm later keeps its timer-wheel entry; an elapsed alarm left at the same instant stays
+/// ready, as a new sleep for that instant would be.
+fn set_alarm(alarm: &mut Pin<Box<tokio::time::Sleep>>, at: Option<Instant>) {
+    if let Some(at) = at {
+        if alarm.deadline() != at {
+            alarm.as_mut().reset(at);
+        }
+    }
+}
