@@ -608,7 +608,6 @@ impl<S: Link> Connection<S> {
                 (a, b) => a.or(b),
             };
             let drain_until = draining.as_ref().map(|(_, at)| *at);
-            let far = now + Duration::from_secs(86_400);
             let save_at = self.persist.as_ref().map(|p| p.next_save);
             set_alarm(&mut alarm, timer_at);
             set_alarm(&mut save_alarm, save_at);
@@ -653,7 +652,7 @@ impl<S: Link> Connection<S> {
                     }
                     // Otherwise the quiet stretch is long enough: the next turn goes idle.
                 }
-                _ = tokio::time::sleep_until(drain_until.unwrap_or(far)), if drain_until.is_some() => {
+                _ = tokio::time::sleep_until(drain_until.unwrap_or(never)), if drain_until.is_some() => {
                     return Step::Closed(Closed::DrainTimeout);
                 }
                 _ = shutdown.cancelled(), if draining.is_none() => {

@@ -14,15 +14,13 @@
 //! plugin: every waiting and later batch gets `PluginError::Stopped`.
 
 use std::panic::{self, AssertUnwindSafe};
-
-use crate::blocking::panic_message;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use super::runner::{Work, Worker};
-use crate::blocking::try_lock_for_inline;
+use crate::blocking::{panic_message, try_lock_for_inline};
 
 /// How often the worker thread looks at its queue unasked (running what is queued, ending when
 /// every handle is gone): a safety net, as the last handle's drop wakes it.
