@@ -2,6 +2,7 @@
 //! Mosquitto and rumqttd on the same machine, in one run, with one load generator (rumqttc
 //! clients in this process, 100-byte payloads):
 //! - QoS 1 and QoS 0 publish throughput with 1 and 100 publishers, delivered to 1 subscriber;
+//! - QoS 1 acks per second of one raw publisher that keeps its window full (no subscriber);
 //! - fan-out: 1 publisher, 100 subscribers (QoS 0), in deliveries per second;
 //! - publish-to-deliver latency (QoS 1) at half of Mosquitto's 1-publisher QoS 1 rate;
 //! - resident memory with 1,000 and 10,000 idle connections;
@@ -55,7 +56,13 @@ struct Scenario {
     per: usize,
     subscribers: usize,
     qos: QoS,
+    /// Whether the load is one raw publisher keeping its window full ([`mqtt_load::windowed`])
+    /// instead of rumqttc clients.
+    windowed: bool,
 }
+
+/// Index of the windowed scenario in [`scenarios`].
+const WINDOWED: usize = 1;
 
 fn scenarios() -> Vec<Scenario> {
     let s = |name, publishers, per, subscribers, qos| Scenario {
@@ -64,9 +71,20 @@ fn scenarios() -> Vec<Scenario> {
         per: scale(per),
         subscribers,
         qos,
+        windowed: false,
     };
     vec![
         s("QoS 1, 1 publisher", 1, 100_000, 1, QoS::AtLeastOnce),
+        Scenario {
+            windowed: true,
+            ..s(
+                "QoS 1, 1 raw publisher keeping its window full, acks/s",
+                1,
+                100_000,
+                0,
+                QoS::AtLeastOnce,
+            )
+        },
         s("QoS 1, 100 publishers", 100, 2_000, 1, QoS::AtLeastOnce),
         s("QoS 0, 1 publisher", 1, 200_000, 1, QoS::AtMostOnce),
         s("QoS 0, 100 publishers", 100, 2_000, 1, QoS::AtMostOnce),
@@ -97,7 +115,11 @@ async fn run_throughput(b: &Running, s: &Scenario) -> Measured {
         Some(http) => Some(commit_stats::read(http).await),
         None => None,
     };
-    let d = mqtt_load::throughput(b.addr, s.publishers, s.per, s.subscribers, s.qos).await;
+    let d = if s.windowed {
+        mqtt_load::windowed(b.addr, s.per, INFLIGHT).await
+    } else {
+        mqtt_load::throughput(b.addr, s.publishers, s.per, s.subscribers, s.qos).await
+    };
     let cores = (cpu_seconds(&pid) - cpu0) / d.elapsed.as_secs_f64();
     let commits = match (b.http, before) {
         (Some(http), Some(before)) => Some(commit_stats::read(http).await.since(before)),
@@ -206,33 +228,41 @@ async fn main() {
         &memory,
         latency_rate,
     );
-    let fsync_one = results.get(&(0, Kind::Headwater { relaxed: false }.name()));
-    if let Some(m) = fsync_one {
-        print_window_bound(m);
+    let fsync = Kind::Headwater { relaxed: false }.name();
+    let (rumqttc, windowed) = (results.get(&(0, fsync)), results.get(&(WINDOWED, fsync)));
+    if rumqttc.is_some() || windowed.is_some() {
+        print_window_bound(rumqttc, windowed);
     }
 }
 
 /// The bound for one QoS 1 publisher: its in-flight window over the latency of the
 /// commit that makes a window's worth durable, measured here as bare fsync'd LMDB commits of
 /// one value the size of 100 stored records (Headwater stores a batch per put).
-fn print_window_bound(m: &Measured) {
+fn print_window_bound(rumqttc: Option<&Measured>, windowed: Option<&Measured>) {
     let window_batch = vec![b'x'; INFLIGHT * 120];
     let mut commits = RawLog::open().commit_latencies(&window_batch, scale(300));
     let p50 = quantile(&mut commits, 0.5);
     let bound = INFLIGHT as f64 / p50.as_secs_f64();
     println!(
-        "\nQoS 1, 1 publisher, fsync: window bound {INFLIGHT} / bare commit p50 {:.3} ms = {bound:.0} msgs/s; Headwater {:.0} = {:.0}% of it",
+        "\nQoS 1, 1 publisher, fsync: window bound {INFLIGHT} / bare commit p50 {:.3} ms = {bound:.0} msgs/s",
         p50.as_secs_f64() * 1e3,
-        m.rate,
-        100.0 * m.rate / bound
     );
-    if let Some(c) = m.commits {
-        println!(
-            "Headwater's commits meanwhile: {} of {:.1} records on average, {:.3} ms each on average",
-            c.commits,
-            c.records as f64 / c.commits.max(1) as f64,
-            1e3 * c.seconds / c.commits.max(1) as f64
+    for (load, m) in [("rumqttc", rumqttc), ("raw windowed publisher", windowed)] {
+        let Some(m) = m else { continue };
+        print!(
+            "- {load}: Headwater {:.0} = {:.0}% of it",
+            m.rate,
+            100.0 * m.rate / bound
         );
+        match m.commits {
+            Some(c) => println!(
+                "; {} commits of {:.1} records on average, {:.3} ms each on average",
+                c.commits,
+                c.records as f64 / c.commits.max(1) as f64,
+                1e3 * c.seconds / c.commits.max(1) as f64
+            ),
+            None => println!(),
+        }
     }
 }
 

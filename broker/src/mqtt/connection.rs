@@ -161,6 +161,10 @@ type PendingAppend = Pin<Box<dyn Future<Output = AppendDone> + Send>>;
 /// one commit per window. Acks still go out in order.
 const MAX_APPENDS_IN_FLIGHT: usize = 4;
 
+/// Most reads and writes [`Connection::catch_up`] does before an append: the inbound queue's
+/// bound stops it sooner when the client sends fast.
+const CATCH_UP_ROUNDS: usize = 32;
+
 /// Most appends of one connection queued at once counting those of QoS 0 publishes only: they
 /// owe no ack, so they need not wait for the commits before them (a QoS 0 publisher is not
 /// held to [`MAX_APPENDS_IN_FLIGHT`] batches per fsync). Memory stays bounded by
@@ -567,6 +571,11 @@ impl<S: Link> Connection<S> {
                 draining = Some((Closed::ClientDisconnect, until));
             }
             if self.appends_to_start() {
+                if draining.is_none() && self.pending.is_empty() {
+                    if let Err(closed) = self.catch_up(&mut draining).await {
+                        return Step::Closed(closed);
+                    }
+                }
                 // Boxed, like the save below: the loop's own future stays small.
                 Box::pin(self.start_appends()).await;
             }
@@ -622,20 +631,8 @@ impl<S: Link> Connection<S> {
             };
             tokio::select! {
                 done = io, if can_read || can_write => {
-                    if let Some(Err(e)) = done.wrote {
-                        if draining.is_none() {
-                            return Step::Closed(Closed::Io(e));
-                        }
-                        self.writer_dead = true;
-                    }
-                    match done.read {
-                        Some(Ok(0)) => draining = Some((Closed::PeerClosed, Instant::now() + DRAIN_TIMEOUT)),
-                        Some(Ok(n)) => {
-                            self.read_hint = buffers::next_hint(n, self.read_hint);
-                            self.last_heard = Instant::now();
-                        }
-                        Some(Err(e)) => return Step::Closed(Closed::Io(e)),
-                        None => {}
+                    if let Err(closed) = self.on_io(done, &mut draining) {
+                        return Step::Closed(closed);
                     }
                 }
                 done = wait_append(&mut self.pending) => {
@@ -670,6 +667,68 @@ impl<S: Link> Connection<S> {
                 _ = tokio::task::yield_now(), if more => {}
             }
         }
+    }
+
+    /// What one turn of [`Io`] did: a failed write ends the connection (or, while draining,
+    /// only its writing), end of stream starts draining.
+    fn on_io(
+        &mut self,
+        done: IoDone,
+        draining: &mut Option<(Closed, Instant)>,
+    ) -> Result<(), Closed> {
+        if let Some(Err(e)) = done.wrote {
+            if draining.is_none() {
+                return Err(Closed::Io(e));
+            }
+            self.writer_dead = true;
+        }
+        match done.read {
+            Some(Ok(0)) => *draining = Some((Closed::PeerClosed, Instant::now() + DRAIN_TIMEOUT)),
+            Some(Ok(n)) => {
+                self.read_hint = buffers::next_hint(n, self.read_hint);
+                self.last_heard = Instant::now();
+            }
+            Some(Err(e)) => return Err(Closed::Io(e)),
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Before an append that this task will commit itself (a lone one, see `submit_append`),
+    /// during which it neither reads nor writes: sends the acks it owes (the client refills its
+    /// window with them) and takes in what the client has sent already, so that the commit
+    /// carries all of it. Without this a one-publisher window splits into waves, each waiting
+    /// for the commit of the one before. Never waits for the client.
+    async fn catch_up(&mut self, draining: &mut Option<(Closed, Instant)>) -> Result<(), Closed> {
+        for _ in 0..CATCH_UP_ROUNDS {
+            let read = !self.inbound.is_full() && self.out.len() < OUT_READ_LIMIT;
+            let write = !self.writer_dead && (!self.out.is_empty() || self.needs_flush);
+            if read {
+                buffers::prepare_read(&mut self.inbuf, self.read_hint);
+            }
+            let mut io = Io {
+                stream: &mut self.stream,
+                inbuf: &mut self.inbuf,
+                out: &mut self.out,
+                needs_flush: &mut self.needs_flush,
+                read,
+                write,
+            };
+            // Polled once: what the socket holds now, not what may come.
+            let polled = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut io).poll(cx))).await;
+            let Poll::Ready(done) = polled else {
+                return Ok(());
+            };
+            let got_bytes = matches!(done.read, Some(Ok(n)) if n > 0);
+            self.on_io(done, draining)?;
+            if draining.is_some() {
+                return Ok(());
+            }
+            if got_bytes {
+                self.process_input()?;
+            }
+        }
+        Ok(())
     }
 
     /// Append events (or a share group's nudge) for this subscriber, and those already queued.

@@ -914,6 +914,46 @@ async fn qos0_and_qos1_publishes_in_a_burst_keep_their_order() {
     assert_eq!(order, (1..=2000).collect::<Vec<u16>>());
 }
 
+/// A window of QoS 1 publishes that the client sent in one go is made durable by one commit,
+/// not one per socket read: the connection reads what is waiting before it commits (without
+/// that, 200 publishes took 3 commits, the first one for the 512 bytes of an idle read).
+#[tokio::test]
+async fn a_window_sent_at_once_is_committed_together() {
+    let b = start(MqttSection::default()).await;
+    let mut raw = Raw::connected(b.addr, "window", 0).await;
+    // The first publish creates the log topic (its own commits).
+    raw.send(publish("window/x", QoS::AtLeastOnce, 1, b"first"))
+        .await;
+    assert!(matches!(raw.recv().await, Some(Packet::PubAck(_))));
+    let before = b.log.commit_counts();
+    let codec = Codec::new(1 << 20);
+    let mut wire = BytesMut::new();
+    for pkid in 2..=201u16 {
+        let payload = [b'x'; 100];
+        codec
+            .encode(
+                &publish("window/x", QoS::AtLeastOnce, pkid, &payload),
+                &mut wire,
+            )
+            .unwrap();
+    }
+    raw.send_bytes(&wire).await;
+    for pkid in 2..=201u16 {
+        match raw.recv().await {
+            Some(Packet::PubAck(a)) => assert_eq!(a.pkid, pkid),
+            other => panic!("expected PUBACK {pkid}, got {other:?}"),
+        }
+    }
+    let after = b.log.commit_counts();
+    assert_eq!(after.records - before.records, 200);
+    // One commit; two if the 22 KB arrived in two parts.
+    assert!(
+        after.commits - before.commits <= 2,
+        "{} commits for one window",
+        after.commits - before.commits
+    );
+}
+
 #[tokio::test]
 async fn qos0_records_reach_every_311_subscriber_as_the_same_plain_publish() {
     let b = start(MqttSection::default()).await;

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use headwater::mqtt::codec::Codec;
-use rumqttc::mqttbytes::v4::{Connect, Packet as RawPacket};
+use headwater::mqtt::codec::{Codec, Frame};
+use rumqttc::mqttbytes::v4::{Connect, Packet as RawPacket, Publish};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -252,4 +252,62 @@ async fn try_connect_idle(addr: SocketAddr, id: &str) -> std::io::Result<TcpStre
     stream.read_exact(&mut connack).await?;
     assert_eq!(connack[0], 0x20, "CONNACK expected");
     Ok(stream)
+}
+
+/// One QoS 1 publisher that keeps `window` messages in flight with no client of its own in the
+/// way: a raw MQTT 3.1.1 connection that writes every free slot's PUBLISH in one write as soon
+/// as PUBACKs free them. rumqttc refills its window one message per event-loop turn, which on
+/// this machine takes about as long as an fsync, so it cannot show what a broker does with a
+/// full window. Counts acknowledged messages (no subscriber): the rate the window bound is about.
+pub async fn windowed(addr: SocketAddr, total: usize, window: usize) -> Delivered {
+    let codec = Codec::new(1 << 20);
+    let id = format!("window-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let mut out = BytesMut::new();
+    let mut connect = Connect::new(id);
+    connect.keep_alive = 600;
+    codec
+        .encode(&RawPacket::Connect(connect), &mut out)
+        .expect("encode CONNECT");
+    stream.write_all(&out).await.expect("send CONNECT");
+    let mut connack = [0u8; 4];
+    stream.read_exact(&mut connack).await.expect("CONNACK");
+    assert_eq!(connack[0], 0x20, "CONNACK expected");
+
+    // Packet ids 1..=window, reused as their PUBACKs come back.
+    let mut free: Vec<u16> = (1..=window as u16).rev().collect();
+    let (mut sent, mut acked) = (0usize, 0usize);
+    let mut inbuf = BytesMut::with_capacity(64 * 1024);
+    let start = Instant::now();
+    while acked < total {
+        out.clear();
+        while sent < total {
+            let Some(pkid) = free.pop() else { break };
+            let mut publish = Publish::new("bench/window", QoS::AtLeastOnce, vec![b'x'; PAYLOAD]);
+            publish.pkid = pkid;
+            codec
+                .encode(&RawPacket::Publish(publish), &mut out)
+                .expect("encode PUBLISH");
+            sent += 1;
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await.expect("send PUBLISH");
+        }
+        if stream.read_buf(&mut inbuf).await.expect("read PUBACK") == 0 {
+            eprintln!("  the broker closed the windowed publisher's connection");
+            break;
+        }
+        while let Some(frame) = codec.decode(&mut inbuf).expect("decode") {
+            if let Frame::Packet(RawPacket::PubAck(ack)) = frame {
+                free.push(ack.pkid);
+                acked += 1;
+            }
+        }
+    }
+    Delivered {
+        delivered: acked as u64,
+        expected: total as u64,
+        elapsed: start.elapsed(),
+    }
 }
