@@ -517,7 +517,7 @@ impl<S: Link> Connection<S> {
         self.wire.peer_max = connect.maximum_packet_size;
         let alias_max = connect.topic_alias_maximum.unwrap_or(0);
         self.wire.out_aliases.get_mut().set_max(alias_max);
-        self.inbound.client_id = self.client_id.clone();
+        self.inbound.set_client_id(&self.client_id);
         self.last_heard = Instant::now();
         let mut ack = ConnAckOut::bare(ConnectCode::Success);
         ack.assigned_client_id = assigned;

@@ -81,11 +81,16 @@ pub struct Batch {
 pub struct InboundQueue {
     queue: VecDeque<Inbound>,
     bytes: usize,
-    /// The publishing client, recorded in every record (set once connected).
-    pub client_id: String,
+    /// The publishing client, recorded in every record (set once connected); shared by the
+    /// records rather than copied into each.
+    client_id: Bytes,
 }
 
 impl InboundQueue {
+    pub fn set_client_id(&mut self, client_id: &str) {
+        self.client_id = Bytes::copy_from_slice(client_id.as_bytes());
+    }
+
     pub fn push(&mut self, m: Inbound) {
         self.bytes += m.payload.len();
         self.queue.push_back(m);
@@ -143,25 +148,21 @@ impl InboundQueue {
 }
 
 /// The log record of a publish: key and `mqtt.topic` header are the full MQTT topic.
-pub fn record(m: &Inbound, client_id: &str) -> NewRecord {
+pub fn record(m: &Inbound, client_id: &Bytes) -> NewRecord {
     let qos = match m.qos {
         QoS::AtMostOnce => "0",
         QoS::AtLeastOnce => "1",
         QoS::ExactlyOnce => "2",
     };
+    // The key and the topic header are the same bytes: one copy, shared.
+    let topic = Bytes::copy_from_slice(m.topic.as_bytes());
     let mut headers = vec![
-        (
-            HEADER_TOPIC.to_string(),
-            Some(Bytes::copy_from_slice(m.topic.as_bytes())),
-        ),
+        (HEADER_TOPIC.to_string(), Some(topic.clone())),
         (
             HEADER_QOS.to_string(),
             Some(Bytes::from_static(qos.as_bytes())),
         ),
-        (
-            HEADER_CLIENT_ID.to_string(),
-            Some(Bytes::copy_from_slice(client_id.as_bytes())),
-        ),
+        (HEADER_CLIENT_ID.to_string(), Some(client_id.clone())),
     ];
     if m.retain {
         headers.push((HEADER_RETAIN.to_string(), Some(Bytes::from_static(b"1"))));
@@ -169,7 +170,7 @@ pub fn record(m: &Inbound, client_id: &str) -> NewRecord {
     m.props.to_headers(&mut headers);
     NewRecord {
         timestamp: m.timestamp,
-        key: Some(Bytes::copy_from_slice(m.topic.as_bytes())),
+        key: Some(topic),
         value: Some(m.payload.clone()),
         headers,
     }

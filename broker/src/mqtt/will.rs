@@ -163,7 +163,7 @@ pub async fn publish(ctx: &MqttContext, client_id: &str, will: WillIn) {
         retain: will.retain,
         props: will.props,
     };
-    let rec = record(&m, client_id);
+    let rec = record(&m, &bytes::Bytes::copy_from_slice(client_id.as_bytes()));
     let retained = m.retain.then(|| rec.clone());
     let log_topic = ctx.inner.router.log_topic(&m.topic);
     match ctx.append(&m.topic, &log_topic, vec![rec], retained).await {

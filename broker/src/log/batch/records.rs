@@ -97,6 +97,16 @@ impl Reader<'_> {
 
     /// Bytes of a length-prefixed field, `None` for length -1; shares the buffer.
     fn bytes(&mut self, end: usize) -> Result<Option<Bytes>, BatchError> {
+        let Some(range) = self.field(end)? else {
+            return Ok(None);
+        };
+        Ok(Some(self.buf.slice(range)))
+    }
+
+    /// Where a length-prefixed field's bytes are, `None` for length -1. For fields that are
+    /// copied out (header names): a shared slice would cost two atomic updates of the buffer's
+    /// reference count for nothing.
+    fn field(&mut self, end: usize) -> Result<Option<std::ops::Range<usize>>, BatchError> {
         let len = self.varint()?;
         if len < 0 {
             return Ok(None);
@@ -106,9 +116,9 @@ impl Reader<'_> {
             .checked_add(len as usize)
             .filter(|&s| s <= end)
             .ok_or_else(|| malformed("field longer than its record"))?;
-        let b = self.buf.slice(self.at..stop);
+        let range = self.at..stop;
         self.at = stop;
-        Ok(Some(b))
+        Ok(Some(range))
     }
 }
 
@@ -154,9 +164,10 @@ pub fn decode(section: &Bytes, base: &Base, out: &mut Vec<StoredRecord>) -> Resu
         }
         let mut headers = Vec::with_capacity(count as usize);
         for _ in 0..count {
-            let name = r.bytes(end)?.ok_or_else(|| malformed("null header name"))?;
-            let name = String::from_utf8(name.to_vec())
-                .map_err(|_| malformed("header name is not UTF-8"))?;
+            let name = r.field(end)?.ok_or_else(|| malformed("null header name"))?;
+            let name = std::str::from_utf8(&section[name])
+                .map_err(|_| malformed("header name is not UTF-8"))?
+                .to_owned();
             headers.push((name, r.bytes(end)?));
         }
         if r.at != end {
