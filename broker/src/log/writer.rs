@@ -16,6 +16,7 @@ use super::batch::BatchHeader;
 
 mod append;
 mod committer;
+mod followers;
 mod sweep;
 
 use append::{stage_append, AppendOutcome};

@@ -19,10 +19,11 @@
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::followers::Followers;
 use super::{commit_group, Command, MAX_GROUP_BYTES, MAX_GROUP_COMMANDS};
 use crate::blocking::{panic_message, try_lock_for_inline};
 use crate::log::producers::Producers;
@@ -55,6 +56,8 @@ struct Turn {
     producers: Producers,
     /// Set once a `Stop` has been committed or a commit panicked: the writer thread ends.
     stopped: bool,
+    /// What the last commit leads the next one to wait for (see `followers`).
+    followers: Option<Followers>,
 }
 
 /// Who is committing, which sets how much one group may take.
@@ -81,6 +84,7 @@ impl Committer {
                 held: None,
                 producers,
                 stopped: false,
+                followers: None,
             }),
             writer: OnceLock::new(),
             asked: AtomicBool::new(false),
@@ -197,6 +201,9 @@ impl Turn {
             Committing::WriterThread => (MAX_GROUP_COMMANDS, MAX_GROUP_BYTES),
             Committing::Inline => (MAX_INLINE_COMMANDS, MAX_INLINE_BYTES),
         };
+        if !matches!(first, Command::Stop { .. }) {
+            self.wait_for_followers();
+        }
         let mut bytes = first.weight();
         let mut group = vec![first];
         while group.len() < max_commands && bytes < max_bytes {
@@ -211,9 +218,14 @@ impl Turn {
             group.push(cmd);
         }
         let stop = group.iter().any(|c| matches!(c, Command::Stop { .. }));
+        let released = group.len();
+        let started = Instant::now();
         let committed = panic::catch_unwind(AssertUnwindSafe(|| {
             commit_group(inner, &mut self.producers, group)
         }));
+        let ended = Instant::now();
+        let queued = self.rx.len() + usize::from(self.held.is_some());
+        self.followers = Some(Followers::after(released, queued, ended - started, ended));
         // Caught rather than let through: on a task's thread it would end that task (a
         // connection); every caller of this group and later ones gets `Stopped` instead.
         if let Err(panicked) = committed {
@@ -227,6 +239,18 @@ impl Turn {
             return Round::Finished;
         }
         Round::Committed
+    }
+
+    /// Before a group: gives the callers the last commit answered a moment to send their next
+    /// commands, so that they join this group instead of waiting for the next (see `followers`).
+    fn wait_for_followers(&self) {
+        let Some(followers) = self.followers else {
+            return;
+        };
+        // The command in hand (taken from the queue or `held`) counts.
+        while let Some(pause) = followers.pause(1 + self.rx.len(), Instant::now()) {
+            std::thread::sleep(pause);
+        }
     }
 
     /// Refuses later sends (`Stopped`) and drops what is still queued: its callers hear
