@@ -34,7 +34,7 @@ pub use store::{PartitionState, StoredBatch, TopicConfig, TopicMeta};
 pub use writer::Appended;
 
 use store::Store;
-use writer::{Command, Committer};
+use writer::{Command, Committer, Queued};
 
 /// Depth of the writer's command queue: producers wait (backpressure) once it is full.
 const WRITER_QUEUE: usize = 8192;
@@ -294,7 +294,7 @@ impl LogInner {
 #[derive(Clone)]
 pub struct Log {
     inner: Arc<LogInner>,
-    commands: mpsc::Sender<Command>,
+    commands: mpsc::Sender<Queued>,
     /// The writer thread, joined by [`Log::close`].
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
     /// Wakes the writer thread when the last handle goes (declared after `commands`, so the
@@ -653,7 +653,7 @@ impl Log {
     async fn queue(&self, cmd: Command) -> Result<(), LogError> {
         use mpsc::error::TrySendError;
         let committer = &self.inner.committer;
-        match self.commands.try_send(cmd) {
+        match self.commands.try_send(Queued::from(cmd)) {
             Ok(()) => Ok(()),
             Err(TrySendError::Closed(_)) => Err(LogError::Stopped),
             Err(TrySendError::Full(cmd)) => {

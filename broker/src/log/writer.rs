@@ -46,6 +46,22 @@ pub struct Appended {
 /// [`MetaUpdate`]).
 pub type CommitHook = Box<dyn FnOnce() + Send>;
 
+/// A command on the writer's queue with the task that queued it (`None` outside a task): the
+/// group commit counts callers, not commands, when it waits for them (see `followers`).
+pub struct Queued {
+    pub cmd: Command,
+    pub caller: Option<tokio::task::Id>,
+}
+
+impl From<Command> for Queued {
+    fn from(cmd: Command) -> Queued {
+        Queued {
+            cmd,
+            caller: tokio::task::try_id(),
+        }
+    }
+}
+
 pub enum Command {
     Append {
         partition: Arc<PartitionHandle>,

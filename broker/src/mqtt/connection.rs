@@ -557,6 +557,8 @@ impl<S: Link> Connection<S> {
             // Complete packets already read are handled even while draining: a client that
             // publishes, sends DISCONNECT and hangs up may be seen at end of stream first.
             if let Err(closed) = self.process_input() {
+                // The publishes before the bad packet still go to the log.
+                Box::pin(self.start_appends()).await;
                 return Step::Closed(closed);
             }
             if self.disconnect_received
@@ -571,13 +573,17 @@ impl<S: Link> Connection<S> {
                 draining = Some((Closed::ClientDisconnect, until));
             }
             if self.appends_to_start() {
-                if draining.is_none() && self.pending.is_empty() {
-                    if let Err(closed) = self.catch_up(&mut draining).await {
-                        return Step::Closed(closed);
-                    }
-                }
-                // Boxed, like the save below: the loop's own future stays small.
+                let caught_up = if draining.is_none() && self.pending.is_empty() {
+                    self.catch_up(&mut draining).await
+                } else {
+                    Ok(())
+                };
+                // Boxed, like the save below: the loop's own future stays small. Also when
+                // catching up failed: what was decoded before still goes to the log.
                 Box::pin(self.start_appends()).await;
+                if let Err(closed) = caught_up {
+                    return Step::Closed(closed);
+                }
             }
             let appends_done = self.pending.is_empty() && self.held.is_none();
             if draining.is_some() && appends_done && self.inbound.is_empty() {
@@ -701,7 +707,9 @@ impl<S: Link> Connection<S> {
     /// for the commit of the one before. Never waits for the client.
     async fn catch_up(&mut self, draining: &mut Option<(Closed, Instant)>) -> Result<(), Closed> {
         for _ in 0..CATCH_UP_ROUNDS {
-            let read = !self.inbound.is_full() && self.out.len() < OUT_READ_LIMIT;
+            let read = !self.inbound.is_full()
+                && self.out.len() < OUT_READ_LIMIT
+                && !self.disconnect_received;
             let write = !self.writer_dead && (!self.out.is_empty() || self.needs_flush);
             if read {
                 buffers::prepare_read(&mut self.inbuf, self.read_hint);

@@ -954,6 +954,63 @@ async fn a_window_sent_at_once_is_committed_together() {
     );
 }
 
+/// Twenty QoS 0 publishes to `topic`, encoded.
+fn twenty_publishes(topic: &str) -> BytesMut {
+    let codec = Codec::new(1 << 20);
+    let mut wire = BytesMut::new();
+    for i in 0..20u8 {
+        codec
+            .encode(&publish(topic, QoS::AtMostOnce, 0, &[i]), &mut wire)
+            .unwrap();
+    }
+    wire
+}
+
+/// Waits until `topic` holds `n` records; fails after [`WAIT`].
+async fn wait_for_records(log: &Log, topic: &str, n: usize) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let stored = records(log, topic).len();
+        if stored == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{stored} of {n} publishes read before the connection failed were stored"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Publishes the broker has read reach the log even when the connection fails right after
+/// them: here the client resets it (RST) behind its last publishes, and the read that would
+/// have taken more fails instead.
+#[tokio::test]
+async fn publishes_read_before_a_reset_are_stored() {
+    let b = start(MqttSection::default()).await;
+    let mut stream = Raw::connected(b.addr, "reset", 0).await.stream;
+    stream
+        .write_all(&twenty_publishes("reset/x"))
+        .await
+        .unwrap();
+    stream.set_zero_linger().unwrap();
+    drop(stream);
+    wait_for_records(&b.log, "reset", 20).await;
+}
+
+/// The same when a malformed packet follows them: it closes the connection, after them.
+#[tokio::test]
+async fn publishes_before_a_malformed_packet_are_stored() {
+    let b = start(MqttSection::default()).await;
+    let mut raw = Raw::connected(b.addr, "garbled", 0).await;
+    let mut wire = twenty_publishes("garbled/x");
+    // Packet type 0 is reserved.
+    wire.extend_from_slice(&[0x00, 0x00]);
+    raw.send_bytes(&wire).await;
+    assert!(raw.recv().await.is_none(), "the connection is closed");
+    wait_for_records(&b.log, "garbled", 20).await;
+}
+
 #[tokio::test]
 async fn qos0_records_reach_every_311_subscriber_as_the_same_plain_publish() {
     let b = start(MqttSection::default()).await;

@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::inbound::{record, Inbound};
@@ -163,7 +164,7 @@ pub async fn publish(ctx: &MqttContext, client_id: &str, will: WillIn) {
         retain: will.retain,
         props: will.props,
     };
-    let rec = record(&m, &bytes::Bytes::copy_from_slice(client_id.as_bytes()));
+    let rec = record(&m, &Bytes::copy_from_slice(client_id.as_bytes()));
     let retained = m.retain.then(|| rec.clone());
     let log_topic = ctx.inner.router.log_topic(&m.topic);
     match ctx.append(&m.topic, &log_topic, vec![rec], retained).await {

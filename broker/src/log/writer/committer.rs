@@ -10,7 +10,8 @@
 //! which then commits everything queued for as long as there is some. Under load the writer
 //! thread does nearly all commits; when the log is quiet, the waiting task does. A task committing
 //! inline takes a bounded group and leaves heavy commands (retention, topic deletion) to the
-//! writer thread, so it is held for about one fsync.
+//! writer thread, so it is held for about one fsync (on a slow disk, plus up to 2 ms waiting for
+//! the last group's callers: `followers`).
 //!
 //! LMDB still sees one writer at a time: the lock is the single writer. A panic while committing
 //! stops the log (every waiting and later write gets `Stopped`): the in-memory state may no longer
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::followers::Followers;
-use super::{commit_group, Command, MAX_GROUP_BYTES, MAX_GROUP_COMMANDS};
+use super::{commit_group, Command, Queued, MAX_GROUP_BYTES, MAX_GROUP_COMMANDS};
 use crate::blocking::{panic_message, try_lock_for_inline};
 use crate::log::producers::Producers;
 use crate::log::LogInner;
@@ -48,16 +49,16 @@ pub struct Committer {
 
 /// What only the one committing holds.
 struct Turn {
-    rx: mpsc::Receiver<Command>,
+    rx: mpsc::Receiver<Queued>,
     /// A command taken from the queue by a task committing inline but left for the writer
     /// thread (see [`Command::is_heavy`]); it goes first in the next group.
-    held: Option<Command>,
+    held: Option<Queued>,
     /// The idempotent producers' state: read and changed only by the one committing.
     producers: Producers,
     /// Set once a `Stop` has been committed or a commit panicked: the writer thread ends.
     stopped: bool,
     /// What the last commit leads the next one to wait for (see `followers`).
-    followers: Option<Followers>,
+    followers: Option<Followers<tokio::task::Id>>,
 }
 
 /// Who is committing, which sets how much one group may take.
@@ -77,7 +78,7 @@ enum Round {
 
 impl Committer {
     /// `rx` is the queue every [`crate::log::Log`] handle sends to.
-    pub fn new(rx: mpsc::Receiver<Command>, producers: Producers) -> Committer {
+    pub fn new(rx: mpsc::Receiver<Queued>, producers: Producers) -> Committer {
         Committer {
             turn: Mutex::new(Turn {
                 rx,
@@ -121,7 +122,7 @@ impl Committer {
         let Some(first) = turn.take_next() else {
             return;
         };
-        if first.is_heavy() {
+        if first.cmd.is_heavy() {
             turn.held = Some(first);
             drop(turn);
             return self.wake_writer();
@@ -178,7 +179,7 @@ impl Turn {
         self.held.is_some() || !self.rx.is_empty()
     }
 
-    fn take_next(&mut self) -> Option<Command> {
+    fn take_next(&mut self) -> Option<Queued> {
         self.held.take().or_else(|| self.rx.try_recv().ok())
     }
 
@@ -196,36 +197,38 @@ impl Turn {
     }
 
     /// Commits `first` and whatever is queued behind it, within the group's limits.
-    fn commit(&mut self, inner: &LogInner, first: Command, who: Committing) -> Round {
+    fn commit(&mut self, inner: &LogInner, first: Queued, who: Committing) -> Round {
         let (max_commands, max_bytes) = match who {
             Committing::WriterThread => (MAX_GROUP_COMMANDS, MAX_GROUP_BYTES),
             Committing::Inline => (MAX_INLINE_COMMANDS, MAX_INLINE_BYTES),
         };
-        if !matches!(first, Command::Stop { .. }) {
-            self.wait_for_followers();
+        if !matches!(first.cmd, Command::Stop { .. }) {
+            self.wait_for_followers(max_commands);
         }
-        let mut bytes = first.weight();
-        let mut group = vec![first];
+        let mut bytes = first.cmd.weight();
+        let mut callers = vec![first.caller];
+        let mut group = vec![first.cmd];
         while group.len() < max_commands && bytes < max_bytes {
-            let Ok(cmd) = self.rx.try_recv() else {
+            let Ok(next) = self.rx.try_recv() else {
                 break;
             };
-            if who == Committing::Inline && cmd.is_heavy() {
-                self.held = Some(cmd);
+            if who == Committing::Inline && next.cmd.is_heavy() {
+                self.held = Some(next);
                 break;
             }
-            bytes += cmd.weight();
-            group.push(cmd);
+            bytes += next.cmd.weight();
+            callers.push(next.caller);
+            group.push(next.cmd);
         }
         let stop = group.iter().any(|c| matches!(c, Command::Stop { .. }));
-        let released = group.len();
         let started = Instant::now();
         let committed = panic::catch_unwind(AssertUnwindSafe(|| {
             commit_group(inner, &mut self.producers, group)
         }));
         let ended = Instant::now();
         let queued = self.rx.len() + usize::from(self.held.is_some());
-        self.followers = Some(Followers::after(released, queued, ended - started, ended));
+        let took = ended - started;
+        self.followers = Some(Followers::after(callers.into_iter(), queued, took, ended));
         // Caught rather than let through: on a task's thread it would end that task (a
         // connection); every caller of this group and later ones gets `Stopped` instead.
         if let Err(panicked) = committed {
@@ -243,12 +246,15 @@ impl Turn {
 
     /// Before a group: gives the callers the last commit answered a moment to send their next
     /// commands, so that they join this group instead of waiting for the next (see `followers`).
-    fn wait_for_followers(&self) {
-        let Some(followers) = self.followers else {
+    /// `max`: the most commands the group may take.
+    fn wait_for_followers(&self, max: usize) {
+        let Some(followers) = &self.followers else {
             return;
         };
+        // The task committing inline (none on the writer thread) is not waited for.
+        let me = tokio::task::try_id();
         // The command in hand (taken from the queue or `held`) counts.
-        while let Some(pause) = followers.pause(1 + self.rx.len(), Instant::now()) {
+        while let Some(pause) = followers.pause(1 + self.rx.len(), max, me, Instant::now()) {
             std::thread::sleep(pause);
         }
     }
