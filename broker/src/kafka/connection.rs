@@ -218,11 +218,7 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
                         None => std::future::pending().await,
                     }
                 };
-                // Reading first: the oldest produce's answer, when it is alone, is committed by
-                // this task as it is polled, and reads nothing meanwhile; requests the client has
-                // already sent are taken first so that they join that commit.
                 let read = tokio::select! {
-                    biased;
                     read = stream.read_buf(&mut buf) => read?,
                     Some((reply, answer)) = produces.next_answer() => {
                         deliver(&mut stream, reply?, &answer).await?;
