@@ -614,7 +614,7 @@ impl<S: Link> Connection<S> {
                 buffers::prepare_read(&mut self.inbuf, self.read_hint);
             }
             buffers::release_idle_write(&mut self.out);
-            let can_write = !self.writer_dead && (!self.out.is_empty() || self.needs_flush);
+            let can_write = self.wants_write();
             let silent_until = self.keep_alive.map(|k| self.last_heard + k);
             // One timer for the keep-alive and the end of a quiet stretch.
             let quiet_until = quiet_since.map(|at| at + QUIET_BEFORE_IDLE);
@@ -675,6 +675,11 @@ impl<S: Link> Connection<S> {
         }
     }
 
+    /// Whether there is output to write or flush to a client that can still take it.
+    fn wants_write(&self) -> bool {
+        !self.writer_dead && (!self.out.is_empty() || self.needs_flush)
+    }
+
     /// What one turn of [`Io`] did: a failed write ends the connection (or, while draining,
     /// only its writing), end of stream starts draining.
     fn on_io(
@@ -710,7 +715,7 @@ impl<S: Link> Connection<S> {
             let read = !self.inbound.is_full()
                 && self.out.len() < OUT_READ_LIMIT
                 && !self.disconnect_received;
-            let write = !self.writer_dead && (!self.out.is_empty() || self.needs_flush);
+            let write = self.wants_write();
             if read {
                 buffers::prepare_read(&mut self.inbuf, self.read_hint);
             }

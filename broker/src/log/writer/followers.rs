@@ -54,6 +54,16 @@ impl<C: Ord + Copy> Followers<C> {
         took: Duration,
         ended: Instant,
     ) -> Followers<C> {
+        if took < MIN_COMMIT_TO_WAIT {
+            // Nothing to wait for: no need to count the callers either.
+            return Followers {
+                queued,
+                callers: Vec::new(),
+                anonymous: 0,
+                deadline: ended,
+            };
+        }
+        let wait = (took / 2).min(MAX_WAIT);
         let mut anonymous = 0;
         let mut known: Vec<C> = callers
             .filter_map(|c| {
@@ -63,11 +73,6 @@ impl<C: Ord + Copy> Followers<C> {
             .collect();
         known.sort_unstable();
         known.dedup();
-        let wait = if took >= MIN_COMMIT_TO_WAIT {
-            (took / 2).min(MAX_WAIT)
-        } else {
-            Duration::ZERO
-        };
         Followers {
             queued,
             callers: known,
