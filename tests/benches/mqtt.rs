@@ -61,9 +61,6 @@ struct Scenario {
     windowed: bool,
 }
 
-/// Index of the windowed scenario in [`scenarios`].
-const WINDOWED: usize = 1;
-
 fn scenarios() -> Vec<Scenario> {
     let s = |name, publishers, per, subscribers, qos| Scenario {
         name,
@@ -229,7 +226,9 @@ async fn main() {
         latency_rate,
     );
     let fsync = Kind::Headwater { relaxed: false }.name();
-    let (rumqttc, windowed) = (results.get(&(0, fsync)), results.get(&(WINDOWED, fsync)));
+    let windowed = scenarios.iter().position(|s| s.windowed);
+    let windowed = windowed.and_then(|i| results.get(&(i, fsync)));
+    let rumqttc = results.get(&(0, fsync));
     if rumqttc.is_some() || windowed.is_some() {
         print_window_bound(rumqttc, windowed);
     }

@@ -231,7 +231,7 @@ pub async fn idle_connections(addr: SocketAddr, n: usize, held: &mut Vec<TcpStre
 /// tried again, up to 5 times.
 async fn connect_idle(addr: SocketAddr, id: &str) -> Option<TcpStream> {
     for _ in 0..5 {
-        match try_connect_idle(addr, id).await {
+        match raw_connect(addr, id).await {
             Ok(stream) => return Some(stream),
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
@@ -239,7 +239,8 @@ async fn connect_idle(addr: SocketAddr, id: &str) -> Option<TcpStream> {
     None
 }
 
-async fn try_connect_idle(addr: SocketAddr, id: &str) -> std::io::Result<TcpStream> {
+/// A raw MQTT 3.1.1 connection, CONNECT (keep-alive 10 minutes) answered by CONNACK.
+async fn raw_connect(addr: SocketAddr, id: &str) -> std::io::Result<TcpStream> {
     let mut stream = TcpStream::connect(addr).await?;
     let mut connect = Connect::new(id);
     connect.keep_alive = 600;
@@ -262,18 +263,9 @@ async fn try_connect_idle(addr: SocketAddr, id: &str) -> std::io::Result<TcpStre
 pub async fn windowed(addr: SocketAddr, total: usize, window: usize) -> Delivered {
     let codec = Codec::new(1 << 20);
     let id = format!("window-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut stream = raw_connect(addr, &id).await.expect("connect");
     stream.set_nodelay(true).expect("nodelay");
     let mut out = BytesMut::new();
-    let mut connect = Connect::new(id);
-    connect.keep_alive = 600;
-    codec
-        .encode(&RawPacket::Connect(connect), &mut out)
-        .expect("encode CONNECT");
-    stream.write_all(&out).await.expect("send CONNECT");
-    let mut connack = [0u8; 4];
-    stream.read_exact(&mut connack).await.expect("CONNACK");
-    assert_eq!(connack[0], 0x20, "CONNACK expected");
 
     // Packet ids 1..=window, reused as their PUBACKs come back.
     let mut free: Vec<u16> = (1..=window as u16).rev().collect();
