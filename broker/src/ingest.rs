@@ -135,7 +135,7 @@ impl Ingest {
                 headers: r.headers,
             }));
         }
-        self.append_via_plugins(topic, Some(handle), records, claim, &mut None)
+        self.append_via_plugins(topic, Some(handle), records, claim, None)
             .await
     }
 
@@ -158,14 +158,9 @@ impl Ingest {
         meta: Option<MetaUpdate>,
     ) -> Result<Appended, IngestError> {
         if self.plugins.has_plugins(topic) {
-            let mut meta = meta;
-            let appended = self
-                .append_via_plugins(topic, None, records, None, &mut meta)
-                .await?;
-            if let Some(meta) = meta {
-                self.log.put_meta_then(meta).await?;
-            }
-            return Ok(appended);
+            return self
+                .append_via_plugins(topic, None, records, None, meta)
+                .await;
         }
         let handle = self.partition_for_key(topic, records.first()).await?;
         Ok(self
@@ -198,63 +193,86 @@ impl Ingest {
         partition: Option<Arc<PartitionHandle>>,
         records: Vec<NewRecord>,
         claim: Option<ProducerClaim>,
-        meta: &mut Option<MetaUpdate>,
+        meta: Option<MetaUpdate>,
     ) -> Result<Appended, IngestError> {
-        let output = self
+        // The topic's turn, from the chain's run until its appends are queued: the plugins'
+        // states go into the log in the order the plugins produced them.
+        let turn = self.plugins.turn(topic).await;
+        let mut output = self
             .plugins
             .run(topic, records)
             .await
             .map_err(|e| IngestError::Plugin(e.to_string()))?;
-        let mut last = None;
+        // The changed states ride with the records kept for the source topic: after a crash a
+        // plugin resumes from the state of the last batch that is durable.
+        let mut source_meta = MetaUpdate::with_entries(meta, output.take_held_state_entries());
+        let mut source_claim = claim.filter(|_| partition.is_some());
+        let mut tickets = Vec::new();
         // Records the chain keeps for their own topic go where the producer asked; rerouted ones
         // and dead letters go to the partition of their first record's key in their topic.
         for (target, records) in output.by_topic() {
             if records.is_empty() {
                 continue;
             }
-            let handle = match (&partition, target == topic) {
+            let source = target == topic;
+            let handle = match (&partition, source) {
                 (Some(p), true) => p.clone(),
                 _ => self.partition_for_key(&target, records.first()).await?,
             };
-            let appended = match (claim, &partition, target == topic) {
-                (Some(claim), Some(_), true) => {
-                    self.log
-                        .append_records_claimed(&handle, &records, claim)
-                        .await?
-                }
-                (_, _, true) => {
-                    self.log
-                        .append_records_with_meta(&handle, &records, meta.take())
-                        .await?
-                }
-                _ => self.log.append_records(&handle, &records).await?,
+            let (claim, meta) = match source {
+                true => (source_claim.take(), source_meta.take()),
+                false => (None, None),
             };
-            if target == topic {
+            let ticket = self
+                .log
+                .submit_append(&handle, &records, claim, meta)
+                .await?;
+            tickets.push((source, ticket));
+        }
+        // Nothing kept for the source topic: the producer's next request follows this one's
+        // sequence, so the claim is recorded even with nothing to write, and the states and
+        // the caller's metadata are written alone.
+        let mut alone = None;
+        match (source_claim, &partition) {
+            (Some(claim), Some(p)) => {
+                let ticket = self
+                    .log
+                    .submit_append(p, &[], Some(claim), source_meta.take())
+                    .await?;
+                tickets.push((true, ticket));
+            }
+            _ => {
+                if let Some(update) = source_meta {
+                    alone = Some(self.log.submit_meta(update).await?);
+                }
+            }
+        }
+        drop(turn);
+        let mut last = None;
+        for (source, ticket) in tickets {
+            let appended = ticket.durable().await?;
+            if source {
                 last = Some(appended);
             }
         }
+        if let Some(ticket) = alone {
+            ticket.durable().await?;
+        }
+        if let Some(appended) = last {
+            return Ok(appended);
+        }
         // Everything dropped by the plugin: ack with the partition's current end, as Kafka does
         // for an empty append.
-        match (last, claim, partition) {
-            (Some(a), _, _) => Ok(a),
-            // The producer's next request follows this one's sequence, so the claim is recorded
-            // even with nothing to write.
-            (None, Some(claim), Some(p)) => {
-                Ok(self.log.append_records_claimed(&p, &[], claim).await?)
-            }
-            (None, _, partition) => {
-                let handle = match partition {
-                    Some(p) => p,
-                    None => self.partition_for_key(topic, None).await?,
-                };
-                let end = handle.high_watermark();
-                Ok(Appended {
-                    base_offset: end,
-                    last_offset: end - 1,
-                    log_start: handle.log_start(),
-                })
-            }
-        }
+        let handle = match partition {
+            Some(p) => p,
+            None => self.partition_for_key(topic, None).await?,
+        };
+        let end = handle.high_watermark();
+        Ok(Appended {
+            base_offset: end,
+            last_offset: end - 1,
+            log_start: handle.log_start(),
+        })
     }
 
     async fn partition(

@@ -198,6 +198,10 @@ impl Broker {
             .chain(upstream_plugins.plugins())
             .cloned()
             .collect();
+        let restored = plugins.restore_held_states(log)?;
+        if restored > 0 {
+            tracing::info!(restored, "ingest plugin states restored from the log");
+        }
         let ingest = Ingest::new(log.clone(), Arc::new(plugins));
         let upstream_plugins = Arc::new(upstream_plugins);
         let mut addrs = BoundAddrs::default();

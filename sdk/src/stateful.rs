@@ -5,8 +5,8 @@
 //! For upstream plugins the host commits that state in the same transaction as the replication
 //! cursor, so after a crash or a failed upstream produce the plugin sees again exactly the state
 //! that matches the records it is given: a downsampler or a counter neither skips nor counts
-//! twice. For ingest plugins the host keeps it in memory per topic (it survives a restarted
-//! instance, not a broker restart).
+//! twice. For ingest plugins the host stores it in the transaction that appends the batch's
+//! records, so after a restart the plugin resumes from the state of the last durable batch.
 
 use alloc::borrow::Cow;
 use alloc::string::String;

@@ -85,3 +85,42 @@ async fn json_range_filters_mqtt_and_kafka_records() {
     );
     hw.broker.stop().await;
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_headwater-test-broker");
+
+/// An ingest plugin's state is stored in the transaction that appends the records it goes with:
+/// after `kill -9` the downsampler still remembers the reading it kept, so the restart lets no
+/// extra reading through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_downsampler_state_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Ten minutes: every reading of this test falls in one interval.
+    let config = format!(
+        "[[plugins]]\nname = \"per-key\"\nmodule = {:?}\nattach = \"ingest\"\n\
+         topics = [\"readings\"]\nconfig = {{ interval_ms = 600000 }}\n",
+        plugin_wasm("downsample").display().to_string()
+    );
+    let broker = headwater_tests::ChildBroker::spawn(BIN, &data, &config);
+    let p = producer(&broker.kafka(), &[]);
+    send(&p, "readings", "dev1", "a").await;
+    send(&p, "readings", "dev1", "b").await;
+    drop(p);
+    broker.kill9();
+
+    let broker = headwater_tests::ChildBroker::spawn(BIN, &data, &config);
+    let p = producer(&broker.kafka(), &[]);
+    // Dropped only if the state survived; then a new key, kept.
+    send(&p, "readings", "dev1", "c").await;
+    send(&p, "readings", "dev2", "d").await;
+    let kafka = broker.kafka();
+    let records = tokio::task::spawn_blocking(move || {
+        consume(&kafka, "readings", 1, 2, Duration::from_secs(20))
+    })
+    .await
+    .unwrap();
+    let values: Vec<String> = records.iter().map(Consumed::value_str).collect();
+    assert_eq!(values, ["a", "d"]);
+    drop(p);
+    assert!(broker.terminate().success());
+}

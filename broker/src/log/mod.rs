@@ -33,6 +33,7 @@ pub use stats::CommitCounts;
 pub use store::{PartitionState, StoredBatch, TopicConfig, TopicMeta};
 pub use writer::Appended;
 
+use producers::ProducerClaim;
 use store::Store;
 use writer::{Command, Committer, Queued};
 
@@ -155,6 +156,26 @@ pub struct MetaUpdate {
     /// Runs after the commit, on whichever thread committed (the writer thread or a runtime
     /// worker): keep it short and non-blocking.
     pub on_commit: Box<dyn FnOnce() + Send>,
+}
+
+impl MetaUpdate {
+    /// `update` with `entries` written after its own (`None` when there is nothing to write).
+    pub fn with_entries(
+        update: Option<MetaUpdate>,
+        entries: Vec<(String, Option<Vec<u8>>)>,
+    ) -> Option<MetaUpdate> {
+        match update {
+            Some(mut update) => {
+                update.entries.extend(entries);
+                Some(update)
+            }
+            None if entries.is_empty() => None,
+            None => Some(MetaUpdate {
+                entries,
+                on_commit: Box::new(|| {}),
+            }),
+        }
+    }
 }
 
 /// A committed append, announced to readers.
@@ -454,19 +475,52 @@ impl Log {
         batches: Vec<(BatchHeader, Bytes)>,
         meta: Option<MetaUpdate>,
     ) -> Result<AppendTicket, LogError> {
+        self.submit_claimed(partition, batches, None, meta).await
+    }
+
+    async fn submit_claimed(
+        &self,
+        partition: &Arc<PartitionHandle>,
+        batches: Vec<(BatchHeader, Bytes)>,
+        claim: Option<ProducerClaim>,
+        meta: Option<MetaUpdate>,
+    ) -> Result<AppendTicket, LogError> {
         let (reply, rx) = oneshot::channel();
         self.queue(Command::Append {
             partition: partition.clone(),
             batches,
-            claim: None,
+            claim,
             meta,
             reply,
         })
         .await?;
-        Ok(AppendTicket {
-            reply: rx,
+        Ok(self.ticket(rx))
+    }
+
+    fn ticket<T>(&self, reply: oneshot::Receiver<Result<T, LogError>>) -> Ticket<T> {
+        Ticket {
+            reply,
             log: Some(Arc::downgrade(&self.inner)),
-        })
+        }
+    }
+
+    /// Encodes `records` into one batch and queues its append, with the producer's `claim`
+    /// checked and recorded and `meta` written in the same transaction. No records still
+    /// records the claim and writes `meta`. Appends keep the order of the calls.
+    pub async fn submit_append(
+        &self,
+        partition: &Arc<PartitionHandle>,
+        records: &[NewRecord],
+        claim: Option<ProducerClaim>,
+        meta: Option<MetaUpdate>,
+    ) -> Result<AppendTicket, LogError> {
+        let batches = if records.is_empty() {
+            Vec::new()
+        } else {
+            let bytes = batch::encode(records)?;
+            vec![(BatchHeader::parse(&bytes)?, bytes)]
+        };
+        self.submit_claimed(partition, batches, claim, meta).await
     }
 
     /// Encodes records into one batch and appends it; resolves once durable.
@@ -584,16 +638,20 @@ impl Log {
 
     /// [`Log::put_meta`] with a hook run right after the commit, by whoever committed it.
     pub async fn put_meta_then(&self, update: MetaUpdate) -> Result<(), LogError> {
+        self.submit_meta(update).await?.durable().await
+    }
+
+    /// [`Log::put_meta_then`] in two steps, as [`Log::submit_append`]: queued in call order
+    /// with appends; the ticket resolves once durable.
+    pub async fn submit_meta(&self, update: MetaUpdate) -> Result<Ticket<()>, LogError> {
         let (reply, rx) = oneshot::channel();
-        self.ask(
-            Command::PutMeta {
-                entries: update.entries,
-                on_commit: Some(update.on_commit),
-                reply,
-            },
-            rx,
-        )
-        .await
+        self.queue(Command::PutMeta {
+            entries: update.entries,
+            on_commit: Some(update.on_commit),
+            reply,
+        })
+        .await?;
+        Ok(self.ticket(rx))
     }
 
     /// Applies retention at time `now_ms`; returns how many batches were deleted.
@@ -664,16 +722,19 @@ impl Log {
     }
 }
 
-/// An append queued with the writer; [`AppendTicket::durable`] waits for its commit.
-#[must_use = "the append's outcome is only known by awaiting `durable`"]
-pub struct AppendTicket {
-    reply: oneshot::Receiver<Result<Appended, LogError>>,
+/// An append queued with the writer; [`Ticket::durable`] waits for its commit.
+pub type AppendTicket = Ticket<Appended>;
+
+/// A command queued with the writer; [`Ticket::durable`] waits for its commit.
+#[must_use = "the command's outcome is only known by awaiting `durable`"]
+pub struct Ticket<T> {
+    reply: oneshot::Receiver<Result<T, LogError>>,
     /// Until [`AppendTicket::durable`] runs: the log whose queue to commit (or whose writer to
     /// wake when the ticket is dropped unawaited). Weak: a ticket is not a handle on the log.
     log: Option<Weak<LogInner>>,
 }
 
-impl AppendTicket {
+impl<T> Ticket<T> {
     /// Has the writer thread commit this append now instead of the task that will wait for it:
     /// for a caller with more work to do meanwhile (a connection with other requests in flight
     /// keeps reading while the writer commits, rather than stopping for each commit).
@@ -685,7 +746,7 @@ impl AppendTicket {
 
     /// Where the append landed, once it is on disk (or why it was refused). Commits it on this
     /// thread when nobody else is committing (see [`Committer`]).
-    pub async fn durable(mut self) -> Result<Appended, LogError> {
+    pub async fn durable(mut self) -> Result<T, LogError> {
         if let Some(log) = self.log.take().and_then(|l| l.upgrade()) {
             log.committer.commit_or_wake(&log);
         }
@@ -693,7 +754,7 @@ impl AppendTicket {
     }
 }
 
-impl Drop for AppendTicket {
+impl<T> Drop for Ticket<T> {
     fn drop(&mut self) {
         if let Some(log) = self.log.take().and_then(|l| l.upgrade()) {
             log.committer.wake_writer();

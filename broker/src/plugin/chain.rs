@@ -11,10 +11,11 @@ use std::sync::Arc;
 
 use super::convert::SourceBatch;
 use super::engine::PluginEngine;
+use super::held_state;
 use super::runner::{Plugin, StateIn};
 use super::PluginError;
 use crate::config::{Attach, PluginSection};
-use crate::log::{NewRecord, StoredRecord};
+use crate::log::{Log, NewRecord, StoredRecord};
 
 /// Records grouped by the topic they go to.
 pub type ByTopic = Vec<(String, Vec<NewRecord>)>;
@@ -27,6 +28,9 @@ pub struct ChainOutput {
     kept: Vec<(String, Vec<NewRecord>)>,
     /// Dead letters per dead-letter topic.
     dead_letters: Vec<(String, Vec<NewRecord>)>,
+    /// Ingest chains: the states the plugins' workers hold for this topic that these records
+    /// changed, by plugin name (`None`: the plugin dropped its state), to be stored with them.
+    held_states: Vec<(String, Option<Vec<u8>>)>,
 }
 
 impl ChainOutput {
@@ -34,6 +38,17 @@ impl ChainOutput {
         ChainOutput {
             kept: vec![(source.to_string(), Vec::new())],
             dead_letters: Vec::new(),
+            held_states: Vec::new(),
+        }
+    }
+
+    /// The meta entries that store the held states these records changed (ingest chains), to
+    /// be written in the transaction that appends the records kept for the source topic.
+    pub fn take_held_state_entries(&mut self) -> Vec<(String, Option<Vec<u8>>)> {
+        let changed = std::mem::take(&mut self.held_states);
+        match self.kept.first() {
+            Some((source, _)) if !changed.is_empty() => held_state::entries(source, changed),
+            _ => Vec::new(),
         }
     }
 
@@ -135,11 +150,18 @@ impl Chains {
             let result = plugin
                 .process(topic, std::mem::take(&mut current), state)
                 .await?;
-            if let Some(states) = states.as_deref_mut() {
-                match result.state {
-                    Some(state) => states.insert(plugin.name().to_string(), state),
-                    None => states.remove(plugin.name()),
-                };
+            match states.as_deref_mut() {
+                Some(states) => {
+                    match result.state {
+                        Some(state) => states.insert(plugin.name().to_string(), state),
+                        None => states.remove(plugin.name()),
+                    };
+                }
+                None if result.held_changed => {
+                    out.held_states
+                        .push((plugin.name().to_string(), result.state));
+                }
+                None => {}
             }
             // Kept in the source topic: the input of the next plugin (no offsets: outputs need
             // not map to inputs).
@@ -172,9 +194,7 @@ pub fn load(sections: &[PluginSection]) -> Result<(IngestPlugins, UpstreamPlugin
     }
     let engine = PluginEngine::for_plugins(sections)?;
     Ok((
-        IngestPlugins {
-            chains: Chains::load(&engine, sections, Attach::Ingest)?,
-        },
+        IngestPlugins::new(Chains::load(&engine, sections, Attach::Ingest)?),
         UpstreamPlugins {
             chains: Chains::load(&engine, sections, Attach::Upstream)?,
         },
@@ -185,6 +205,9 @@ pub fn load(sections: &[PluginSection]) -> Result<(IngestPlugins, UpstreamPlugin
 #[derive(Default)]
 pub struct IngestPlugins {
     chains: Chains,
+    /// Per topic with a chain: held while a batch runs through the chain and its appends are
+    /// queued, so the states stored with the appends follow the order the plugins ran in.
+    order: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl IngestPlugins {
@@ -195,9 +218,48 @@ impl IngestPlugins {
             return Ok(IngestPlugins::default());
         }
         let engine = PluginEngine::for_plugins(sections)?;
-        Ok(IngestPlugins {
-            chains: Chains::load(&engine, sections, Attach::Ingest)?,
-        })
+        Ok(IngestPlugins::new(Chains::load(
+            &engine,
+            sections,
+            Attach::Ingest,
+        )?))
+    }
+
+    fn new(chains: Chains) -> IngestPlugins {
+        let order = chains
+            .by_topic
+            .keys()
+            .map(|topic| (topic.clone(), Arc::default()))
+            .collect();
+        IngestPlugins { chains, order }
+    }
+
+    /// Waits for `topic`'s turn to run its chain and queue the appends of the output, when a
+    /// plugin of the chain keeps state or may (`None`: no turn needed). Hold it until the
+    /// appends carrying the output's [held states](ChainOutput::take_held_state_entries) are
+    /// queued with the log. Chains of stateless plugins run batches side by side: the plugin's
+    /// thread takes the next batch while the last one's caller queues its append.
+    pub async fn turn(&self, topic: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        let chain = self.chains.by_topic.get(topic)?;
+        if !chain.iter().any(|p| p.may_keep_state()) {
+            return None;
+        }
+        Some(self.order.get(topic)?.clone().lock_owned().await)
+    }
+
+    /// Gives the plugins the states stored with the log's records before a restart (see
+    /// [`held_state`](super::held_state)). Call before the first batch.
+    pub fn restore_held_states(&self, log: &Log) -> Result<usize, PluginError> {
+        let stored = held_state::load(log).map_err(PluginError::StoredStates)?;
+        let mut restored = 0;
+        for (topic, plugin, state) in stored {
+            let chain = self.chains.by_topic.get(&topic).into_iter().flatten();
+            if let Some(p) = chain.into_iter().find(|p| p.name() == plugin) {
+                p.restore_held(&topic, state);
+                restored += 1;
+            }
+        }
+        Ok(restored)
     }
 
     pub fn has_plugins(&self, topic: &str) -> bool {

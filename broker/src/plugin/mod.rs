@@ -24,6 +24,7 @@ mod chain;
 mod convert;
 mod dead_letter;
 mod engine;
+mod held_state;
 mod instance;
 mod limits;
 mod linker;
@@ -66,4 +67,6 @@ pub enum PluginError {
     Stopped { plugin: String },
     #[error("plugin engine: {0}")]
     Engine(String),
+    #[error("reading the ingest plugins' stored states: {0}")]
+    StoredStates(crate::log::LogError),
 }

@@ -14,7 +14,7 @@
 //!   lost while an operator looks into it.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -55,6 +55,9 @@ pub(crate) struct PluginOutput {
     pub dead: Vec<NewRecord>,
     /// The plugin's state after these records (`None`: it keeps none).
     pub state: Option<Vec<u8>>,
+    /// For a state the worker holds ([`StateIn::Held`]): whether these records changed it (so
+    /// the caller stores the new one with them).
+    pub held_changed: bool,
 }
 
 /// Where the plugin state of a batch comes from (ABI.md, "State").
@@ -148,7 +151,14 @@ pub struct Plugin {
     /// Who runs the queued work: the worker thread, or a caller when the worker is free.
     /// After `jobs`: dropped once the queue has no sender, it wakes the thread to end.
     turns: TurnsHandle,
+    /// Whether the module keeps state: [`UNKNOWN`] until its first batch (and after a reload),
+    /// then [`STATELESS`] or, once it returned a state, [`STATEFUL`] for good.
+    keeps_state: AtomicU8,
 }
+
+const UNKNOWN: u8 = 0;
+const STATELESS: u8 = 1;
+const STATEFUL: u8 = 2;
 
 impl Plugin {
     /// Reads, checks, compiles and starts the plugin of `section`. Blocking (compilation and
@@ -190,6 +200,7 @@ impl Plugin {
             stats,
             jobs,
             turns,
+            keeps_state: AtomicU8::new(UNKNOWN),
         })
     }
 
@@ -213,6 +224,8 @@ impl Plugin {
             plugin: self.name.to_string(),
         };
         let (done, swapped) = oneshot::channel();
+        // The new module may keep state where the old one kept none.
+        self.keeps_state.store(UNKNOWN, Ordering::Relaxed);
         self.jobs
             .send(Work::Swap(Box::new(prepared), done))
             .await
@@ -248,6 +261,21 @@ impl Plugin {
         &self.stats
     }
 
+    /// Gives the worker the state it held for `topic` before a restart. Call before the
+    /// plugin's first batch of `topic`.
+    pub(crate) fn restore_held(&self, topic: &str, state: Vec<u8>) {
+        self.keeps_state.store(STATEFUL, Ordering::Relaxed);
+        self.turns
+            .with_worker(|worker| worker.restore_held(topic, state));
+    }
+
+    /// Whether the plugin keeps state, or might: not known yet to be stateless. Batches through
+    /// such a plugin take turns (see `IngestPlugins::turn`), so its states reach the log in the
+    /// order it produced them.
+    pub(crate) fn may_keep_state(&self) -> bool {
+        self.keeps_state.load(Ordering::Relaxed) != STATELESS
+    }
+
     pub fn is_disabled(&self) -> bool {
         self.stats.disabled.load(Ordering::Relaxed)
     }
@@ -276,7 +304,16 @@ impl Plugin {
             .await
             .map_err(|_| stopped())?;
         self.turns.run_or_wake(|| !answer.is_empty());
-        answer.await.map_err(|_| stopped())
+        let output = answer.await.map_err(|_| stopped())?;
+        // A module returns its state with every batch (an output without one drops it), so the
+        // first batch tells; a module that starts keeping state later is stateful from then on.
+        let seen = if output.state.is_some() {
+            STATEFUL
+        } else {
+            STATELESS
+        };
+        let _ = self.keeps_state.fetch_max(seen, Ordering::Relaxed);
+        Ok(output)
     }
 }
 
@@ -428,12 +465,18 @@ impl Worker {
             self.run_batch(topic, batch, encoded_len, &mut out);
         }
         if held {
-            match &out.state {
+            let before = match &out.state {
                 Some(state) => self.held.insert(topic.to_string(), state.clone()),
                 None => self.held.remove(topic),
             };
+            out.held_changed = before != out.state;
         }
         out
+    }
+
+    /// Sets the state held for `topic` (ingest plugins: as stored before a restart).
+    pub(super) fn restore_held(&mut self, topic: &str, state: Vec<u8>) {
+        self.held.insert(topic.to_string(), state);
     }
 
     /// Runs one call; on success the plugin's new state replaces `out.state`, on failure the

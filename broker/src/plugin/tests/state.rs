@@ -82,3 +82,71 @@ async fn upstream_state_goes_back_to_the_caller_and_a_rerun_repeats_exactly() {
         .unwrap();
     assert_eq!(kept(&out), ["1000"]);
 }
+
+/// The ingest path stores each changed state with the records it goes with (or alone when the
+/// plugin keeps none of them); a log opened again gives the plugins the states back.
+#[tokio::test]
+async fn ingest_state_is_stored_with_the_records_and_restored_after_a_restart() {
+    use crate::ingest::Ingest;
+    use crate::log::{Log, LogOptions, TopicConfig};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let open = |restore: bool| {
+        let log = Log::open(&LogOptions::for_tests(dir.path(), 64 << 20)).unwrap();
+        let plugins = IngestPlugins::from_config(&[downsample(Attach::Ingest)]).unwrap();
+        let restored = match restore {
+            true => plugins.restore_held_states(&log).unwrap(),
+            false => 0,
+        };
+        (Ingest::new(log.clone(), Arc::new(plugins)), log, restored)
+    };
+    let end = |log: &Log| log.topic("t").unwrap().partitions[0].high_watermark();
+
+    let (ingest, log, restored) = open(true);
+    assert_eq!(restored, 0);
+    log.create_topic("t", 1, TopicConfig::default())
+        .await
+        .unwrap();
+    ingest.publish("t", readings(&[0, 500])).await.unwrap();
+    ingest.publish("t", readings(&[900])).await.unwrap();
+    assert_eq!(end(&log), 1, "one reading kept in the first second");
+    drop(ingest);
+    log.close().await;
+
+    let (ingest, log, restored) = open(true);
+    assert_eq!(restored, 1);
+    ingest.publish("t", readings(&[950])).await.unwrap();
+    assert_eq!(
+        end(&log),
+        1,
+        "the restored state still holds the reading at 0"
+    );
+    ingest.publish("t", readings(&[1000])).await.unwrap();
+    assert_eq!(end(&log), 2);
+    drop(ingest);
+    log.close().await;
+
+    // Not restoring makes the difference: a plugin starting afresh keeps the next reading.
+    let (ingest, log, _) = open(false);
+    ingest.publish("t", readings(&[1100])).await.unwrap();
+    assert_eq!(end(&log), 3);
+    drop(ingest);
+    log.close().await;
+}
+
+/// Batches of a topic take turns (run the chain, queue the appends) only where a plugin keeps
+/// state or may: until a plugin's first batch tells, and for good once it returned a state.
+#[tokio::test]
+async fn only_chains_that_may_keep_state_take_turns() {
+    let pass = section("pass", &examples::example("passthrough"), &["p"]);
+    let plugins = IngestPlugins::from_config(&[pass, downsample(Attach::Ingest)]).unwrap();
+    assert!(
+        plugins.turn("p").await.is_some(),
+        "not known before a batch"
+    );
+    plugins.run("p", readings(&[0])).await.unwrap();
+    assert!(plugins.turn("p").await.is_none(), "stateless: side by side");
+    plugins.run("t", readings(&[0])).await.unwrap();
+    assert!(plugins.turn("t").await.is_some(), "stateful: in turn");
+    assert!(plugins.turn("no-chain").await.is_none());
+}
