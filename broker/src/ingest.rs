@@ -13,7 +13,8 @@ use crate::log::{
     self, AppendTicket, Appended, BatchHeader, Log, LogError, MetaUpdate, NewRecord,
     PartitionHandle,
 };
-use crate::plugin::IngestPlugins;
+use crate::plugin::{ChainOutput, IngestPlugins};
+use tokio::sync::OwnedMutexGuard;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -195,84 +196,113 @@ impl Ingest {
         claim: Option<ProducerClaim>,
         meta: Option<MetaUpdate>,
     ) -> Result<Appended, IngestError> {
-        // The topic's turn, from the chain's run until its appends are queued: the plugins'
-        // states go into the log in the order the plugins produced them.
-        let turn = self.plugins.turn(topic).await;
+        // The topic's turn: the chain runs one batch at a time, and a batch that changed the
+        // plugins' states keeps the turn until its appends are queued, so the states reach the
+        // log in the order the plugins produced them.
+        let mut turn = self.plugins.turn(topic).await;
         let mut output = self
             .plugins
             .run(topic, records)
             .await
             .map_err(|e| IngestError::Plugin(e.to_string()))?;
-        // The changed states ride with the records kept for the source topic: after a crash a
-        // plugin resumes from the state of the last batch that is durable.
-        let mut source_meta = MetaUpdate::with_entries(meta, output.take_held_state_entries());
-        let mut source_claim = claim.filter(|_| partition.is_some());
-        let mut tickets = Vec::new();
-        // Records the chain keeps for their own topic go where the producer asked; rerouted ones
-        // and dead letters go to the partition of their first record's key in their topic.
+        let held = output.take_held_changes();
+        if held.is_empty() {
+            turn = None;
+        }
+        // The changed states ride with the records kept for the source topic: after a crash
+        // the plugins resume from the states of the last batch that is durable.
+        let meta = MetaUpdate::with_entries(meta, held.entries());
+        let mut stored = false;
+        let appended = self
+            .append_output(
+                topic,
+                partition,
+                output,
+                (claim, meta),
+                &mut turn,
+                &mut stored,
+            )
+            .await;
+        if !stored {
+            // The producer gets an error and may send the records again: the plugins must see
+            // them as new.
+            held.roll_back();
+        }
+        appended
+    }
+
+    /// Appends what an ingest chain made of a request: records kept for other topics and dead
+    /// letters first, then the source topic's (with the producer's claim and `meta`), so that
+    /// a crash in between leaves no state stored without the records it goes with. Releases
+    /// `turn` once everything is queued, then waits until it is durable. `stored`: set once the
+    /// source topic's append (or `meta` alone) is durable.
+    async fn append_output(
+        &self,
+        topic: &str,
+        partition: Option<Arc<PartitionHandle>>,
+        output: ChainOutput,
+        (claim, meta): (Option<ProducerClaim>, Option<MetaUpdate>),
+        turn: &mut Option<OwnedMutexGuard<()>>,
+        stored: &mut bool,
+    ) -> Result<Appended, IngestError> {
+        // Partitions first (a new topic is created on the way, which commits): records kept
+        // for the source topic go where the producer asked; rerouted ones and dead letters go
+        // to the partition of their first record's key in their topic.
+        let mut others = Vec::new();
+        let mut source = Vec::new();
         for (target, records) in output.by_topic() {
-            if records.is_empty() {
-                continue;
+            if target == topic {
+                source = records;
+            } else if !records.is_empty() {
+                let handle = self.partition_for_key(&target, records.first()).await?;
+                others.push((handle, records));
             }
-            let source = target == topic;
-            let handle = match (&partition, source) {
-                (Some(p), true) => p.clone(),
-                _ => self.partition_for_key(&target, records.first()).await?,
-            };
-            let (claim, meta) = match source {
-                true => (source_claim.take(), source_meta.take()),
-                false => (None, None),
-            };
-            let ticket = self
-                .log
-                .submit_append(&handle, &records, claim, meta)
-                .await?;
-            tickets.push((source, ticket));
+        }
+        let source_handle = match partition {
+            Some(p) => p,
+            None => self.partition_for_key(topic, source.first()).await?,
+        };
+        let mut tickets = Vec::new();
+        for (handle, records) in &others {
+            tickets.push(self.log.submit_append(handle, records, None, None).await?);
         }
         // Nothing kept for the source topic: the producer's next request follows this one's
-        // sequence, so the claim is recorded even with nothing to write, and the states and
-        // the caller's metadata are written alone.
+        // sequence, so the claim is recorded even with nothing to write; the metadata is
+        // written alone.
         let mut alone = None;
-        match (source_claim, &partition) {
-            (Some(claim), Some(p)) => {
-                let ticket = self
-                    .log
-                    .submit_append(p, &[], Some(claim), source_meta.take())
-                    .await?;
-                tickets.push((true, ticket));
-            }
-            _ => {
-                if let Some(update) = source_meta {
-                    alone = Some(self.log.submit_meta(update).await?);
-                }
-            }
-        }
-        drop(turn);
         let mut last = None;
-        for (source, ticket) in tickets {
-            let appended = ticket.durable().await?;
-            if source {
-                last = Some(appended);
-            }
+        if !source.is_empty() || claim.is_some() {
+            let ticket = self
+                .log
+                .submit_append(&source_handle, &source, claim, meta)
+                .await?;
+            last = Some(ticket);
+        } else if let Some(update) = meta {
+            alone = Some(self.log.submit_meta(update).await?);
         }
-        if let Some(ticket) = alone {
+        drop(turn.take());
+        let appended = match (last, alone) {
+            (Some(ticket), _) => Some(ticket.durable().await?),
+            (None, Some(ticket)) => {
+                ticket.durable().await?;
+                None
+            }
+            (None, None) => None,
+        };
+        *stored = true;
+        for ticket in tickets {
             ticket.durable().await?;
         }
-        if let Some(appended) = last {
-            return Ok(appended);
-        }
-        // Everything dropped by the plugin: ack with the partition's current end, as Kafka does
-        // for an empty append.
-        let handle = match partition {
-            Some(p) => p,
-            None => self.partition_for_key(topic, None).await?,
-        };
-        let end = handle.high_watermark();
-        Ok(Appended {
-            base_offset: end,
-            last_offset: end - 1,
-            log_start: handle.log_start(),
-        })
+        // Everything dropped by the plugins: ack with the partition's current end, as Kafka
+        // does for an empty append.
+        Ok(appended.unwrap_or_else(|| {
+            let end = source_handle.high_watermark();
+            Appended {
+                base_offset: end,
+                last_offset: end - 1,
+                log_start: source_handle.log_start(),
+            }
+        }))
     }
 
     async fn partition(

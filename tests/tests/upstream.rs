@@ -271,3 +271,43 @@ async fn downsampling_state_survives_an_edge_restart() {
     assert!(edge.terminate().success());
     central.broker.stop().await;
 }
+
+/// A topic deleted on the edge and created again under the same name is forwarded from its
+/// start: its replication cursor went with the old topic (in the log and in the replicator).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_created_again_is_forwarded_from_its_start() {
+    let central = InProcess::start().await;
+    let central_kafka = central.kafka();
+    let edge = InProcess::start_with(|c| {
+        c.upstream = Some(UpstreamSection {
+            bootstrap: central_kafka.clone(),
+            topics: vec!["sensors".into()],
+            retry_backoff_ms: 100,
+            max_batch_bytes: 64 * 1024,
+            request_timeout_ms: 2000,
+        });
+    })
+    .await;
+    let p = producer(&edge.kafka(), &[]);
+    for i in 0..5 {
+        send(&p, "sensors", "dev", &format!("old{i}")).await;
+    }
+    let first = read_all(central_kafka.clone(), 5, Duration::from_secs(20)).await;
+    assert_eq!(first.len(), 5);
+    drop(p);
+
+    edge.broker.log().delete_topic("sensors").await.unwrap();
+    let p = producer(&edge.kafka(), &[]);
+    for i in 0..3 {
+        send(&p, "sensors", "dev", &format!("new{i}")).await;
+    }
+    let all = read_all(central_kafka.clone(), 8, Duration::from_secs(20)).await;
+    let values: Vec<String> = all.iter().map(Consumed::value_str).collect();
+    assert_eq!(
+        values,
+        ["old0", "old1", "old2", "old3", "old4", "new0", "new1", "new2"]
+    );
+    drop(p);
+    edge.broker.stop().await;
+    central.broker.stop().await;
+}

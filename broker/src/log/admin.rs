@@ -185,6 +185,14 @@ pub(super) fn stage_delete_topic(
         changes.deleted_ids.insert(partition.id);
         changes.deleted.push(partition.clone());
     }
+    for namespace in super::TOPIC_META_NAMESPACES {
+        let prefix = super::topic_meta_prefix(namespace, name);
+        let mut owned = store.meta.prefix_iter_mut(wtxn, &prefix)?;
+        while owned.next().transpose()?.is_some() {
+            // SAFETY: neither the key nor the value is held past this deletion.
+            unsafe { owned.del_current()? };
+        }
+    }
     store.topics.delete(wtxn, name)?;
     changes.topics.push((name.to_string(), None));
     Ok(Ok(()))

@@ -158,6 +158,17 @@ pub struct MetaUpdate {
     pub on_commit: Box<dyn FnOnce() + Send>,
 }
 
+/// Namespaces of meta keys that belong to one topic, each key `{namespace}/{topic}/...`: they
+/// are deleted with the topic, in the same transaction, so a topic created again under the same
+/// name starts afresh (not from an old replication cursor or plugin state).
+pub const TOPIC_META_NAMESPACES: [&str; 3] = ["ingest/state", "upstream/cursor", "upstream/state"];
+
+/// The prefix of `topic`'s meta keys in `namespace` (one of [`TOPIC_META_NAMESPACES`]).
+pub fn topic_meta_prefix(namespace: &str, topic: &str) -> String {
+    debug_assert!(TOPIC_META_NAMESPACES.contains(&namespace));
+    format!("{namespace}/{topic}/")
+}
+
 impl MetaUpdate {
     /// `update` with `entries` written after its own (`None` when there is nothing to write).
     pub fn with_entries(

@@ -162,6 +162,41 @@ async fn reopen(log: Log, dir: &std::path::Path) -> Log {
     Log::open(&options(dir)).unwrap()
 }
 
+/// Meta keys a topic owns (replication cursors, plugin states) go with it, and only its own.
+#[tokio::test]
+async fn deleting_a_topic_deletes_the_metadata_it_owns() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(&options(dir.path())).unwrap();
+    for name in ["t", "t2"] {
+        log.create_topic(name, 1, TopicConfig::default())
+            .await
+            .unwrap();
+    }
+    let mut entries = vec![("other/t/x".to_string(), Some(vec![9]))];
+    for namespace in super::TOPIC_META_NAMESPACES {
+        for name in ["t", "t2"] {
+            let key = format!("{}0", super::topic_meta_prefix(namespace, name));
+            entries.push((key, Some(vec![1])));
+        }
+    }
+    log.put_meta(entries).await.unwrap();
+    log.delete_topic("t").await.unwrap();
+    let mut left = Vec::new();
+    for prefix in ["ingest/", "other/", "upstream/"] {
+        left.extend(log.scan_meta(prefix).unwrap().into_iter().map(|(k, _)| k));
+    }
+    assert_eq!(
+        left,
+        [
+            "ingest/state/t2/0",
+            "other/t/x",
+            "upstream/cursor/t2/0",
+            "upstream/state/t2/0"
+        ]
+    );
+    log.close().await;
+}
+
 #[tokio::test]
 async fn deleted_topic_is_gone_and_can_be_recreated_from_zero() {
     let dir = tempfile::tempdir().unwrap();

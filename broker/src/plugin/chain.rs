@@ -29,8 +29,69 @@ pub struct ChainOutput {
     /// Dead letters per dead-letter topic.
     dead_letters: Vec<(String, Vec<NewRecord>)>,
     /// Ingest chains: the states the plugins' workers hold for this topic that these records
-    /// changed, by plugin name (`None`: the plugin dropped its state), to be stored with them.
-    held_states: Vec<(String, Option<Vec<u8>>)>,
+    /// changed, to be stored with them.
+    held: HeldChanges,
+}
+
+/// The states the plugins' workers hold for one topic that one batch changed: what to store
+/// with its records, or to put back if they do not reach the log.
+#[derive(Default)]
+pub struct HeldChanges {
+    topic: String,
+    changes: Vec<HeldChange>,
+}
+
+/// One plugin's state before a batch and after it (`None`: no state).
+struct HeldChange {
+    plugin: Arc<Plugin>,
+    before: Option<Vec<u8>>,
+    after: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for HeldChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let plugins: Vec<&str> = self.changes.iter().map(|c| c.plugin.name()).collect();
+        f.debug_struct("HeldChanges")
+            .field("topic", &self.topic)
+            .field("plugins", &plugins)
+            .finish()
+    }
+}
+
+impl HeldChanges {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// The meta entries that store the new states, for the transaction that appends the
+    /// batch's records.
+    pub fn entries(&self) -> Vec<(String, Option<Vec<u8>>)> {
+        let changed = self.changes.iter();
+        held_state::entries(
+            &self.topic,
+            changed.map(|c| (c.plugin.name().to_string(), c.after.clone())),
+        )
+    }
+
+    /// The batch's records did not reach the log: each plugin gets its state from before the
+    /// batch back, unless a later batch already ran on the new one (then its effect stays in
+    /// the state, which is logged).
+    pub fn roll_back(self) {
+        for HeldChange {
+            plugin,
+            before,
+            after,
+        } in self.changes.into_iter().rev()
+        {
+            if !plugin.roll_back_held(&self.topic, &after, before) {
+                tracing::warn!(
+                    plugin = plugin.name(), topic = %self.topic,
+                    "a failed batch's effect stays in the plugin's state: a later batch already \
+                     ran on it"
+                );
+            }
+        }
+    }
 }
 
 impl ChainOutput {
@@ -38,17 +99,18 @@ impl ChainOutput {
         ChainOutput {
             kept: vec![(source.to_string(), Vec::new())],
             dead_letters: Vec::new(),
-            held_states: Vec::new(),
+            held: HeldChanges {
+                topic: source.to_string(),
+                changes: Vec::new(),
+            },
         }
     }
 
-    /// The meta entries that store the held states these records changed (ingest chains), to
-    /// be written in the transaction that appends the records kept for the source topic.
-    pub fn take_held_state_entries(&mut self) -> Vec<(String, Option<Vec<u8>>)> {
-        let changed = std::mem::take(&mut self.held_states);
-        match self.kept.first() {
-            Some((source, _)) if !changed.is_empty() => held_state::entries(source, changed),
-            _ => Vec::new(),
+    /// The held states these records changed (ingest chains), to be stored with them.
+    pub fn take_held_changes(&mut self) -> HeldChanges {
+        HeldChanges {
+            topic: self.held.topic.clone(),
+            changes: std::mem::take(&mut self.held.changes),
         }
     }
 
@@ -147,9 +209,16 @@ impl Chains {
                 Some(states) => StateIn::Given(states.get(plugin.name()).cloned()),
                 None => StateIn::Held,
             };
-            let result = plugin
+            let result = match plugin
                 .process(topic, std::mem::take(&mut current), state)
-                .await?;
+                .await
+            {
+                Ok(result) => result,
+                Err(e) => {
+                    out.take_held_changes().roll_back();
+                    return Err(e);
+                }
+            };
             match states.as_deref_mut() {
                 Some(states) => {
                     match result.state {
@@ -157,11 +226,15 @@ impl Chains {
                         None => states.remove(plugin.name()),
                     };
                 }
-                None if result.held_changed => {
-                    out.held_states
-                        .push((plugin.name().to_string(), result.state));
+                None => {
+                    if let Some(before) = result.held_before {
+                        out.held.changes.push(HeldChange {
+                            plugin: plugin.clone(),
+                            before,
+                            after: result.state,
+                        });
+                    }
                 }
-                None => {}
             }
             // Kept in the source topic: the input of the next plugin (no offsets: outputs need
             // not map to inputs).
@@ -234,16 +307,11 @@ impl IngestPlugins {
         IngestPlugins { chains, order }
     }
 
-    /// Waits for `topic`'s turn to run its chain and queue the appends of the output, when a
-    /// plugin of the chain keeps state or may (`None`: no turn needed). Hold it until the
-    /// appends carrying the output's [held states](ChainOutput::take_held_state_entries) are
-    /// queued with the log. Chains of stateless plugins run batches side by side: the plugin's
-    /// thread takes the next batch while the last one's caller queues its append.
+    /// Waits for `topic`'s turn to run its chain (`None`: no chain). Hold it while the chain
+    /// runs and, when the output [changed held states](ChainOutput::take_held_changes), until
+    /// the appends that store them are queued with the log: states reach the log in the order
+    /// the plugins produced them. (The plugins run one batch at a time anyway.)
     pub async fn turn(&self, topic: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
-        let chain = self.chains.by_topic.get(topic)?;
-        if !chain.iter().any(|p| p.may_keep_state()) {
-            return None;
-        }
         Some(self.order.get(topic)?.clone().lock_owned().await)
     }
 

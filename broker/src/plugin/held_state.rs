@@ -6,18 +6,22 @@
 
 use crate::log::{Log, LogError};
 
+use crate::log::topic_meta_prefix;
+
+/// A namespace of [`crate::log::TOPIC_META_NAMESPACES`]: the states go with their topic.
+const NAMESPACE: &str = "ingest/state";
 const PREFIX: &str = "ingest/state/";
 
 /// Meta key of `plugin`'s state for `topic`. Topic names cannot hold a `/`, so the first one
 /// after the prefix ends the topic, whatever the plugin's name.
 fn key(topic: &str, plugin: &str) -> String {
-    format!("{PREFIX}{topic}/{plugin}")
+    format!("{}{plugin}", topic_meta_prefix(NAMESPACE, topic))
 }
 
 /// Meta entries that store the `changed` states of `topic`'s plugins (`None` deletes).
 pub fn entries(
     topic: &str,
-    changed: Vec<(String, Option<Vec<u8>>)>,
+    changed: impl IntoIterator<Item = (String, Option<Vec<u8>>)>,
 ) -> Vec<(String, Option<Vec<u8>>)> {
     changed
         .into_iter()

@@ -14,7 +14,7 @@
 //!   lost while an operator looks into it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -55,9 +55,10 @@ pub(crate) struct PluginOutput {
     pub dead: Vec<NewRecord>,
     /// The plugin's state after these records (`None`: it keeps none).
     pub state: Option<Vec<u8>>,
-    /// For a state the worker holds ([`StateIn::Held`]): whether these records changed it (so
-    /// the caller stores the new one with them).
-    pub held_changed: bool,
+    /// For a state the worker holds ([`StateIn::Held`]) that these records changed: the state
+    /// before them (the new one is `state`), for the caller to store the new one with the
+    /// records, or to put the old one back if they do not reach the log.
+    pub held_before: Option<Option<Vec<u8>>>,
 }
 
 /// Where the plugin state of a batch comes from (ABI.md, "State").
@@ -151,14 +152,7 @@ pub struct Plugin {
     /// Who runs the queued work: the worker thread, or a caller when the worker is free.
     /// After `jobs`: dropped once the queue has no sender, it wakes the thread to end.
     turns: TurnsHandle,
-    /// Whether the module keeps state: [`UNKNOWN`] until its first batch (and after a reload),
-    /// then [`STATELESS`] or, once it returned a state, [`STATEFUL`] for good.
-    keeps_state: AtomicU8,
 }
-
-const UNKNOWN: u8 = 0;
-const STATELESS: u8 = 1;
-const STATEFUL: u8 = 2;
 
 impl Plugin {
     /// Reads, checks, compiles and starts the plugin of `section`. Blocking (compilation and
@@ -200,7 +194,6 @@ impl Plugin {
             stats,
             jobs,
             turns,
-            keeps_state: AtomicU8::new(UNKNOWN),
         })
     }
 
@@ -224,8 +217,6 @@ impl Plugin {
             plugin: self.name.to_string(),
         };
         let (done, swapped) = oneshot::channel();
-        // The new module may keep state where the old one kept none.
-        self.keeps_state.store(UNKNOWN, Ordering::Relaxed);
         self.jobs
             .send(Work::Swap(Box::new(prepared), done))
             .await
@@ -264,16 +255,26 @@ impl Plugin {
     /// Gives the worker the state it held for `topic` before a restart. Call before the
     /// plugin's first batch of `topic`.
     pub(crate) fn restore_held(&self, topic: &str, state: Vec<u8>) {
-        self.keeps_state.store(STATEFUL, Ordering::Relaxed);
         self.turns
-            .with_worker(|worker| worker.restore_held(topic, state));
+            .with_worker(|worker| worker.set_held(topic, Some(state)));
     }
 
-    /// Whether the plugin keeps state, or might: not known yet to be stateless. Batches through
-    /// such a plugin take turns (see `IngestPlugins::turn`), so its states reach the log in the
-    /// order it produced them.
-    pub(crate) fn may_keep_state(&self) -> bool {
-        self.keeps_state.load(Ordering::Relaxed) != STATELESS
+    /// Puts back the state held for `topic` before a batch (`before`) whose records did not
+    /// reach the log, if the state is still the one that batch left (`after`). Returns whether
+    /// it did: a later batch may have run meanwhile, its state built on this one.
+    pub(crate) fn roll_back_held(
+        &self,
+        topic: &str,
+        after: &Option<Vec<u8>>,
+        before: Option<Vec<u8>>,
+    ) -> bool {
+        self.turns.with_worker(|worker| {
+            let unchanged = worker.held(topic) == after.as_deref();
+            if unchanged {
+                worker.set_held(topic, before);
+            }
+            unchanged
+        })
     }
 
     pub fn is_disabled(&self) -> bool {
@@ -304,16 +305,7 @@ impl Plugin {
             .await
             .map_err(|_| stopped())?;
         self.turns.run_or_wake(|| !answer.is_empty());
-        let output = answer.await.map_err(|_| stopped())?;
-        // A module returns its state with every batch (an output without one drops it), so the
-        // first batch tells; a module that starts keeping state later is stateful from then on.
-        let seen = if output.state.is_some() {
-            STATEFUL
-        } else {
-            STATELESS
-        };
-        let _ = self.keeps_state.fetch_max(seen, Ordering::Relaxed);
-        Ok(output)
+        answer.await.map_err(|_| stopped())
     }
 }
 
@@ -396,7 +388,17 @@ fn read_module(section: &PluginSection) -> Result<Vec<u8>, PluginError> {
     })
 }
 
+/// Longest plugin name: it is part of the meta keys its states are stored under (with a topic
+/// name of up to 249 bytes), and LMDB keys hold at most 511 bytes.
+const MAX_NAME_BYTES: usize = 200;
+
 fn check_section(section: &PluginSection) -> Result<(), String> {
+    if section.name.is_empty() || section.name.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "a plugin name must have 1 to {MAX_NAME_BYTES} bytes, not {}",
+            section.name.len()
+        ));
+    }
     crate::log::validate_topic_name(&section.dead_letter_topic)
         .map_err(|e| format!("dead_letter_topic: {e}"))?;
     if section.topics.contains(&section.dead_letter_topic) {
@@ -465,18 +467,24 @@ impl Worker {
             self.run_batch(topic, batch, encoded_len, &mut out);
         }
         if held {
-            let before = match &out.state {
-                Some(state) => self.held.insert(topic.to_string(), state.clone()),
-                None => self.held.remove(topic),
-            };
-            out.held_changed = before != out.state;
+            let before = self.set_held(topic, out.state.clone());
+            if before != out.state {
+                out.held_before = Some(before);
+            }
         }
         out
     }
 
-    /// Sets the state held for `topic` (ingest plugins: as stored before a restart).
-    pub(super) fn restore_held(&mut self, topic: &str, state: Vec<u8>) {
-        self.held.insert(topic.to_string(), state);
+    fn held(&self, topic: &str) -> Option<&[u8]> {
+        self.held.get(topic).map(Vec::as_slice)
+    }
+
+    /// Sets (or with `None` drops) the state held for `topic`; returns the previous one.
+    pub(super) fn set_held(&mut self, topic: &str, state: Option<Vec<u8>>) -> Option<Vec<u8>> {
+        match state {
+            Some(state) => self.held.insert(topic.to_string(), state),
+            None => self.held.remove(topic),
+        }
     }
 
     /// Runs one call; on success the plugin's new state replaces `out.state`, on failure the

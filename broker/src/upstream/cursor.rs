@@ -2,12 +2,12 @@
 //! database so it survives restarts and moves in the same durable way as the data. The upstream
 //! plugins' states of a partition move with its cursor, in the same commit.
 
-use crate::log::{Log, LogError};
+use crate::log::{topic_meta_prefix, Log, LogError};
 use crate::plugin::PluginStates;
 
-/// Meta key of a partition's cursor.
+/// Meta key of a partition's cursor (deleted with its topic: `log::TOPIC_META_NAMESPACES`).
 pub fn cursor_key(topic: &str, partition: u32) -> String {
-    format!("upstream/cursor/{topic}/{partition}")
+    format!("{}{partition}", topic_meta_prefix("upstream/cursor", topic))
 }
 
 /// The stored cursor, or 0 for a partition never forwarded.
@@ -21,7 +21,7 @@ pub fn load_cursor(log: &Log, topic: &str, partition: u32) -> Result<i64, LogErr
 
 /// Meta key prefix of a partition's upstream plugin states; the plugin name follows.
 fn states_prefix(topic: &str, partition: u32) -> String {
-    format!("upstream/state/{topic}/{partition}/")
+    format!("{}{partition}/", topic_meta_prefix("upstream/state", topic))
 }
 
 /// The upstream plugins' states of a partition as last committed.

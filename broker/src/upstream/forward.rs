@@ -36,6 +36,9 @@ pub struct Session {
     routed: BTreeSet<String>,
     /// Upstream plugin states per (topic, local partition) as committed, loaded on first use.
     states: HashMap<(String, u32), PluginStates>,
+    /// The log's id of each partition whose cursor and states are cached: a topic deleted and
+    /// created again has new ids (and its stored cursor and states were deleted with it).
+    partition_ids: HashMap<(String, u32), u32>,
     timeout: Duration,
 }
 
@@ -96,6 +99,7 @@ impl Session {
             cursors: HashMap::new(),
             routed: BTreeSet::new(),
             states: HashMap::new(),
+            partition_ids: HashMap::new(),
             timeout,
         };
         session.refresh_metadata(ctx).await?;
@@ -171,6 +175,10 @@ impl Session {
         partition: &PartitionHandle,
     ) -> Result<bool, UpstreamError> {
         let key = (partition.topic.to_string(), partition.index);
+        if self.partition_ids.insert(key.clone(), partition.id) != Some(partition.id) {
+            self.cursors.remove(&key);
+            self.states.remove(&key);
+        }
         let mut cursor = match self.cursors.get(&key) {
             Some(c) => *c,
             None => load_cursor(&ctx.log, &partition.topic, partition.index)?,
