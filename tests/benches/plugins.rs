@@ -1,6 +1,6 @@
 //! WebAssembly plugins (issue 5, item 8), side by side in one run on one machine:
 //! - the ingest path (records in, fsync'd durable append) with no plugin, the pass-through
-//!   plugin and the json-range filter, 100-byte JSON records;
+//!   plugin, the json-range filter and the (stateful) downsampler, 100-byte JSON records;
 //! - the host/guest crossing: time per call of the pass-through plugin for batches of 1 to 1,000
 //!   records, through the broker's real plugin runner (worker thread, CBOR both ways, copies);
 //! - the json-range filter as a plugin against the same plugin code compiled natively: called
@@ -94,6 +94,14 @@ fn range_config() -> BTreeMap<String, toml::Value> {
     config
 }
 
+/// The downsampler at one record per key per millisecond: every reading (one a millisecond,
+/// no key) is kept, while the plugin keeps and returns its state with every batch.
+fn every_ms() -> BTreeMap<String, toml::Value> {
+    let mut config = BTreeMap::new();
+    config.insert("interval_ms".into(), toml::Value::Integer(1));
+    config
+}
+
 /// [`range_config`] as the CBOR map the host hands to `hw_init`.
 fn range_config_cbor() -> Vec<u8> {
     let mut config = Vec::new();
@@ -131,7 +139,15 @@ fn plugins(sections: &[PluginSection]) -> IngestPlugins {
 /// `producers` tasks each publishing `requests` requests of [`BATCH`] records.
 /// Returns the rate and the CPU time the process used meanwhile (every thread: producers,
 /// plugin worker, log writer), in seconds.
-async fn ingest_rate(chain: Arc<IngestPlugins>, producers: usize, requests: usize) -> (f64, f64) {
+/// `keyed`: each producer's records carry its own key (the downsampler keeps records per key,
+/// and the producers' timestamps interleave). `round`: later rounds get later timestamps (the
+/// downsampler's state carries over from one round to the next).
+async fn ingest_rate(
+    chain: Arc<IngestPlugins>,
+    (producers, requests): (usize, usize),
+    round: usize,
+    keyed: bool,
+) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let log = bench_log::open_fsync(dir.path());
     log.create_topic("bench", 1, TopicConfig::default())
@@ -141,7 +157,15 @@ async fn ingest_rate(chain: Arc<IngestPlugins>, producers: usize, requests: usiz
     let prepared: Vec<Vec<Vec<NewRecord>>> = (0..producers)
         .map(|p| {
             (0..requests)
-                .map(|r| records(BATCH, (p * requests + r) * BATCH))
+                .map(|r| {
+                    let first = ((round * producers + p) * requests + r) * BATCH;
+                    let mut batch = records(BATCH, first);
+                    if keyed {
+                        let key = Bytes::from(format!("producer-{p}"));
+                        batch.iter_mut().for_each(|r| r.key = Some(key.clone()));
+                    }
+                    batch
+                })
                 .collect()
         })
         .collect();
@@ -164,10 +188,13 @@ async fn ingest_rate(chain: Arc<IngestPlugins>, producers: usize, requests: usiz
     let rate = (producers * requests * BATCH) as f64 / started.elapsed().as_secs_f64();
     let cpu = procfs::cpu_seconds("self") - cpu_before;
     let end = log.topic("bench").unwrap().partitions[0].high_watermark();
+    let dead = log
+        .topic("dead-letters")
+        .map_or(0, |t| t.partitions[0].high_watermark());
     assert_eq!(
         end as usize,
         producers * requests * BATCH,
-        "every record kept"
+        "every record kept ({dead} dead letters)"
     );
     log.close().await;
     (rate, cpu)
@@ -255,9 +282,11 @@ async fn main() {
     }
 }
 
-/// Rounds of the ingest comparison: each runs the three variants back to back, so a ratio
+/// Rounds of the ingest comparison: each runs every variant back to back, so a ratio
 /// compares runs a second apart (this VM's speed drifts by tens of percent over minutes).
 const INGEST_ROUNDS: usize = 5;
+
+const DOWNSAMPLE: &str = "downsample, stateful (keeps all; its state stored with every batch)";
 
 async fn ingest_rows(producers: usize, requests: usize) {
     println!("| ingest path, {RECORD_BYTES} B JSON records, {BATCH} per request, {producers} producers, fsync'd, median of {INGEST_ROUNDS} rounds | records/s | vs no plugin (median of rounds) | range of rounds | CPU ns per record (all threads) |");
@@ -272,12 +301,18 @@ async fn ingest_rows(producers: usize, requests: usize) {
             "json-range filter (keeps all)",
             Arc::new(plugins(&[section("range", "json_range", range_config())])),
         ),
+        (
+            DOWNSAMPLE,
+            Arc::new(plugins(&[section("every-ms", "downsample", every_ms())])),
+        ),
     ];
     let mut rates = vec![Vec::new(); variants.len()];
     let mut cpu = vec![0.0; variants.len()];
-    for _ in 0..INGEST_ROUNDS {
-        for (i, (_, chain)) in variants.iter().enumerate() {
-            let (rate, seconds) = ingest_rate(chain.clone(), producers, requests).await;
+    for round in 0..INGEST_ROUNDS {
+        for (i, (name, chain)) in variants.iter().enumerate() {
+            let keyed = *name == DOWNSAMPLE;
+            let load = (producers, requests);
+            let (rate, seconds) = ingest_rate(chain.clone(), load, round, keyed).await;
             rates[i].push(rate);
             cpu[i] += seconds;
         }
