@@ -13,8 +13,7 @@ use crate::log::{
     self, AppendTicket, Appended, BatchHeader, Log, LogError, MetaUpdate, NewRecord,
     PartitionHandle,
 };
-use crate::plugin::{ChainOutput, IngestPlugins};
-use tokio::sync::OwnedMutexGuard;
+use crate::plugin::{ChainOutput, IngestPlugins, Turn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -196,9 +195,9 @@ impl Ingest {
         claim: Option<ProducerClaim>,
         meta: Option<MetaUpdate>,
     ) -> Result<Appended, IngestError> {
-        // The topic's turn: the chain runs one batch at a time, and a batch that changed the
-        // plugins' states keeps the turn until its appends are queued, so the states reach the
-        // log in the order the plugins produced them.
+        // The topic's turn (see `IngestPlugins::turn`): a batch that changed the plugins' states
+        // keeps it until its appends are queued, so the states reach the log in the order the
+        // plugins produced them.
         let mut turn = self.plugins.turn(topic).await;
         let mut output = self
             .plugins
@@ -242,7 +241,7 @@ impl Ingest {
         partition: Option<Arc<PartitionHandle>>,
         output: ChainOutput,
         (claim, meta): (Option<ProducerClaim>, Option<MetaUpdate>),
-        turn: &mut Option<OwnedMutexGuard<()>>,
+        turn: &mut Option<Turn>,
         stored: &mut bool,
     ) -> Result<Appended, IngestError> {
         // Partitions first (a new topic is created on the way, which commits): records kept

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::convert::SourceBatch;
 use super::engine::PluginEngine;
 use super::held_state;
-use super::runner::{Plugin, StateIn};
+use super::runner::{Plugin, StateIn, TopicTurn};
 use super::PluginError;
 use crate::config::{Attach, PluginSection};
 use crate::log::{Log, NewRecord, StoredRecord};
@@ -274,13 +274,18 @@ pub fn load(sections: &[PluginSection]) -> Result<(IngestPlugins, UpstreamPlugin
     ))
 }
 
+/// A batch's turn to run its topic's chain: see [`IngestPlugins::turn`].
+pub enum Turn {
+    Shared(tokio::sync::OwnedRwLockReadGuard<()>),
+    Alone(tokio::sync::OwnedRwLockWriteGuard<()>),
+}
+
 /// The ingest plugin chains of every topic: run before records are appended.
 #[derive(Default)]
 pub struct IngestPlugins {
     chains: Chains,
-    /// Per topic with a chain: held while a batch runs through the chain and its appends are
-    /// queued, so the states stored with the appends follow the order the plugins ran in.
-    order: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// Per topic with a chain: its turn (see [`IngestPlugins::turn`]).
+    order: HashMap<String, TopicTurn>,
 }
 
 impl IngestPlugins {
@@ -299,20 +304,36 @@ impl IngestPlugins {
     }
 
     fn new(chains: Chains) -> IngestPlugins {
-        let order = chains
+        let order: HashMap<String, TopicTurn> = chains
             .by_topic
             .keys()
-            .map(|topic| (topic.clone(), Arc::default()))
+            .map(|topic| (topic.clone(), TopicTurn::default()))
             .collect();
+        for plugin in &chains.plugins {
+            let mut topics: Vec<&String> = plugin.topics().iter().collect();
+            topics.sort();
+            topics.dedup();
+            let turns = topics.iter().filter_map(|t| order.get(*t).cloned());
+            plugin.set_topic_turns(turns.collect());
+        }
         IngestPlugins { chains, order }
     }
 
-    /// Waits for `topic`'s turn to run its chain (`None`: no chain). Hold it while the chain
-    /// runs and, when the output [changed held states](ChainOutput::take_held_changes), until
-    /// the appends that store them are queued with the log: states reach the log in the order
-    /// the plugins produced them. (The plugins run one batch at a time anyway.)
-    pub async fn turn(&self, topic: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
-        Some(self.order.get(topic)?.clone().lock_owned().await)
+    /// Waits for `topic`'s turn to run its chain (`None`: no chain). Batches of a chain whose
+    /// plugins are all known to be stateless share it; any other batch has it alone, for the
+    /// chain's run and, when its output [changed held states](ChainOutput::take_held_changes),
+    /// until the appends that store them are queued with the log: the states reach the log in
+    /// the order the plugins produced them. A module swap waits for every batch of its topics
+    /// (see `Plugin::swap`), so a new module never runs a batch that shares the turn before it
+    /// has shown that it keeps no state.
+    pub async fn turn(&self, topic: &str) -> Option<Turn> {
+        let turn = self.order.get(topic)?.clone();
+        let chain = self.chains.by_topic.get(topic)?;
+        Some(if chain.iter().all(|p| p.is_stateless()) {
+            Turn::Shared(turn.read_owned().await)
+        } else {
+            Turn::Alone(turn.write_owned().await)
+        })
     }
 
     /// Gives the plugins the states stored with the log's records before a restart (see

@@ -14,8 +14,8 @@
 //!   lost while an operator looks into it.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use headwater_sdk::OutEntry;
@@ -59,6 +59,8 @@ pub(crate) struct PluginOutput {
     /// before them (the new one is `state`), for the caller to store the new one with the
     /// records, or to put the old one back if they do not reach the log.
     pub held_before: Option<Option<Vec<u8>>>,
+    /// Whether the module returned a state (`None`: no call succeeded).
+    pub returned_state: Option<bool>,
 }
 
 /// Where the plugin state of a batch comes from (ABI.md, "State").
@@ -152,7 +154,18 @@ pub struct Plugin {
     /// Who runs the queued work: the worker thread, or a caller when the worker is free.
     /// After `jobs`: dropped once the queue has no sender, it wakes the thread to end.
     turns: TurnsHandle,
+    /// The module returned no state from its last batch that ran: its batches need not take
+    /// their topic's turn one at a time (see `IngestPlugins::turn`). False until then, and
+    /// again from a module swap.
+    stateless: AtomicBool,
+    /// The turns of the ingest topics this plugin runs for (set once by `IngestPlugins`), in
+    /// topic name order: a module swap takes them all.
+    topic_turns: OnceLock<Vec<TopicTurn>>,
 }
+
+/// A topic's turn to run its ingest chain: shared by batches of chains known to be stateless,
+/// exclusive otherwise (see `IngestPlugins::turn`).
+pub(crate) type TopicTurn = Arc<tokio::sync::RwLock<()>>;
 
 impl Plugin {
     /// Reads, checks, compiles and starts the plugin of `section`. Blocking (compilation and
@@ -194,6 +207,8 @@ impl Plugin {
             stats,
             jobs,
             turns,
+            stateless: AtomicBool::new(false),
+            topic_turns: OnceLock::new(),
         })
     }
 
@@ -216,6 +231,13 @@ impl Plugin {
         let stopped = || PluginError::Stopped {
             plugin: self.name.to_string(),
         };
+        // No batch of this plugin's topics runs while the module changes, nor between the
+        // decision to share the turn and its run: the new module is not known to be stateless.
+        let mut all_turns = Vec::new();
+        for turn in self.topic_turns.get().into_iter().flatten() {
+            all_turns.push(turn.clone().write_owned().await);
+        }
+        self.stateless.store(false, Ordering::Relaxed);
         let (done, swapped) = oneshot::channel();
         self.jobs
             .send(Work::Swap(Box::new(prepared), done))
@@ -223,12 +245,23 @@ impl Plugin {
             .map_err(|_| stopped())?;
         self.turns.wake_thread();
         swapped.await.map_err(|_| stopped())?;
+        drop(all_turns);
         tracing::info!(plugin = %self.name, module = %self.section.module.display(), "plugin module replaced");
         Ok(())
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether the current module returned no state from its last batch.
+    pub(crate) fn is_stateless(&self) -> bool {
+        self.stateless.load(Ordering::Relaxed)
+    }
+
+    /// The turns of the ingest topics this plugin runs for, sorted by topic name.
+    pub(crate) fn set_topic_turns(&self, turns: Vec<TopicTurn>) {
+        let _ = self.topic_turns.set(turns);
     }
 
     pub fn attach(&self) -> Attach {
@@ -305,7 +338,11 @@ impl Plugin {
             .await
             .map_err(|_| stopped())?;
         self.turns.run_or_wake(|| !answer.is_empty());
-        answer.await.map_err(|_| stopped())
+        let output = answer.await.map_err(|_| stopped())?;
+        if let Some(returned) = output.returned_state {
+            self.stateless.store(!returned, Ordering::Relaxed);
+        }
+        Ok(output)
     }
 }
 
@@ -506,6 +543,8 @@ impl Worker {
         self.stats.record_call(started.elapsed());
         match result {
             Ok(mut decoded) => {
+                let returned = decoded.state.is_some();
+                out.returned_state = Some(out.returned_state.unwrap_or(false) || returned);
                 self.failures = 0;
                 out.state = decoded.state.take();
                 self.accept(topic, input, decoded, out);

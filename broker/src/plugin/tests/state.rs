@@ -159,3 +159,38 @@ async fn a_batch_that_is_not_stored_leaves_the_state_as_it_was() {
         "the failed batch left no trace in the state"
     );
 }
+
+/// Batches of a chain share their topic's turn only once every plugin of it has shown it keeps
+/// no state, and a module swap makes them take it alone again until the new module has shown
+/// the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_chains_known_to_be_stateless_share_the_turn() {
+    use crate::plugin::Turn;
+    let shared = |turn: Option<Turn>| matches!(turn, Some(Turn::Shared(_)));
+    let pass = section("pass", &examples::example("passthrough"), &["p"]);
+    let plugins = IngestPlugins::from_config(&[pass, downsample(Attach::Ingest)]).unwrap();
+    assert!(!shared(plugins.turn("p").await), "not known before a batch");
+    plugins.run("p", readings(&[0])).await.unwrap();
+    assert!(shared(plugins.turn("p").await), "stateless: shared");
+    plugins.run("t", readings(&[0])).await.unwrap();
+    assert!(!shared(plugins.turn("t").await), "stateful: alone");
+
+    // A swap waits for the turn's holders, then the new module is not known yet.
+    let pass_plugin = plugins.plugins()[0].clone();
+    let holder = plugins.turn("p").await;
+    let reload = tokio::spawn(async move { pass_plugin.reload().await });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(
+        !reload.is_finished(),
+        "the swap waits for the batch holding the turn"
+    );
+    drop(holder);
+    reload.await.unwrap().unwrap();
+    assert!(
+        !shared(plugins.turn("p").await),
+        "a new module is not known"
+    );
+    plugins.run("p", readings(&[1])).await.unwrap();
+    assert!(shared(plugins.turn("p").await));
+    assert!(plugins.turn("no-chain").await.is_none());
+}
