@@ -222,10 +222,11 @@ impl Ingest {
                 &mut stored,
             )
             .await;
-        if !stored {
+        match stored {
+            true => held.keep(),
             // The producer gets an error and may send the records again: the plugins must see
-            // them as new.
-            held.roll_back();
+            // them as new. (Dropped unkept, as when this future is, it rolls back too.)
+            false => held.roll_back(),
         }
         appended
     }

@@ -29,13 +29,13 @@ pub struct ChainOutput {
     /// Dead letters per dead-letter topic.
     dead_letters: Vec<(String, Vec<NewRecord>)>,
     /// Ingest chains: the states the plugins' workers hold for this topic that these records
-    /// changed, to be stored with them.
-    held: HeldChanges,
+    /// changed, to be stored with them (see [`ChainOutput::take_held_changes`]).
+    held: Vec<HeldChange>,
 }
 
 /// The states the plugins' workers hold for one topic that one batch changed: what to store
 /// with its records, or to put back if they do not reach the log.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct HeldChanges {
     topic: String,
     changes: Vec<HeldChange>,
@@ -48,13 +48,11 @@ struct HeldChange {
     after: Option<Vec<u8>>,
 }
 
-impl std::fmt::Debug for HeldChanges {
+impl std::fmt::Debug for HeldChange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let plugins: Vec<&str> = self.changes.iter().map(|c| c.plugin.name()).collect();
-        f.debug_struct("HeldChanges")
-            .field("topic", &self.topic)
-            .field("plugins", &plugins)
-            .finish()
+        f.debug_struct("HeldChange")
+            .field("plugin", &self.plugin.name())
+            .finish_non_exhaustive()
     }
 }
 
@@ -73,15 +71,25 @@ impl HeldChanges {
         )
     }
 
+    /// The batch's records are in the log, with the new states: keep them.
+    pub fn keep(mut self) {
+        self.changes.clear();
+    }
+
     /// The batch's records did not reach the log: each plugin gets its state from before the
     /// batch back, unless a later batch already ran on the new one (then its effect stays in
-    /// the state, which is logged).
+    /// the state, which is logged). Also what dropping the changes unkept does (a caller that
+    /// gave up half-way: its producer saw no answer).
     pub fn roll_back(self) {
+        drop(self);
+    }
+
+    fn put_back(&mut self) {
         for HeldChange {
             plugin,
             before,
             after,
-        } in self.changes.into_iter().rev()
+        } in self.changes.drain(..).rev()
         {
             if !plugin.roll_back_held(&self.topic, &after, before) {
                 tracing::warn!(
@@ -94,23 +102,32 @@ impl HeldChanges {
     }
 }
 
+impl Drop for HeldChanges {
+    fn drop(&mut self) {
+        self.put_back();
+    }
+}
+
 impl ChainOutput {
     fn new(source: &str) -> ChainOutput {
         ChainOutput {
             kept: vec![(source.to_string(), Vec::new())],
             dead_letters: Vec::new(),
-            held: HeldChanges {
-                topic: source.to_string(),
-                changes: Vec::new(),
-            },
+            held: Vec::new(),
         }
     }
 
-    /// The held states these records changed (ingest chains), to be stored with them.
+    /// The held states these records changed (ingest chains), to be stored with them. Taken,
+    /// they must be kept or rolled back: dropped, they roll back. (Left in the output, the
+    /// plugins keep the new states.)
     pub fn take_held_changes(&mut self) -> HeldChanges {
         HeldChanges {
-            topic: self.held.topic.clone(),
-            changes: std::mem::take(&mut self.held.changes),
+            topic: self
+                .kept
+                .first()
+                .map(|(t, _)| t.clone())
+                .unwrap_or_default(),
+            changes: std::mem::take(&mut self.held),
         }
     }
 
@@ -228,7 +245,7 @@ impl Chains {
                 }
                 None => {
                     if let Some(before) = result.held_before {
-                        out.held.changes.push(HeldChange {
+                        out.held.push(HeldChange {
                             plugin: plugin.clone(),
                             before,
                             after: result.state,
@@ -320,8 +337,9 @@ impl IngestPlugins {
     }
 
     /// Waits for `topic`'s turn to run its chain (`None`: no chain). Batches of a chain whose
-    /// plugins are all known to be stateless share it; any other batch has it alone, for the
-    /// chain's run and, when its output [changed held states](ChainOutput::take_held_changes),
+    /// plugins are all known to keep no state for the topic share it; any other batch has it
+    /// alone, for the chain's run and, when its output
+    /// [changed held states](ChainOutput::take_held_changes),
     /// until the appends that store them are queued with the log: the states reach the log in
     /// the order the plugins produced them. A module swap waits for every batch of its topics
     /// (see `Plugin::swap`), so a new module never runs a batch that shares the turn before it
@@ -329,11 +347,15 @@ impl IngestPlugins {
     pub async fn turn(&self, topic: &str) -> Option<Turn> {
         let turn = self.order.get(topic)?.clone();
         let chain = self.chains.by_topic.get(topic)?;
-        Some(if chain.iter().all(|p| p.is_stateless()) {
-            Turn::Shared(turn.read_owned().await)
-        } else {
-            Turn::Alone(turn.write_owned().await)
-        })
+        let stateless = || chain.iter().all(|p| p.is_stateless(topic));
+        if stateless() {
+            let shared = turn.clone().read_owned().await;
+            // A module swap may have come first (it clears the flags while it has the turn).
+            if stateless() {
+                return Some(Turn::Shared(shared));
+            }
+        }
+        Some(Turn::Alone(turn.write_owned().await))
     }
 
     /// Gives the plugins the states stored with the log's records before a restart (see

@@ -14,8 +14,9 @@
 //!   lost while an operator looks into it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use headwater_sdk::OutEntry;
@@ -154,10 +155,10 @@ pub struct Plugin {
     /// Who runs the queued work: the worker thread, or a caller when the worker is free.
     /// After `jobs`: dropped once the queue has no sender, it wakes the thread to end.
     turns: TurnsHandle,
-    /// The module returned no state from its last batch that ran: its batches need not take
-    /// their topic's turn one at a time (see `IngestPlugins::turn`). False until then, and
+    /// Topics whose last batch that ran returned no state: their batches need not take the
+    /// topic's turn one at a time (see `IngestPlugins::turn`). Per topic, as the state is; empty
     /// again from a module swap.
-    stateless: AtomicBool,
+    stateless: Mutex<HashSet<String>>,
     /// The turns of the ingest topics this plugin runs for (set once by `IngestPlugins`), in
     /// topic name order: a module swap takes them all.
     topic_turns: OnceLock<Vec<TopicTurn>>,
@@ -207,7 +208,7 @@ impl Plugin {
             stats,
             jobs,
             turns,
-            stateless: AtomicBool::new(false),
+            stateless: Mutex::default(),
             topic_turns: OnceLock::new(),
         })
     }
@@ -231,13 +232,15 @@ impl Plugin {
         let stopped = || PluginError::Stopped {
             plugin: self.name.to_string(),
         };
-        // No batch of this plugin's topics runs while the module changes, nor between the
-        // decision to share the turn and its run: the new module is not known to be stateless.
+        // The new module is not known to be stateless: cleared first, so that batches arriving
+        // meanwhile wait alone; again once no batch of this plugin's topics runs (a batch that
+        // shared its turn re-checks after it got it, see `IngestPlugins::turn`).
+        self.stateless_topics().clear();
         let mut all_turns = Vec::new();
         for turn in self.topic_turns.get().into_iter().flatten() {
             all_turns.push(turn.clone().write_owned().await);
         }
-        self.stateless.store(false, Ordering::Relaxed);
+        self.stateless_topics().clear();
         let (done, swapped) = oneshot::channel();
         self.jobs
             .send(Work::Swap(Box::new(prepared), done))
@@ -254,9 +257,14 @@ impl Plugin {
         &self.name
     }
 
-    /// Whether the current module returned no state from its last batch.
-    pub(crate) fn is_stateless(&self) -> bool {
-        self.stateless.load(Ordering::Relaxed)
+    /// Whether the current module returned no state from its last batch of `topic`.
+    pub(crate) fn is_stateless(&self, topic: &str) -> bool {
+        self.stateless_topics().contains(topic)
+    }
+
+    fn stateless_topics(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // Holds no invariant a panic could break.
+        self.stateless.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The turns of the ingest topics this plugin runs for, sorted by topic name.
@@ -339,8 +347,14 @@ impl Plugin {
             .map_err(|_| stopped())?;
         self.turns.run_or_wake(|| !answer.is_empty());
         let output = answer.await.map_err(|_| stopped())?;
-        if let Some(returned) = output.returned_state {
-            self.stateless.store(!returned, Ordering::Relaxed);
+        match output.returned_state {
+            Some(false) => {
+                self.stateless_topics().insert(topic.to_string());
+            }
+            Some(true) => {
+                self.stateless_topics().remove(topic);
+            }
+            None => {}
         }
         Ok(output)
     }

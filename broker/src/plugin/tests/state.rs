@@ -166,6 +166,8 @@ async fn a_batch_that_is_not_stored_leaves_the_state_as_it_was() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_chains_known_to_be_stateless_share_the_turn() {
     use crate::plugin::Turn;
+    use std::sync::Arc;
+    use std::time::Duration;
     let shared = |turn: Option<Turn>| matches!(turn, Some(Turn::Shared(_)));
     let pass = section("pass", &examples::example("passthrough"), &["p"]);
     let plugins = IngestPlugins::from_config(&[pass, downsample(Attach::Ingest)]).unwrap();
@@ -175,17 +177,33 @@ async fn only_chains_known_to_be_stateless_share_the_turn() {
     plugins.run("t", readings(&[0])).await.unwrap();
     assert!(!shared(plugins.turn("t").await), "stateful: alone");
 
-    // A swap waits for the turn's holders, then the new module is not known yet.
+    // A swap waits for the batches holding the turn; a batch arriving meanwhile has it alone
+    // (the new module may keep state), as do batches after it until the new module has run one.
+    let plugins = Arc::new(plugins);
     let pass_plugin = plugins.plugins()[0].clone();
     let holder = plugins.turn("p").await;
     let reload = tokio::spawn(async move { pass_plugin.reload().await });
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // Until the swap waits for the turn (the module compiles first), a batch gets it at once.
+    let wait = Duration::from_millis(20);
+    while let Ok(turn) = tokio::time::timeout(wait, plugins.turn("p")).await {
+        drop(turn);
+        tokio::time::sleep(wait).await;
+    }
+    let during = {
+        let plugins = plugins.clone();
+        tokio::spawn(async move { shared(plugins.turn("p").await) })
+    };
+    tokio::time::sleep(wait).await;
     assert!(
         !reload.is_finished(),
         "the swap waits for the batch holding the turn"
     );
     drop(holder);
     reload.await.unwrap().unwrap();
+    assert!(
+        !during.await.unwrap(),
+        "a batch waiting through the swap has the turn alone"
+    );
     assert!(
         !shared(plugins.turn("p").await),
         "a new module is not known"
