@@ -12,6 +12,17 @@ use headwater_tests::{ChildBroker, InProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_headwater-test-broker");
 
+/// The edge's upstream section: `sensors` forwarded to `bootstrap`, quick retries.
+fn upstream_to(bootstrap: &str) -> UpstreamSection {
+    UpstreamSection {
+        bootstrap: bootstrap.to_string(),
+        topics: vec!["sensors".into()],
+        retry_backoff_ms: 100,
+        max_batch_bytes: 64 * 1024,
+        request_timeout_ms: 2000,
+    }
+}
+
 async fn read_all(bootstrap: String, want: usize, timeout: Duration) -> Vec<Consumed> {
     tokio::task::spawn_blocking(move || consume(&bootstrap, "sensors", 1, want, timeout))
         .await
@@ -27,13 +38,7 @@ async fn forwards_in_order_across_an_upstream_outage() {
 
     let edge = InProcess::start_with(|c| {
         c.gateway_id = Some("gw-test".into());
-        c.upstream = Some(UpstreamSection {
-            bootstrap: central_kafka.clone(),
-            topics: vec!["sensors".into()],
-            retry_backoff_ms: 100,
-            max_batch_bytes: 64 * 1024,
-            request_timeout_ms: 2000,
-        });
+        c.upstream = Some(upstream_to(&central_kafka));
     })
     .await;
     let p = producer(&edge.kafka(), &[]);
@@ -84,13 +89,7 @@ async fn a_batch_too_large_to_decode_is_forwarded_as_stored() {
     let central = InProcess::start().await;
     let central_kafka = central.kafka();
     let edge = InProcess::start_with(|c| {
-        c.upstream = Some(UpstreamSection {
-            bootstrap: central_kafka.clone(),
-            topics: vec!["sensors".into()],
-            retry_backoff_ms: 100,
-            max_batch_bytes: 64 * 1024,
-            request_timeout_ms: 2000,
-        });
+        c.upstream = Some(upstream_to(&central_kafka));
     })
     .await;
     let record = |value: Vec<u8>| NewRecord {
@@ -145,13 +144,7 @@ async fn upstream_plugins_filter_what_is_forwarded_and_the_local_log_stays_raw()
     let central_kafka = central.kafka();
     let edge = InProcess::start_with(|c| {
         c.gateway_id = Some("gw-test".into());
-        c.upstream = Some(UpstreamSection {
-            bootstrap: central_kafka.clone(),
-            topics: vec!["sensors".into()],
-            retry_backoff_ms: 100,
-            max_batch_bytes: 64 * 1024,
-            request_timeout_ms: 2000,
-        });
+        c.upstream = Some(upstream_to(&central_kafka));
         let mut config = std::collections::BTreeMap::new();
         config.insert("field".to_string(), toml::Value::String("temp".into()));
         config.insert("max".to_string(), toml::Value::Float(100.0));
@@ -279,13 +272,7 @@ async fn a_topic_created_again_is_forwarded_from_its_start() {
     let central = InProcess::start().await;
     let central_kafka = central.kafka();
     let edge = InProcess::start_with(|c| {
-        c.upstream = Some(UpstreamSection {
-            bootstrap: central_kafka.clone(),
-            topics: vec!["sensors".into()],
-            retry_backoff_ms: 100,
-            max_batch_bytes: 64 * 1024,
-            request_timeout_ms: 2000,
-        });
+        c.upstream = Some(upstream_to(&central_kafka));
     })
     .await;
     let p = producer(&edge.kafka(), &[]);

@@ -48,7 +48,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::batch::{self, BatchHeader, NewRecord};
+use super::batch::{BatchHeader, NewRecord};
 use super::store::Store;
 use super::writer::{Appended, Command};
 use super::{Log, LogError, PartitionHandle};
@@ -653,13 +653,10 @@ impl Log {
         records: &[NewRecord],
         claim: ProducerClaim,
     ) -> Result<Appended, LogError> {
-        let batches = if records.is_empty() {
-            Vec::new()
-        } else {
-            let bytes = batch::encode(records)?;
-            vec![(BatchHeader::parse(&bytes)?, bytes)]
-        };
-        self.append_claimed(partition, batches, claim).await
+        self.submit_append(partition, records, Some(claim), None)
+            .await?
+            .durable()
+            .await
     }
 
     /// What the committed producer state says of `claim` before any work is done for it:
