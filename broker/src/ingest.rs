@@ -13,7 +13,7 @@ use crate::log::{
     self, AppendTicket, Appended, BatchHeader, Log, LogError, MetaUpdate, NewRecord,
     PartitionHandle,
 };
-use crate::plugin::{ChainOutput, IngestPlugins, Turn};
+use crate::plugin::{ChainOutput, HeldChanges, IngestPlugins, Turn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -204,7 +204,7 @@ impl Ingest {
             .run(topic, records)
             .await
             .map_err(|e| IngestError::Plugin(e.to_string()))?;
-        let held = output.take_held_changes();
+        let mut held = output.take_held_changes();
         if held.is_empty() {
             turn = None;
         }
@@ -218,14 +218,14 @@ impl Ingest {
                 partition,
                 output,
                 (claim, meta),
-                &mut turn,
+                (&mut turn, &mut held),
                 &mut stored,
             )
             .await;
         match stored {
             true => held.keep(),
             // The producer gets an error and may send the records again: the plugins must see
-            // them as new. (Dropped unkept, as when this future is, it rolls back too.)
+            // them as new.
             false => held.roll_back(),
         }
         appended
@@ -234,15 +234,15 @@ impl Ingest {
     /// Appends what an ingest chain made of a request: records kept for other topics and dead
     /// letters first, then the source topic's (with the producer's claim and `meta`), so that
     /// a crash in between leaves no state stored without the records it goes with. Releases
-    /// `turn` once everything is queued, then waits until it is durable. `stored`: set once the
-    /// source topic's append (or `meta` alone) is durable.
+    /// `turn` once everything is queued (and marks `held` queued), then waits until it is
+    /// durable. `stored`: set once the source topic's append is durable.
     async fn append_output(
         &self,
         topic: &str,
         partition: Option<Arc<PartitionHandle>>,
         output: ChainOutput,
         (claim, meta): (Option<ProducerClaim>, Option<MetaUpdate>),
-        turn: &mut Option<Turn>,
+        (turn, held): (&mut Option<Turn>, &mut HeldChanges),
         stored: &mut bool,
     ) -> Result<Appended, IngestError> {
         // Partitions first (a new topic is created on the way, which commits): records kept
@@ -267,34 +267,30 @@ impl Ingest {
             tickets.push(self.log.submit_append(handle, records, None, None).await?);
         }
         // Nothing kept for the source topic: the producer's next request follows this one's
-        // sequence, so the claim is recorded even with nothing to write; the metadata is
-        // written alone.
-        let mut alone = None;
-        let mut last = None;
-        if !source.is_empty() || claim.is_some() {
-            let ticket = self
-                .log
-                .submit_append(&source_handle, &source, claim, meta)
-                .await?;
-            last = Some(ticket);
-        } else if let Some(update) = meta {
-            alone = Some(self.log.submit_meta(update).await?);
-        }
+        // sequence, so the claim is recorded even with nothing to write, and the metadata is
+        // written all the same. An empty append rather than a bare metadata write: if the
+        // topic is deleted meanwhile, it is refused instead of leaving states behind.
+        let wanted = !source.is_empty() || claim.is_some() || meta.is_some();
+        let last = match wanted {
+            true => Some(
+                self.log
+                    .submit_append(&source_handle, &source, claim, meta)
+                    .await?,
+            ),
+            false => None,
+        };
+        held.mark_queued();
         drop(turn.take());
-        let appended = match (last, alone) {
-            (Some(ticket), _) => Some(ticket.durable().await?),
-            (None, Some(ticket)) => {
-                ticket.durable().await?;
-                None
-            }
-            (None, None) => None,
+        let appended = match last {
+            Some(ticket) => Some(ticket.durable().await?),
+            None => None,
         };
         *stored = true;
         for ticket in tickets {
             ticket.durable().await?;
         }
-        // Everything dropped by the plugins: ack with the partition's current end, as Kafka
-        // does for an empty append.
+        // Everything dropped by the plugins (and nothing to write): ack with the partition's
+        // current end, as Kafka does for an empty append.
         Ok(appended.unwrap_or_else(|| {
             let end = source_handle.high_watermark();
             Appended {

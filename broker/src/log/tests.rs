@@ -174,8 +174,8 @@ async fn deleting_a_topic_deletes_the_metadata_it_owns() {
     }
     let mut entries = vec![("other/t/x".to_string(), Some(vec![9]))];
     for namespace in super::TOPIC_META_NAMESPACES {
-        for name in ["t", "t2"] {
-            let key = format!("{}0", super::topic_meta_prefix(namespace, name));
+        for (name, n) in [("t", 0), ("t", 1), ("t", 2), ("t2", 0)] {
+            let key = format!("{}{n}", super::topic_meta_prefix(namespace, name));
             entries.push((key, Some(vec![1])));
         }
     }

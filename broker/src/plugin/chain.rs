@@ -39,6 +39,9 @@ pub struct ChainOutput {
 pub struct HeldChanges {
     topic: String,
     changes: Vec<HeldChange>,
+    /// The append that stores the new states is queued with the log: if its caller goes
+    /// away, it commits anyway, so dropping the changes keeps them.
+    queued: bool,
 }
 
 /// One plugin's state before a batch and after it (`None`: no state).
@@ -71,6 +74,13 @@ impl HeldChanges {
         )
     }
 
+    /// The append that stores the new states is queued: from now on dropping the changes
+    /// keeps them (it commits even if its caller goes away); [`HeldChanges::roll_back`] still
+    /// puts the old ones back.
+    pub fn mark_queued(&mut self) {
+        self.queued = true;
+    }
+
     /// The batch's records are in the log, with the new states: keep them.
     pub fn keep(mut self) {
         self.changes.clear();
@@ -78,10 +88,10 @@ impl HeldChanges {
 
     /// The batch's records did not reach the log: each plugin gets its state from before the
     /// batch back, unless a later batch already ran on the new one (then its effect stays in
-    /// the state, which is logged). Also what dropping the changes unkept does (a caller that
-    /// gave up half-way: its producer saw no answer).
-    pub fn roll_back(self) {
-        drop(self);
+    /// the state, which is logged). Dropping the changes before their append is queued does
+    /// the same (a caller that gave up half-way: its producer saw no answer).
+    pub fn roll_back(mut self) {
+        self.put_back();
     }
 
     fn put_back(&mut self) {
@@ -104,7 +114,9 @@ impl HeldChanges {
 
 impl Drop for HeldChanges {
     fn drop(&mut self) {
-        self.put_back();
+        if !self.queued {
+            self.put_back();
+        }
     }
 }
 
@@ -128,6 +140,7 @@ impl ChainOutput {
                 .map(|(t, _)| t.clone())
                 .unwrap_or_default(),
             changes: std::mem::take(&mut self.held),
+            queued: false,
         }
     }
 
@@ -216,6 +229,9 @@ impl Chains {
         mut states: Option<&mut PluginStates>,
     ) -> Result<ChainOutput, PluginError> {
         let mut out = ChainOutput::new(topic);
+        // The held states changed so far: put back if this run ends early (an error, or its
+        // caller going away between two plugins).
+        let mut held = out.take_held_changes();
         let partition = input.partition;
         let mut current = input;
         for plugin in self.by_topic.get(topic).into_iter().flatten() {
@@ -232,7 +248,7 @@ impl Chains {
             {
                 Ok(result) => result,
                 Err(e) => {
-                    out.take_held_changes().roll_back();
+                    held.roll_back();
                     return Err(e);
                 }
             };
@@ -245,7 +261,7 @@ impl Chains {
                 }
                 None => {
                     if let Some(before) = result.held_before {
-                        out.held.push(HeldChange {
+                        held.changes.push(HeldChange {
                             plugin: plugin.clone(),
                             before,
                             after: result.state,
@@ -272,6 +288,7 @@ impl Chains {
         if let Some((_, source)) = out.kept.first_mut() {
             *source = current.records;
         }
+        out.held = std::mem::take(&mut held.changes);
         Ok(out)
     }
 }

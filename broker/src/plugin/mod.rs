@@ -35,7 +35,9 @@ mod turns;
 #[cfg(test)]
 mod tests;
 
-pub use chain::{load, ChainOutput, IngestPlugins, PluginStates, Turn, UpstreamPlugins};
+pub use chain::{
+    load, ChainOutput, HeldChanges, IngestPlugins, PluginStates, Turn, UpstreamPlugins,
+};
 pub use convert::SourceBatch;
 pub use dead_letter::{
     HEADER_ERROR, HEADER_PLUGIN, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC,

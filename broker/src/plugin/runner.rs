@@ -162,6 +162,48 @@ pub struct Plugin {
     /// The turns of the ingest topics this plugin runs for (set once by `IngestPlugins`), in
     /// topic name order: a module swap takes them all.
     topic_turns: OnceLock<Vec<TopicTurn>>,
+    /// The states the worker holds, shared with it (see [`HeldStates`]).
+    held: HeldStates,
+}
+
+/// Plugin state per topic, for batches whose state the worker keeps ([`StateIn::Held`]); kept
+/// across instance restarts and module swaps. Behind its own lock, held only to read or write
+/// an entry (never while a batch runs), so callers can put a state back or restore one
+/// without waiting for the plugin.
+#[derive(Default, Clone)]
+pub(crate) struct HeldStates(Arc<Mutex<HashMap<String, Vec<u8>>>>);
+
+impl HeldStates {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<u8>>> {
+        // Each operation leaves the map whole: a panic cannot break it.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, topic: &str) -> Option<Vec<u8>> {
+        self.map().get(topic).cloned()
+    }
+
+    /// Sets (or with `None` drops) the state held for `topic`; returns the previous one.
+    fn set(&self, topic: &str, state: Option<Vec<u8>>) -> Option<Vec<u8>> {
+        let mut map = self.map();
+        match state {
+            Some(state) => map.insert(topic.to_string(), state),
+            None => map.remove(topic),
+        }
+    }
+
+    /// [`HeldStates::set`] to `state` if the current one is `expected`; whether it was.
+    fn replace_if(&self, topic: &str, expected: &Option<Vec<u8>>, state: Option<Vec<u8>>) -> bool {
+        let mut map = self.map();
+        if map.get(topic) != expected.as_ref() {
+            return false;
+        }
+        match state {
+            Some(state) => map.insert(topic.to_string(), state),
+            None => map.remove(topic),
+        };
+        true
+    }
 }
 
 /// A topic's turn to run its ingest chain: shared by batches of chains known to be stateless,
@@ -188,10 +230,11 @@ impl Plugin {
         let name: Arc<str> = Arc::from(section.name.as_str());
         let prepared = Prepared::new(engine, section, &name, bytes)?;
         let stats = Arc::new(PluginStats::default());
+        let held = HeldStates::default();
         let worker = Worker {
             name: name.clone(),
             module: prepared,
-            held: HashMap::new(),
+            held: held.clone(),
             max_failures: section.max_consecutive_failures,
             failures: 0,
             disabled: false,
@@ -210,6 +253,7 @@ impl Plugin {
             turns,
             stateless: Mutex::default(),
             topic_turns: OnceLock::new(),
+            held,
         })
     }
 
@@ -296,8 +340,7 @@ impl Plugin {
     /// Gives the worker the state it held for `topic` before a restart. Call before the
     /// plugin's first batch of `topic`.
     pub(crate) fn restore_held(&self, topic: &str, state: Vec<u8>) {
-        self.turns
-            .with_worker(|worker| worker.set_held(topic, Some(state)));
+        self.held.set(topic, Some(state));
     }
 
     /// Puts back the state held for `topic` before a batch (`before`) whose records did not
@@ -309,13 +352,7 @@ impl Plugin {
         after: &Option<Vec<u8>>,
         before: Option<Vec<u8>>,
     ) -> bool {
-        self.turns.with_worker(|worker| {
-            let unchanged = worker.held(topic) == after.as_deref();
-            if unchanged {
-                worker.set_held(topic, before);
-            }
-            unchanged
-        })
+        self.held.replace_if(topic, after, before)
     }
 
     pub fn is_disabled(&self) -> bool {
@@ -470,8 +507,7 @@ pub(super) struct Worker {
     name: Arc<str>,
     module: Prepared,
     /// Plugin state per topic, for batches whose state the worker keeps ([`StateIn::Held`]).
-    /// Kept across instance restarts and module swaps.
-    held: HashMap<String, Vec<u8>>,
+    held: HeldStates,
     /// 0 never disables.
     max_failures: u32,
     /// Failed batches in a row.
@@ -509,7 +545,7 @@ impl Worker {
         let held = matches!(state, StateIn::Held);
         let mut out = PluginOutput {
             state: match state {
-                StateIn::Held => self.held.get(topic).cloned(),
+                StateIn::Held => self.held.get(topic),
                 StateIn::Given(state) => state,
             },
             ..PluginOutput::default()
@@ -518,24 +554,12 @@ impl Worker {
             self.run_batch(topic, batch, encoded_len, &mut out);
         }
         if held {
-            let before = self.set_held(topic, out.state.clone());
+            let before = self.held.set(topic, out.state.clone());
             if before != out.state {
                 out.held_before = Some(before);
             }
         }
         out
-    }
-
-    fn held(&self, topic: &str) -> Option<&[u8]> {
-        self.held.get(topic).map(Vec::as_slice)
-    }
-
-    /// Sets (or with `None` drops) the state held for `topic`; returns the previous one.
-    pub(super) fn set_held(&mut self, topic: &str, state: Option<Vec<u8>>) -> Option<Vec<u8>> {
-        match state {
-            Some(state) => self.held.insert(topic.to_string(), state),
-            None => self.held.remove(topic),
-        }
     }
 
     /// Runs one call; on success the plugin's new state replaces `out.state`, on failure the

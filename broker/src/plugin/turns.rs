@@ -116,11 +116,6 @@ impl Turns {
         }
     }
 
-    /// Runs `f` on the worker, between batches.
-    pub fn with_worker<T>(&self, f: impl FnOnce(&mut Worker) -> T) -> T {
-        f(&mut self.lock().worker)
-    }
-
     fn lock(&self) -> MutexGuard<'_, Turn> {
         // Poisoned only after a panic, which stopped the plugin first.
         self.turn.lock().unwrap_or_else(|p| p.into_inner())

@@ -2,7 +2,9 @@
 //! database so it survives restarts and moves in the same durable way as the data. The upstream
 //! plugins' states of a partition move with its cursor, in the same commit.
 
-use crate::log::{topic_meta_prefix, Log, LogError};
+use std::sync::Arc;
+
+use crate::log::{topic_meta_prefix, Log, LogError, MetaUpdate, PartitionHandle};
 use crate::plugin::PluginStates;
 
 /// Meta key of a partition's cursor (deleted with its topic: `log::TOPIC_META_NAMESPACES`).
@@ -35,14 +37,16 @@ pub fn load_states(log: &Log, topic: &str, partition: u32) -> Result<PluginState
 }
 
 /// Durably moves a cursor, and with it the plugin states from `before` to `after` (in one
-/// commit); called only after the upstream acked everything below `next`.
+/// commit); called only after the upstream acked everything below `next`. Written with an
+/// empty append to the partition, so that a topic deleted meanwhile refuses it (its cursor
+/// went with it) instead of getting the old cursor back.
 pub async fn store_cursor(
     log: &Log,
-    topic: &str,
-    partition: u32,
+    handle: &Arc<PartitionHandle>,
     next: i64,
     (before, after): (&PluginStates, &PluginStates),
 ) -> Result<(), LogError> {
+    let (topic, partition) = (&*handle.topic, handle.index);
     let prefix = states_prefix(topic, partition);
     let mut entries = vec![(
         cursor_key(topic, partition),
@@ -56,5 +60,13 @@ pub async fn store_cursor(
     for plugin in before.keys().filter(|p| !after.contains_key(*p)) {
         entries.push((format!("{prefix}{plugin}"), None));
     }
-    log.put_meta(entries).await
+    let update = MetaUpdate {
+        entries,
+        on_commit: Box::new(|| {}),
+    };
+    log.submit_append(handle, &[], None, Some(update))
+        .await?
+        .durable()
+        .await
+        .map(|_| ())
 }

@@ -2,6 +2,7 @@
 //! moves each partition's pending records upstream.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -172,7 +173,7 @@ impl Session {
     async fn forward_partition(
         &mut self,
         ctx: &UpstreamContext,
-        partition: &PartitionHandle,
+        partition: &Arc<PartitionHandle>,
     ) -> Result<bool, UpstreamError> {
         let key = (partition.topic.to_string(), partition.index);
         if self.partition_ids.insert(key.clone(), partition.id) != Some(partition.id) {
@@ -233,7 +234,7 @@ impl Session {
             }
         };
         let moved = (&committed, &states);
-        store_cursor(&ctx.log, &partition.topic, partition.index, last + 1, moved).await?;
+        store_cursor(&ctx.log, partition, last + 1, moved).await?;
         self.states.insert(key.clone(), states);
         self.cursors.insert(key.clone(), last + 1);
         record_lag(ctx, &key, high_watermark - (last + 1));

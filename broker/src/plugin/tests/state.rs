@@ -187,6 +187,10 @@ async fn only_chains_known_to_be_stateless_share_the_turn() {
     let wait = Duration::from_millis(20);
     while let Ok(turn) = tokio::time::timeout(wait, plugins.turn("p")).await {
         drop(turn);
+        assert!(
+            !reload.is_finished(),
+            "the reload ended without waiting for the turn"
+        );
         tokio::time::sleep(wait).await;
     }
     let during = {
