@@ -216,3 +216,30 @@ async fn only_chains_known_to_be_stateless_share_the_turn() {
     assert!(shared(plugins.turn("p").await));
     assert!(plugins.turn("no-chain").await.is_none());
 }
+
+/// A batch the chain keeps nothing of still stores the state it changed (alone, with an empty
+/// append to the partition), so a restart does not lose it.
+#[tokio::test]
+async fn a_state_changed_by_a_batch_that_keeps_nothing_is_stored_too() {
+    use crate::ingest::Ingest;
+    use crate::log::{Log, LogOptions, TopicConfig};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let mut dropping = headwater_sdk::Output::new();
+    dropping.state = Some(b"seen".as_slice().into());
+    let wasm = super::hostile::Wat::returning(&dropping).build();
+    let module = write_module(dir.path(), "drop-all", &wasm);
+    let plugins = IngestPlugins::from_config(&[section("drop-all", &module, &["t"])]).unwrap();
+    let log = Log::open(&LogOptions::for_tests(&dir.path().join("log"), 64 << 20)).unwrap();
+    let ingest = Ingest::new(log.clone(), Arc::new(plugins));
+    log.create_topic("t", 1, TopicConfig::default())
+        .await
+        .unwrap();
+    let appended = ingest.publish("t", readings(&[0, 1])).await.unwrap();
+    assert_eq!(appended.base_offset, 0);
+    assert_eq!(log.topic("t").unwrap().partitions[0].high_watermark(), 0);
+    let stored = crate::plugin::held_state::load(&log).unwrap();
+    assert_eq!(stored, [("t".into(), "drop-all".into(), b"seen".to_vec())]);
+    drop(ingest);
+    log.close().await;
+}
