@@ -170,6 +170,14 @@ pub fn topic_meta_prefix(namespace: &str, topic: &str) -> String {
 }
 
 impl MetaUpdate {
+    /// Entries to write, with no hook.
+    pub fn new(entries: Vec<(String, Option<Vec<u8>>)>) -> MetaUpdate {
+        MetaUpdate {
+            entries,
+            on_commit: Box::new(|| {}),
+        }
+    }
+
     /// `update` with `entries` written after its own (`None` when there is nothing to write).
     pub fn with_entries(
         update: Option<MetaUpdate>,
@@ -181,10 +189,7 @@ impl MetaUpdate {
                 Some(update)
             }
             None if entries.is_empty() => None,
-            None => Some(MetaUpdate {
-                entries,
-                on_commit: Box::new(|| {}),
-            }),
+            None => Some(MetaUpdate::new(entries)),
         }
     }
 }
@@ -508,8 +513,8 @@ impl Log {
         Ok(self.ticket(rx))
     }
 
-    fn ticket<T>(&self, reply: oneshot::Receiver<Result<T, LogError>>) -> Ticket<T> {
-        Ticket {
+    fn ticket(&self, reply: oneshot::Receiver<Result<Appended, LogError>>) -> AppendTicket {
+        AppendTicket {
             reply,
             log: Some(Arc::downgrade(&self.inner)),
         }
@@ -649,20 +654,16 @@ impl Log {
 
     /// [`Log::put_meta`] with a hook run right after the commit, by whoever committed it.
     pub async fn put_meta_then(&self, update: MetaUpdate) -> Result<(), LogError> {
-        self.submit_meta(update).await?.durable().await
-    }
-
-    /// [`Log::put_meta_then`] in two steps, as [`Log::submit_append`]: queued in call order
-    /// with appends; the ticket resolves once durable.
-    pub async fn submit_meta(&self, update: MetaUpdate) -> Result<Ticket<()>, LogError> {
         let (reply, rx) = oneshot::channel();
-        self.queue(Command::PutMeta {
-            entries: update.entries,
-            on_commit: Some(update.on_commit),
-            reply,
-        })
-        .await?;
-        Ok(self.ticket(rx))
+        self.ask(
+            Command::PutMeta {
+                entries: update.entries,
+                on_commit: Some(update.on_commit),
+                reply,
+            },
+            rx,
+        )
+        .await
     }
 
     /// Applies retention at time `now_ms`; returns how many batches were deleted.
@@ -733,19 +734,16 @@ impl Log {
     }
 }
 
-/// An append queued with the writer; [`Ticket::durable`] waits for its commit.
-pub type AppendTicket = Ticket<Appended>;
-
-/// A command queued with the writer; [`Ticket::durable`] waits for its commit.
-#[must_use = "the command's outcome is only known by awaiting `durable`"]
-pub struct Ticket<T> {
-    reply: oneshot::Receiver<Result<T, LogError>>,
+/// An append queued with the writer; [`AppendTicket::durable`] waits for its commit.
+#[must_use = "the append's outcome is only known by awaiting `durable`"]
+pub struct AppendTicket {
+    reply: oneshot::Receiver<Result<Appended, LogError>>,
     /// Until [`AppendTicket::durable`] runs: the log whose queue to commit (or whose writer to
     /// wake when the ticket is dropped unawaited). Weak: a ticket is not a handle on the log.
     log: Option<Weak<LogInner>>,
 }
 
-impl<T> Ticket<T> {
+impl AppendTicket {
     /// Has the writer thread commit this append now instead of the task that will wait for it:
     /// for a caller with more work to do meanwhile (a connection with other requests in flight
     /// keeps reading while the writer commits, rather than stopping for each commit).
@@ -757,7 +755,7 @@ impl<T> Ticket<T> {
 
     /// Where the append landed, once it is on disk (or why it was refused). Commits it on this
     /// thread when nobody else is committing (see [`Committer`]).
-    pub async fn durable(mut self) -> Result<T, LogError> {
+    pub async fn durable(mut self) -> Result<Appended, LogError> {
         if let Some(log) = self.log.take().and_then(|l| l.upgrade()) {
             log.committer.commit_or_wake(&log);
         }
@@ -765,7 +763,7 @@ impl<T> Ticket<T> {
     }
 }
 
-impl<T> Drop for Ticket<T> {
+impl Drop for AppendTicket {
     fn drop(&mut self) {
         if let Some(log) = self.log.take().and_then(|l| l.upgrade()) {
             log.committer.wake_writer();

@@ -45,7 +45,6 @@ use std::ops::Bound::Excluded;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::batch::{BatchHeader, NewRecord};
@@ -620,33 +619,12 @@ impl Log {
         self.ask(Command::InitProducerId { reply }, rx).await
     }
 
-    /// Appends batches that stand for an idempotent producer's request without being its own
-    /// (an ingest plugin's output, possibly none): `claim` (see [`ProducerClaim::of_request`])
-    /// is checked and recorded instead of the batches' producer fields, atomically with the
-    /// append. A retry of a claim already written is answered with the original offsets.
-    pub async fn append_claimed(
-        &self,
-        partition: &Arc<PartitionHandle>,
-        batches: Vec<(BatchHeader, Bytes)>,
-        claim: ProducerClaim,
-    ) -> Result<Appended, LogError> {
-        let (reply, rx) = oneshot::channel();
-        self.ask(
-            Command::Append {
-                partition: partition.clone(),
-                batches,
-                claim: Some(claim),
-                meta: None,
-                reply,
-            },
-            rx,
-        )
-        .await
-    }
-
-    /// [`append_claimed`](Self::append_claimed) for records, encoded into one batch; no records
-    /// still records the claim (the plugin dropped them, and the producer's next request must
-    /// follow on).
+    /// Appends records that stand for an idempotent producer's request without being its own
+    /// (an ingest plugin's output, possibly none), encoded into one batch: `claim` (see
+    /// [`ProducerClaim::of_request`]) is checked and recorded instead of the batch's producer
+    /// fields, atomically with the append. A retry of a claim already written is answered with
+    /// the original offsets; no records still records the claim (the plugin dropped them, and
+    /// the producer's next request must follow on).
     pub async fn append_records_claimed(
         &self,
         partition: &Arc<PartitionHandle>,

@@ -381,8 +381,8 @@ impl IngestPlugins {
         let stored = held_state::load(log).map_err(PluginError::StoredStates)?;
         let mut restored = 0;
         for (topic, plugin, state) in stored {
-            let chain = self.chains.by_topic.get(&topic).into_iter().flatten();
-            if let Some(p) = chain.into_iter().find(|p| p.name() == plugin) {
+            let mut chain = self.chains.by_topic.get(&topic).into_iter().flatten();
+            if let Some(p) = chain.find(|p| p.name() == plugin) {
                 p.restore_held(&topic, state);
                 restored += 1;
             }

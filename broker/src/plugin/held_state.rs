@@ -4,13 +4,10 @@
 //! records are durable, so a downsampler neither lets an extra record through nor drops one
 //! because of the restart.
 
-use crate::log::{Log, LogError};
-
-use crate::log::topic_meta_prefix;
+use crate::log::{topic_meta_prefix, Log, LogError};
 
 /// A namespace of [`crate::log::TOPIC_META_NAMESPACES`]: the states go with their topic.
 const NAMESPACE: &str = "ingest/state";
-const PREFIX: &str = "ingest/state/";
 
 /// Meta key of `plugin`'s state for `topic`. Topic names cannot hold a `/`, so the first one
 /// after the prefix ends the topic, whatever the plugin's name.
@@ -31,11 +28,12 @@ pub fn entries(
 
 /// Every stored state, as (topic, plugin, state).
 pub fn load(log: &Log) -> Result<Vec<(String, String, Vec<u8>)>, LogError> {
+    let prefix = format!("{NAMESPACE}/");
     Ok(log
-        .scan_meta(PREFIX)?
+        .scan_meta(&prefix)?
         .into_iter()
         .filter_map(|(key, state)| {
-            let (topic, plugin) = key.strip_prefix(PREFIX)?.split_once('/')?;
+            let (topic, plugin) = key.strip_prefix(&prefix)?.split_once('/')?;
             Some((topic.to_string(), plugin.to_string(), state))
         })
         .collect())

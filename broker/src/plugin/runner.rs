@@ -13,8 +13,7 @@
 //!   on its records go straight to the dead-letter topic with "plugin disabled", so nothing is
 //!   lost while an operator looks into it.
 
-use std::collections::HashMap;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
@@ -185,24 +184,24 @@ impl HeldStates {
 
     /// Sets (or with `None` drops) the state held for `topic`; returns the previous one.
     fn set(&self, topic: &str, state: Option<Vec<u8>>) -> Option<Vec<u8>> {
-        let mut map = self.map();
-        match state {
-            Some(state) => map.insert(topic.to_string(), state),
-            None => map.remove(topic),
-        }
+        put(&mut self.map(), topic, state)
     }
 
     /// [`HeldStates::set`] to `state` if the current one is `expected`; whether it was.
     fn replace_if(&self, topic: &str, expected: &Option<Vec<u8>>, state: Option<Vec<u8>>) -> bool {
         let mut map = self.map();
-        if map.get(topic) != expected.as_ref() {
-            return false;
+        let current = map.get(topic) == expected.as_ref();
+        if current {
+            put(&mut map, topic, state);
         }
-        match state {
-            Some(state) => map.insert(topic.to_string(), state),
-            None => map.remove(topic),
-        };
-        true
+        current
+    }
+}
+
+fn put(map: &mut HashMap<String, Vec<u8>>, topic: &str, state: Option<Vec<u8>>) -> Option<Vec<u8>> {
+    match state {
+        Some(state) => map.insert(topic.to_string(), state),
+        None => map.remove(topic),
     }
 }
 
@@ -385,13 +384,14 @@ impl Plugin {
         self.turns.run_or_wake(|| !answer.is_empty());
         let output = answer.await.map_err(|_| stopped())?;
         match output.returned_state {
-            Some(false) => {
+            // Checked first: no allocation per batch once the topic is known.
+            Some(false) if !self.is_stateless(topic) => {
                 self.stateless_topics().insert(topic.to_string());
             }
             Some(true) => {
                 self.stateless_topics().remove(topic);
             }
-            None => {}
+            _ => {}
         }
         Ok(output)
     }

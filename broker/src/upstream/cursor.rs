@@ -60,11 +60,7 @@ pub async fn store_cursor(
     for plugin in before.keys().filter(|p| !after.contains_key(*p)) {
         entries.push((format!("{prefix}{plugin}"), None));
     }
-    let update = MetaUpdate {
-        entries,
-        on_commit: Box::new(|| {}),
-    };
-    log.submit_append(handle, &[], None, Some(update))
+    log.submit_append(handle, &[], None, Some(MetaUpdate::new(entries)))
         .await?
         .durable()
         .await
