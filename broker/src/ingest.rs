@@ -211,7 +211,6 @@ impl Ingest {
         // The changed states ride with the records kept for the source topic: after a crash
         // the plugins resume from the states of the last batch that is durable.
         let meta = MetaUpdate::with_entries(meta, held.entries());
-        let mut stored = false;
         let appended = self
             .append_output(
                 topic,
@@ -219,14 +218,12 @@ impl Ingest {
                 output,
                 (claim, meta),
                 (&mut turn, &mut held),
-                &mut stored,
             )
             .await;
-        match stored {
-            true => held.keep(),
+        if appended.is_err() {
             // The producer gets an error and may send the records again: the plugins must see
-            // them as new.
-            false => held.roll_back(),
+            // them as new (unless the states were stored before the error).
+            held.roll_back();
         }
         appended
     }
@@ -235,7 +232,7 @@ impl Ingest {
     /// letters first, then the source topic's (with the producer's claim and `meta`), so that
     /// a crash in between leaves no state stored without the records it goes with. Releases
     /// `turn` once everything is queued (and marks `held` queued), then waits until it is
-    /// durable. `stored`: set once the source topic's append is durable.
+    /// durable (and `held` kept once the source topic's append is).
     async fn append_output(
         &self,
         topic: &str,
@@ -243,7 +240,6 @@ impl Ingest {
         output: ChainOutput,
         (claim, meta): (Option<ProducerClaim>, Option<MetaUpdate>),
         (turn, held): (&mut Option<Turn>, &mut HeldChanges),
-        stored: &mut bool,
     ) -> Result<Appended, IngestError> {
         // Partitions first (a new topic is created on the way, which commits): records kept
         // for the source topic go where the producer asked; rerouted ones and dead letters go
@@ -285,7 +281,7 @@ impl Ingest {
             Some(ticket) => Some(ticket.durable().await?),
             None => None,
         };
-        *stored = true;
+        held.keep();
         for ticket in tickets {
             ticket.durable().await?;
         }

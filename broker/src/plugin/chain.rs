@@ -81,8 +81,9 @@ impl HeldChanges {
         self.queued = true;
     }
 
-    /// The batch's records are in the log, with the new states: keep them.
-    pub fn keep(mut self) {
+    /// The batch's records are in the log, with the new states: keep them (a later
+    /// [`HeldChanges::roll_back`] does nothing).
+    pub fn keep(&mut self) {
         self.changes.clear();
     }
 
