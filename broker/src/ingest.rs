@@ -4,9 +4,13 @@
 //! topic's ingest plugins (if any) and appends durably. Keeping this in one place is what makes
 //! "one log, many doors" true: a record looks the same whichever protocol brought it.
 
+mod claims;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
+
+use claims::ClaimLocks;
 
 use crate::log::producers::ProducerClaim;
 use crate::log::{
@@ -55,15 +59,28 @@ impl Submitted {
 pub struct Ingest {
     log: Log,
     plugins: Arc<IngestPlugins>,
+    /// Idempotent requests on the plugin path, one at a time per producer and partition.
+    claims: Arc<ClaimLocks>,
 }
 
 impl Ingest {
     pub fn new(log: Log, plugins: Arc<IngestPlugins>) -> Ingest {
-        Ingest { log, plugins }
+        Ingest {
+            log,
+            plugins,
+            claims: Arc::default(),
+        }
     }
 
     pub fn log(&self) -> &Log {
         &self.log
+    }
+
+    /// Deletes a topic with its records, the metadata it owns in the log, and the states its
+    /// ingest plugins hold for it: a topic created again under the same name starts afresh.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), LogError> {
+        let deletion = self.log.delete_topic(name);
+        self.plugins.forget_topic(name, deletion).await
     }
 
     /// Kafka produce: already-validated batches for one partition. Stored as received unless an
@@ -121,6 +138,11 @@ impl Ingest {
             producer_id: headers.first().map_or(-1, |h| h.producer_id),
             reason,
         })?;
+        // A retry overlapping its original waits for it, then finds it here (see `claims`).
+        let _claimed = match claim {
+            Some(claim) => Some(self.claims.lock(handle.id, claim.producer_id).await),
+            None => None,
+        };
         if let Some(claim) = claim {
             if let Some(original) = self.log.check_claim(&handle, claim)? {
                 return Ok(original);

@@ -1,6 +1,7 @@
 //! WebAssembly plugins (issue 5, item 8), side by side in one run on one machine:
 //! - the ingest path (records in, fsync'd durable append) with no plugin, the pass-through
-//!   plugin, the json-range filter and the (stateful) downsampler, 100-byte JSON records;
+//!   plugin, the json-range filter and the (stateful) downsampler, 100-byte JSON records; the
+//!   stateless two again with two instances of the plugin;
 //! - the host/guest crossing: time per call of the pass-through plugin for batches of 1 to 1,000
 //!   records, through the broker's real plugin runner (worker thread, CBOR both ways, copies);
 //! - the json-range filter as a plugin against the same plugin code compiled natively: called
@@ -82,6 +83,14 @@ fn section(name: &str, module: &str, config: BTreeMap<String, toml::Value>) -> P
         max_memory_bytes: 16 << 20,
         timeout_ms: 1000,
         max_consecutive_failures: 10,
+        instances: 1,
+    }
+}
+
+fn instances(n: u32, section: PluginSection) -> PluginSection {
+    PluginSection {
+        instances: n,
+        ..section
     }
 }
 
@@ -302,6 +311,20 @@ async fn ingest_rows(producers: usize, requests: usize) {
             Arc::new(plugins(&[section("range", "json_range", range_config())])),
         ),
         (
+            "pass-through plugin, 2 instances",
+            Arc::new(plugins(&[instances(
+                2,
+                section("pass", "passthrough", BTreeMap::new()),
+            )])),
+        ),
+        (
+            "json-range filter, 2 instances",
+            Arc::new(plugins(&[instances(
+                2,
+                section("range", "json_range", range_config()),
+            )])),
+        ),
+        (
             DOWNSAMPLE,
             Arc::new(plugins(&[section("every-ms", "downsample", every_ms())])),
         ),
@@ -354,7 +377,46 @@ async fn call_rows(calls: usize) {
             ns(t / batch as u32)
         );
     }
+    println!();
+    instance_rows(calls).await;
+}
 
+/// Concurrent callers of the json-range chain alone (no log): what more instances add.
+const CALLERS: usize = 4;
+
+async fn instance_rows(calls: usize) {
+    println!("| json-range chain alone, {CALLERS} concurrent callers, {BATCH}-record batches | records/s | vs 1 instance |");
+    println!("|---|---:|---:|");
+    let mut one = 0.0;
+    for n in [1, 2] {
+        let chain = Arc::new(plugins(&[instances(
+            n,
+            section("range", "json_range", range_config()),
+        )]));
+        let input = records(BATCH, 0);
+        chain.run("bench", input.clone()).await.expect("warm up");
+        let per_caller = (calls / 10).max(10);
+        let started = Instant::now();
+        let callers: Vec<_> = (0..CALLERS)
+            .map(|_| {
+                let (chain, input) = (chain.clone(), input.clone());
+                tokio::spawn(async move {
+                    for _ in 0..per_caller {
+                        let out = chain.run("bench", input.clone()).await.expect("run");
+                        assert_eq!(out.kept()[0].1.len(), BATCH);
+                    }
+                })
+            })
+            .collect();
+        for caller in callers {
+            caller.await.unwrap();
+        }
+        let rate = (CALLERS * per_caller * BATCH) as f64 / started.elapsed().as_secs_f64();
+        if n == 1 {
+            one = rate;
+        }
+        println!("| {n} instance(s) | {rate:.0} | {:.2}x |", rate / one);
+    }
     println!();
 }
 

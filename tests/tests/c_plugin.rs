@@ -115,6 +115,7 @@ fn section(name: &str, module: PathBuf, config: &str) -> PluginSection {
         max_memory_bytes: 16 * 1024 * 1024,
         timeout_ms: 1000,
         max_consecutive_failures: 10,
+        instances: 1,
     }
 }
 

@@ -309,6 +309,7 @@ async fn retries_through_an_ingest_plugin_are_not_written_twice() {
             max_memory_bytes: 16 * 1024 * 1024,
             timeout_ms: 1000,
             max_consecutive_failures: 10,
+            instances: 1,
         })
     })
     .await;

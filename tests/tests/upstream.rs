@@ -158,6 +158,7 @@ async fn upstream_plugins_filter_what_is_forwarded_and_the_local_log_stays_raw()
             max_memory_bytes: 16 * 1024 * 1024,
             timeout_ms: 1000,
             max_consecutive_failures: 10,
+            instances: 1,
         });
     })
     .await;

@@ -444,6 +444,9 @@ pub struct PluginSection {
     /// Consecutive failed batches before the plugin is disabled. Default 10.
     #[serde(default = "default_plugin_failures")]
     pub max_consecutive_failures: u32,
+    /// Instances run at once (each with its own memory, up to `max_memory_bytes`). Default 1.
+    #[serde(default = "default_plugin_instances")]
+    pub instances: u32,
 }
 
 fn default_dead_letter() -> String {
@@ -457,6 +460,9 @@ fn default_plugin_timeout() -> u64 {
 }
 fn default_plugin_failures() -> u32 {
     DEFAULT_PLUGIN_MAX_FAILURES
+}
+fn default_plugin_instances() -> u32 {
+    1
 }
 
 /// `[upstream]`: forward local topics to a central Kafka-protocol cluster.

@@ -7,6 +7,7 @@
 //! [`UpstreamPlugins`] those of `attach = "upstream"` plugins; both share [`Chains`].
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::Arc;
 
 use super::convert::SourceBatch;
@@ -374,6 +375,26 @@ impl IngestPlugins {
             }
         }
         Some(Turn::Alone(turn.write_owned().await))
+    }
+
+    /// Runs `deletion` of `topic` (which deletes the states stored for it) with the topic's
+    /// turn held alone, so that no batch of its chain runs or queues its appends meanwhile;
+    /// once it succeeded, drops the states the plugins hold for the topic too: a topic created
+    /// again under the same name starts afresh.
+    pub async fn forget_topic<E>(
+        &self,
+        topic: &str,
+        deletion: impl Future<Output = Result<(), E>>,
+    ) -> Result<(), E> {
+        let _alone = match self.order.get(topic) {
+            Some(turn) => Some(turn.clone().write_owned().await),
+            None => None,
+        };
+        deletion.await?;
+        for plugin in self.chains.by_topic.get(topic).into_iter().flatten() {
+            plugin.forget_held(topic);
+        }
+        Ok(())
     }
 
     /// Gives the plugins the states stored with the log's records before a restart (see

@@ -25,8 +25,9 @@ pub const MAX_WASM_STACK: usize = 512 * 1024;
 /// How often the epoch advances: the resolution of plugin timeouts.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Pool slots per plugin: its live instance, one a reload is starting, one spare.
-const SLOTS_PER_PLUGIN: u32 = 3;
+/// Pool slots per plugin instance: the live one and the one a reload is starting; plus one
+/// spare per plugin.
+const SLOTS_PER_INSTANCE: u32 = 2;
 /// Pages of a slot's memory kept mapped between instances: a Rust guest touches a few pages
 /// around its 1 MiB stack top (stack, data, heap); more would only be reset for nothing.
 const KEEP_RESIDENT_BYTES: usize = 1 << 20;
@@ -55,8 +56,14 @@ impl PluginEngine {
     pub fn for_plugins(sections: &[PluginSection]) -> Result<PluginEngine, PluginError> {
         let max_memory = sections.iter().map(|s| s.max_memory_bytes).max();
         let max_memory = usize::try_from(max_memory.unwrap_or(0)).unwrap_or(usize::MAX);
-        let slots = u32::try_from(sections.len()).unwrap_or(u32::MAX);
-        PluginEngine::pooled(slots.saturating_mul(SLOTS_PER_PLUGIN), max_memory)
+        let slots = sections.iter().fold(0u32, |slots, s| {
+            let per_plugin = s
+                .instances
+                .saturating_mul(SLOTS_PER_INSTANCE)
+                .saturating_add(1);
+            slots.saturating_add(per_plugin)
+        });
+        PluginEngine::pooled(slots, max_memory)
     }
 
     /// An engine whose instances come from a pool of `slots` slots of up to

@@ -8,9 +8,10 @@
 //!   bounds the CPU time of every call;
 //! - `linker` and `limits`: the only import (`headwater.log`) and the memory cap;
 //! - `instance`: one store per live instance, bounds-checked copies in and out of its memory;
-//! - `runner`: a worker per plugin (an actor owning its instance) with the failure policy (dead
-//!   letters, restart after a trap, disable after repeated failures) and module swaps between
-//!   batches (hot reload); `turns`: who runs it, its own thread or a waiting caller when free;
+//! - `runner`: a worker per plugin instance (an actor owning it; `instances` of them, each batch
+//!   to the least busy) with the failure policy (dead letters, restart after a trap, disable
+//!   after repeated failures) and module swaps between batches (hot reload); `turns`: who runs
+//!   a worker, its own thread or a waiting caller when free;
 //! - `stats`: the counters behind the per-plugin metrics;
 //! - `chain`: the plugins of a topic in config order, for ingest and for upstream.
 //!

@@ -1,11 +1,13 @@
-//! One loaded plugin: the compiled module, a worker that owns the live instance, the failure
-//! policy, and the counters.
+//! One loaded plugin: the compiled module, the workers that own its live instances (one per
+//! configured `instances`), the failure policy, and the counters.
 //!
-//! The worker is an actor: it alone touches the `Store`, takes batches from a bounded queue (so a
-//! slow plugin slows its producers instead of piling up memory) and runs them one at a time,
+//! Each worker is an actor: it alone touches its `Store`, takes batches from a bounded queue (so
+//! a slow plugin slows its producers instead of piling up memory) and runs them one at a time,
 //! never on the async runtime's reactor: on its own thread, or on the thread of the caller
-//! waiting for the batch when the worker is free ([`super::turns`]). The failure policy lives
-//! here:
+//! waiting for the batch when the worker is free ([`super::turns`]). A batch is queued on the
+//! worker with the fewest batches waiting, so with several instances batches run side by side
+//! (the caller's order holds: a caller waits for its batch before it sends the next). The
+//! failure policy lives here, shared by the workers:
 //! - a trap, timeout or bad output fails that batch only: its records become dead letters and the
 //!   instance is thrown away, so the next batch starts from a fresh one (no corrupted state
 //!   carries over);
@@ -14,7 +16,7 @@
 //!   lost while an operator looks into it.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -42,6 +44,8 @@ const JOB_QUEUE: usize = 64;
 /// output and the allocator's slack.
 const MIN_CALL_INPUT_BYTES: usize = 64 * 1024;
 const MAX_CALL_INPUT_BYTES: usize = 16 * 1024 * 1024;
+/// Most instances of one plugin (`instances`): each takes its own memory and thread.
+const MAX_INSTANCES: u32 = 64;
 
 /// What one plugin made of the records of one request.
 #[derive(Default)]
@@ -142,6 +146,33 @@ impl Prepared {
             max_input_bytes,
         })
     }
+
+    /// Blocking: [`Prepared::new`], and a started copy for each further instance of the
+    /// plugin (the module is compiled once).
+    fn for_instances(
+        engine: &PluginEngine,
+        section: &PluginSection,
+        name: &Arc<str>,
+        bytes: &[u8],
+    ) -> Result<Vec<Prepared>, PluginError> {
+        let first = Prepared::new(engine, section, name, bytes)?;
+        let mut all = Vec::with_capacity(section.instances as usize);
+        for _ in 1..section.instances {
+            let instance = Instance::start(&first.pre, name.clone(), first.settings, &first.config)
+                .map_err(|e| PluginError::Start {
+                    plugin: section.name.clone(),
+                    reason: e.to_string(),
+                })?;
+            all.push(Prepared {
+                pre: first.pre.clone(),
+                config: first.config.clone(),
+                instance: Some(instance),
+                ..first
+            });
+        }
+        all.insert(0, first);
+        Ok(all)
+    }
 }
 
 /// A loaded plugin. Dropping it (and every clone of its `Arc`) stops its worker thread.
@@ -150,10 +181,13 @@ pub struct Plugin {
     section: PluginSection,
     engine: PluginEngine,
     stats: Arc<PluginStats>,
-    jobs: mpsc::Sender<Work>,
-    /// Who runs the queued work: the worker thread, or a caller when the worker is free.
-    /// After `jobs`: dropped once the queue has no sender, it wakes the thread to end.
-    turns: TurnsHandle,
+    /// One per instance.
+    lanes: Vec<Lane>,
+    /// Taken shared to queue a batch, alone by a module swap: every instance changes module at
+    /// the same point of the order batches were queued in.
+    dispatch: tokio::sync::RwLock<()>,
+    /// Failed batches in a row, over every instance.
+    failures: Arc<AtomicU32>,
     /// Topics whose last batch that ran returned no state: their batches need not take the
     /// topic's turn one at a time (see `IngestPlugins::turn`). Per topic, as the state is; empty
     /// again from a module swap.
@@ -163,6 +197,32 @@ pub struct Plugin {
     topic_turns: OnceLock<Vec<TopicTurn>>,
     /// The states the worker holds, shared with it (see [`HeldStates`]).
     held: HeldStates,
+}
+
+/// One instance's queue and the worker that runs it.
+struct Lane {
+    jobs: mpsc::Sender<Work>,
+    /// Who runs the queued work: the worker thread, or a caller when the worker is free.
+    /// After `jobs`: dropped once the queue has no sender, it wakes the thread to end.
+    turns: TurnsHandle,
+    /// Batches queued here whose callers wait for them: a batch goes where the fewest wait.
+    waiting: AtomicUsize,
+}
+
+/// Counts a caller's batch in [`Lane::waiting`] until the caller has its answer (or gives up).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn on(lane: &'a Lane) -> Waiting<'a> {
+        lane.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(&lane.waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Plugin state per topic, for batches whose state the worker keeps ([`StateIn::Held`]); kept
@@ -227,29 +287,43 @@ impl Plugin {
             reason,
         })?;
         let name: Arc<str> = Arc::from(section.name.as_str());
-        let prepared = Prepared::new(engine, section, &name, bytes)?;
+        let prepared = Prepared::for_instances(engine, section, &name, bytes)?;
         let stats = Arc::new(PluginStats::default());
         let held = HeldStates::default();
-        let worker = Worker {
-            name: name.clone(),
-            module: prepared,
-            held: held.clone(),
-            max_failures: section.max_consecutive_failures,
-            failures: 0,
-            disabled: false,
-            stats: stats.clone(),
-        };
-        let (jobs, queue) = mpsc::channel(JOB_QUEUE);
-        let turns = Turns::start(worker, queue, format!("plugin-{}", section.name))
-            .map_err(|e| PluginError::Engine(format!("cannot start a plugin thread: {e}")))?;
-        tracing::info!(plugin = %name, module = %section.module.display(), topics = ?section.topics, "plugin loaded");
+        let failures = Arc::new(AtomicU32::new(0));
+        let several = prepared.len() > 1;
+        let mut lanes = Vec::with_capacity(prepared.len());
+        for (index, module) in prepared.into_iter().enumerate() {
+            let worker = Worker {
+                name: name.clone(),
+                module,
+                held: held.clone(),
+                max_failures: section.max_consecutive_failures,
+                failures: failures.clone(),
+                stats: stats.clone(),
+            };
+            let (jobs, queue) = mpsc::channel(JOB_QUEUE);
+            let thread = match several {
+                true => format!("plugin-{}-{index}", section.name),
+                false => format!("plugin-{}", section.name),
+            };
+            let turns = Turns::start(worker, queue, thread)
+                .map_err(|e| PluginError::Engine(format!("cannot start a plugin thread: {e}")))?;
+            lanes.push(Lane {
+                jobs,
+                turns,
+                waiting: AtomicUsize::new(0),
+            });
+        }
+        tracing::info!(plugin = %name, module = %section.module.display(), topics = ?section.topics, instances = lanes.len(), "plugin loaded");
         Ok(Plugin {
             name,
             section: section.clone(),
             engine: engine.clone(),
             stats,
-            jobs,
-            turns,
+            lanes,
+            dispatch: tokio::sync::RwLock::new(()),
+            failures,
             stateless: Mutex::default(),
             topic_turns: OnceLock::new(),
             held,
@@ -259,19 +333,20 @@ impl Plugin {
     /// Replaces the module with the one now at the configured path (same config and limits).
     /// The new module is compiled and initialised first, so a module that does not load leaves
     /// the running one in place; then it takes over between two batches: every batch runs whole
-    /// on one module, none is lost or run twice. A disabled plugin is enabled again.
+    /// on one module, none is lost or run twice, and no batch queued after the swap runs on the
+    /// old module. A disabled plugin is enabled again.
     pub async fn reload(self: &Arc<Self>) -> Result<(), PluginError> {
         let plugin = self.clone();
         let prepared = tokio::task::spawn_blocking(move || {
             let bytes = read_module(&plugin.section)?;
-            Prepared::new(&plugin.engine, &plugin.section, &plugin.name, &bytes)
+            Prepared::for_instances(&plugin.engine, &plugin.section, &plugin.name, &bytes)
         })
         .await
         .map_err(|e| PluginError::Engine(format!("plugin loader panicked: {e}")))??;
         self.swap(prepared).await
     }
 
-    async fn swap(&self, prepared: Prepared) -> Result<(), PluginError> {
+    async fn swap(&self, prepared: Vec<Prepared>) -> Result<(), PluginError> {
         let stopped = || PluginError::Stopped {
             plugin: self.name.to_string(),
         };
@@ -284,13 +359,27 @@ impl Plugin {
             all_turns.push(turn.clone().write_owned().await);
         }
         self.stateless_topics().clear();
-        let (done, swapped) = oneshot::channel();
-        self.jobs
-            .send(Work::Swap(Box::new(prepared), done))
-            .await
-            .map_err(|_| stopped())?;
-        self.turns.wake_thread();
-        swapped.await.map_err(|_| stopped())?;
+        // Batches queued before this run on the old module, those queued after it (on any
+        // instance) on the new one.
+        let dispatch = self.dispatch.write().await;
+        let mut swapped = Vec::with_capacity(self.lanes.len());
+        for (lane, prepared) in self.lanes.iter().zip(prepared) {
+            let (done, answer) = oneshot::channel();
+            lane.jobs
+                .send(Work::Swap(Box::new(prepared), done))
+                .await
+                .map_err(|_| stopped())?;
+            lane.turns.wake_thread();
+            swapped.push(answer);
+        }
+        for answer in swapped {
+            answer.await.map_err(|_| stopped())?;
+        }
+        // Every batch of the old module has run: the new one starts with a clean record.
+        self.failures.store(0, Ordering::Relaxed);
+        self.stats.disabled.store(false, Ordering::Relaxed);
+        PluginStats::add(&self.stats.reloads, 1);
+        drop(dispatch);
         drop(all_turns);
         tracing::info!(plugin = %self.name, module = %self.section.module.display(), "plugin module replaced");
         Ok(())
@@ -342,6 +431,11 @@ impl Plugin {
         self.held.set(topic, Some(state));
     }
 
+    /// Drops the state held for `topic` (the topic was deleted).
+    pub(crate) fn forget_held(&self, topic: &str) {
+        self.held.set(topic, None);
+    }
+
     /// Puts back the state held for `topic` before a batch (`before`) whose records did not
     /// reach the log, if the state is still the one that batch left (`after`). Returns whether
     /// it did: a later batch may have run meanwhile, its state built on this one.
@@ -377,12 +471,23 @@ impl Plugin {
             state,
             reply,
         };
-        self.jobs
-            .send(Work::Batch(job))
-            .await
-            .map_err(|_| stopped())?;
-        self.turns.run_or_wake(|| !answer.is_empty());
+        let (lane, waiting) = {
+            let _dispatch = self.dispatch.read().await;
+            // The first of the least busy: with one batch at a time, always the same instance.
+            let lane = (self.lanes.iter())
+                .filter(|lane| !lane.jobs.is_closed())
+                .min_by_key(|lane| lane.waiting.load(Ordering::Relaxed))
+                .ok_or_else(stopped)?;
+            let waiting = Waiting::on(lane);
+            lane.jobs
+                .send(Work::Batch(job))
+                .await
+                .map_err(|_| stopped())?;
+            (lane, waiting)
+        };
+        lane.turns.run_or_wake(|| !answer.is_empty());
         let output = answer.await.map_err(|_| stopped())?;
+        drop(waiting);
         match output.returned_state {
             // Checked first: no allocation per batch once the topic is known.
             Some(false) if !self.is_stateless(topic) => {
@@ -498,6 +603,12 @@ fn check_section(section: &PluginSection) -> Result<(), String> {
     if section.timeout_ms == 0 {
         return Err("timeout_ms must be > 0".into());
     }
+    if !(1..=MAX_INSTANCES).contains(&section.instances) {
+        return Err(format!(
+            "instances must be 1 to {MAX_INSTANCES}, not {}",
+            section.instances
+        ));
+    }
     Ok(())
 }
 
@@ -510,9 +621,9 @@ pub(super) struct Worker {
     held: HeldStates,
     /// 0 never disables.
     max_failures: u32,
-    /// Failed batches in a row.
-    failures: u32,
-    disabled: bool,
+    /// Failed batches in a row, shared by the plugin's workers.
+    failures: Arc<AtomicU32>,
+    /// Also holds whether the plugin is disabled (for every worker).
     stats: Arc<PluginStats>,
 }
 
@@ -530,11 +641,8 @@ impl Worker {
                 let _ = job.reply.send(output);
             }
             Work::Swap(prepared, done) => {
+                // The failure record is reset by the plugin once every worker has swapped.
                 self.module = *prepared;
-                self.failures = 0;
-                self.disabled = false;
-                self.stats.disabled.store(false, Ordering::Relaxed);
-                PluginStats::add(&self.stats.reloads, 1);
                 let _ = done.send(());
             }
         }
@@ -542,10 +650,13 @@ impl Worker {
 
     fn handle(&mut self, topic: &str, records: SourceBatch, state: StateIn) -> PluginOutput {
         PluginStats::add(&self.stats.records_in, records.records.len());
-        let held = matches!(state, StateIn::Held);
+        let held_before = match state {
+            StateIn::Held => Some(self.held.get(topic)),
+            StateIn::Given(_) => None,
+        };
         let mut out = PluginOutput {
             state: match state {
-                StateIn::Held => self.held.get(topic),
+                StateIn::Held => held_before.clone().flatten(),
                 StateIn::Given(state) => state,
             },
             ..PluginOutput::default()
@@ -553,10 +664,18 @@ impl Worker {
         for (batch, encoded_len) in split(topic, records, self.module.max_input_bytes) {
             self.run_batch(topic, batch, encoded_len, &mut out);
         }
-        if held {
-            let before = self.held.set(topic, out.state.clone());
-            if before != out.state {
+        if let Some(before) = held_before.filter(|before| *before != out.state) {
+            // Changed meanwhile only in a rare race: a failed batch's caller put its state back
+            // (this batch ran on the state it left), or a batch that ran beside this one on
+            // another instance returned a state first (batches run side by side only while the
+            // plugin returns none). The held state stays as the other left it.
+            if self.held.replace_if(topic, &before, out.state.clone()) {
                 out.held_before = Some(before);
+            } else {
+                tracing::warn!(
+                    plugin = &*self.name, topic,
+                    "the plugin's state changed while a batch ran; that batch's new state is dropped"
+                );
             }
         }
         out
@@ -572,7 +691,8 @@ impl Worker {
         records_len: usize,
         out: &mut PluginOutput,
     ) {
-        if self.disabled {
+        if self.stats.disabled.load(Ordering::Relaxed) {
+            self.module.instance = None;
             self.dead_letter_all(topic, input, "plugin disabled", out);
             return;
         }
@@ -583,7 +703,7 @@ impl Worker {
             Ok(mut decoded) => {
                 let returned = decoded.state.is_some();
                 out.returned_state = Some(out.returned_state.unwrap_or(false) || returned);
-                self.failures = 0;
+                self.failures.store(0, Ordering::Relaxed);
                 out.state = decoded.state.take();
                 self.accept(topic, input, decoded, out);
             }
@@ -693,14 +813,18 @@ impl Worker {
         // A failure the plugin reported itself leaves it in a known state; anything else
         // (trap, timeout, garbage) may have corrupted it, so start afresh next time. A batch
         // the broker could not pass is not the plugin's failure: it never ran on it.
-        match error {
-            CallError::Failed(_) => self.failures += 1,
-            CallError::Host(_) => {}
+        let counts = match error {
+            CallError::Failed(_) => true,
+            CallError::Host(_) => false,
             _ => {
                 self.module.instance = None;
-                self.failures += 1;
+                true
             }
-        }
+        };
+        let failures = match counts {
+            true => self.failures.fetch_add(1, Ordering::Relaxed) + 1,
+            false => self.failures.load(Ordering::Relaxed),
+        };
         PluginStats::add(&self.stats.failed_batches, 1);
         let message = error.to_string();
         tracing::warn!(
@@ -710,15 +834,13 @@ impl Worker {
             error = %message,
             "plugin failed a batch; its records go to the dead-letter topic"
         );
-        if self.max_failures > 0 && self.failures >= self.max_failures && !self.disabled {
-            self.disabled = true;
+        let disable = self.max_failures > 0 && failures >= self.max_failures;
+        if disable && !self.stats.disabled.swap(true, Ordering::Relaxed) {
             self.module.instance = None;
-            self.stats.disabled.store(true, Ordering::Relaxed);
             tracing::error!(
                 plugin = &*self.name,
-                "plugin disabled after {} failed batches in a row; its records now go to the \
-                 dead-letter topic",
-                self.failures
+                "plugin disabled after {failures} failed batches in a row; its records now go \
+                 to the dead-letter topic"
             );
         }
         self.dead_letter_all(topic, input, &message, out);

@@ -10,8 +10,9 @@
 //! the plugin's thread keeps working while the producers go on with theirs. Work still runs one item
 //! at a time in queue order, so batches and module swaps keep their order.
 //!
-//! A panic while running (a broker bug: plugin faults are caught by the instance) stops the
-//! plugin: every waiting and later batch gets `PluginError::Stopped`.
+//! A panic while running (a broker bug: plugin faults are caught by the instance) stops this
+//! worker: every batch waiting for it gets `PluginError::Stopped`; later batches go to the
+//! plugin's other instances, if it has any (`runner`).
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};

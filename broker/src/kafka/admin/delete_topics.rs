@@ -24,7 +24,7 @@ pub async fn handle(ctx: &KafkaContext, request: DeleteTopicsRequest) -> DeleteT
     let mut response = DeleteTopicsResponse::default();
     for name in request.topic_names {
         let mut result = DeletableTopicResult::default();
-        if let Err(e) = ctx.log().delete_topic(name.as_str()).await {
+        if let Err(e) = ctx.ingest.delete_topic(name.as_str()).await {
             let refusal = Refusal::from(&e);
             result.error_code = refusal.code.code();
             result.error_message = refusal.text();

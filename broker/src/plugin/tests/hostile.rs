@@ -13,7 +13,7 @@ const V1: &str = r"\01\00\00\00";
 /// Where hw_alloc puts every input.
 const INPUT_AT: u32 = 1024;
 /// Where constant outputs live (inputs in these tests are far smaller than the gap).
-const OUTPUT_AT: u32 = 60_000;
+pub(super) const OUTPUT_AT: u32 = 60_000;
 
 /// A module with the ABI exports; `process` is the body of `hw_process(ptr, len) -> i64`.
 pub(super) struct Wat<'a> {

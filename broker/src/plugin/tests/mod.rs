@@ -1,11 +1,13 @@
 //! Tests of the plugin host with real modules: hostile ones written in WebAssembly text
 //! ([`hostile`]) and the example plugins of `plugins/` ([`examples`]); module swaps while
-//! running ([`reload`]).
+//! running ([`reload`]); several instances of one plugin ([`instances`]).
 
 mod examples;
 mod hostile;
+mod instances;
 mod metrics;
 mod reload;
+mod retries;
 mod state;
 
 use std::collections::BTreeMap;
@@ -30,6 +32,7 @@ fn section(name: &str, module: &Path, topics: &[&str]) -> PluginSection {
         max_memory_bytes: 2 * 1024 * 1024,
         timeout_ms: 50,
         max_consecutive_failures: 10,
+        instances: 1,
     }
 }
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::hostile::{keep_one, load, Wat};
+use super::instances::spinning;
 use super::*;
 use crate::plugin::Plugin;
 
@@ -22,40 +23,56 @@ fn plugin(plugins: &IngestPlugins) -> Arc<Plugin> {
 
 #[tokio::test]
 async fn a_reload_swaps_the_module_between_batches() {
-    reload_between_batches().await;
+    reload_between_batches(1).await;
 }
 
 // Multi-threaded: batches run on their callers' threads when the worker is free and on its
 // thread when not, with the swap queued among them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_swaps_the_module_between_batches_run_by_their_callers() {
-    reload_between_batches().await;
+    reload_between_batches(1).await;
 }
 
-async fn reload_between_batches() {
+// Every instance takes the new module at the same point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_swaps_every_instance_between_batches() {
+    reload_between_batches(3).await;
+}
+
+async fn reload_between_batches(instances: u32) {
     let dir = tempfile::tempdir().unwrap();
     let path = write_module(dir.path(), "p", &Wat::returning(&keep_one("old")).build());
-    let plugins = Arc::new(load(vec![section("p", &path, &["t"])]));
+    let mut s = section("p", &path, &["t"]);
+    s.instances = instances;
+    let plugins = Arc::new(load(vec![s]));
     assert_eq!(answer(&plugins).await, "old");
+    let batches = |n: usize| -> Vec<_> {
+        (0..n)
+            .map(|_| {
+                let plugins = plugins.clone();
+                tokio::spawn(async move { answer(&plugins).await })
+            })
+            .collect()
+    };
 
     // Batches in flight while the module is replaced: each runs whole on one module, once.
-    let in_flight: Vec<_> = (0..40)
-        .map(|_| {
-            let plugins = plugins.clone();
-            tokio::spawn(async move { answer(&plugins).await })
-        })
-        .collect();
-    write_module(dir.path(), "p", &Wat::returning(&keep_one("new")).build());
+    let in_flight = batches(40);
+    // The new module takes a while per batch, so that the batches after the reload run side by
+    // side and every instance runs some of them.
+    let new = spinning(Wat::returning(&keep_one("new")), 10_000_000);
+    write_module(dir.path(), "p", &new.build());
     plugin(&plugins).reload().await.unwrap();
-    assert_eq!(answer(&plugins).await, "new", "after the reload returns");
+    for task in batches(20) {
+        assert_eq!(task.await.unwrap(), "new", "after the reload returns");
+    }
     for task in in_flight {
         let value = task.await.unwrap();
         assert!(value == "old" || value == "new", "{value}");
     }
     let stats = plugin(&plugins).stats().snapshot();
     assert_eq!(stats.reloads, 1);
-    assert_eq!(stats.calls, 42, "every batch ran exactly once");
-    assert_eq!((stats.records_in, stats.records_out), (42, 42));
+    assert_eq!(stats.calls, 61, "every batch ran exactly once");
+    assert_eq!((stats.records_in, stats.records_out), (61, 61));
 }
 
 #[tokio::test]

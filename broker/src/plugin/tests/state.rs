@@ -243,3 +243,33 @@ async fn a_state_changed_by_a_batch_that_keeps_nothing_is_stored_too() {
     drop(ingest);
     log.close().await;
 }
+
+/// Deleting a topic drops the states its plugins hold for it, as it deletes the stored ones: a
+/// topic created again under the same name starts afresh.
+#[tokio::test]
+async fn deleting_a_topic_drops_the_states_its_plugins_hold() {
+    use crate::ingest::Ingest;
+    use crate::log::{Log, LogOptions, TopicConfig};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(&LogOptions::for_tests(dir.path(), 64 << 20)).unwrap();
+    let plugins = IngestPlugins::from_config(&[downsample(Attach::Ingest)]).unwrap();
+    let ingest = Ingest::new(log.clone(), Arc::new(plugins));
+    let end = |log: &Log| log.topic("t").unwrap().partitions[0].high_watermark();
+    log.create_topic("t", 1, TopicConfig::default())
+        .await
+        .unwrap();
+    ingest.publish("t", readings(&[0])).await.unwrap();
+    ingest.publish("t", readings(&[500])).await.unwrap();
+    assert_eq!(end(&log), 1, "the state holds the reading at 0");
+
+    ingest.delete_topic("t").await.unwrap();
+    assert!(ingest.delete_topic("t").await.is_err(), "gone");
+    log.create_topic("t", 1, TopicConfig::default())
+        .await
+        .unwrap();
+    ingest.publish("t", readings(&[600])).await.unwrap();
+    assert_eq!(end(&log), 1, "kept: the new topic's state starts afresh");
+    drop(ingest);
+    log.close().await;
+}
