@@ -38,7 +38,13 @@ impl ClaimLocks {
     /// plugin path.
     pub(super) async fn lock(self: &Arc<Self>, partition_id: u32, producer_id: i64) -> ClaimGuard {
         let key = (partition_id, producer_id);
-        let lock = self.map().entry(key).or_default().clone();
+        let lock = {
+            let mut map = self.map();
+            // Entries nobody holds or waits for: left by a waiter that gave up (cancelled)
+            // after the holder had looked (see `Drop`).
+            map.retain(|_, lock| Arc::strong_count(lock) > 1);
+            map.entry(key).or_default().clone()
+        };
         ClaimGuard {
             locks: self.clone(),
             key,

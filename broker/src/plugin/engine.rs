@@ -25,9 +25,12 @@ pub const MAX_WASM_STACK: usize = 512 * 1024;
 /// How often the epoch advances: the resolution of plugin timeouts.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Pool slots per plugin instance: the live one and the one a reload is starting; plus one
-/// spare per plugin.
+/// Pool slots per plugin instance: the live one and the one a reload is starting (a plugin
+/// reloads one at a time); plus one spare per plugin.
 const SLOTS_PER_INSTANCE: u32 = 2;
+/// The most instances a plugin may have (`instances`; checked with a clear message when the
+/// plugin loads, after the pool is sized with this bound).
+pub const MAX_INSTANCES: u32 = 64;
 /// Pages of a slot's memory kept mapped between instances: a Rust guest touches a few pages
 /// around its 1 MiB stack top (stack, data, heap); more would only be reset for nothing.
 const KEEP_RESIDENT_BYTES: usize = 1 << 20;
@@ -57,10 +60,7 @@ impl PluginEngine {
         let max_memory = sections.iter().map(|s| s.max_memory_bytes).max();
         let max_memory = usize::try_from(max_memory.unwrap_or(0)).unwrap_or(usize::MAX);
         let slots = sections.iter().fold(0u32, |slots, s| {
-            let per_plugin = s
-                .instances
-                .saturating_mul(SLOTS_PER_INSTANCE)
-                .saturating_add(1);
+            let per_plugin = s.instances.clamp(1, MAX_INSTANCES) * SLOTS_PER_INSTANCE + 1;
             slots.saturating_add(per_plugin)
         });
         PluginEngine::pooled(slots, max_memory)

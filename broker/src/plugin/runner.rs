@@ -27,7 +27,7 @@ use wasmtime::{InstancePre, Module};
 use super::abi;
 use super::convert::{self, Decoded, SourceBatch};
 use super::dead_letter::{dead_letter, Origin};
-use super::engine::PluginEngine;
+use super::engine::{PluginEngine, MAX_INSTANCES};
 use super::instance::{CallError, Instance, Settings};
 use super::linker::{linker, HostState};
 use super::stats::PluginStats;
@@ -44,8 +44,6 @@ const JOB_QUEUE: usize = 64;
 /// output and the allocator's slack.
 const MIN_CALL_INPUT_BYTES: usize = 64 * 1024;
 const MAX_CALL_INPUT_BYTES: usize = 16 * 1024 * 1024;
-/// Most instances of one plugin (`instances`): each takes its own memory and thread.
-const MAX_INSTANCES: u32 = 64;
 
 /// What one plugin made of the records of one request.
 #[derive(Default)]
@@ -188,6 +186,8 @@ pub struct Plugin {
     dispatch: tokio::sync::RwLock<()>,
     /// Failed batches in a row, over every instance.
     failures: Arc<AtomicU32>,
+    /// Held through a reload.
+    reloading: tokio::sync::Mutex<()>,
     /// Topics whose last batch that ran returned no state: their batches need not take the
     /// topic's turn one at a time (see `IngestPlugins::turn`). Per topic, as the state is; empty
     /// again from a module swap.
@@ -324,6 +324,7 @@ impl Plugin {
             lanes,
             dispatch: tokio::sync::RwLock::new(()),
             failures,
+            reloading: tokio::sync::Mutex::new(()),
             stateless: Mutex::default(),
             topic_turns: OnceLock::new(),
             held,
@@ -336,6 +337,8 @@ impl Plugin {
     /// on one module, none is lost or run twice, and no batch queued after the swap runs on the
     /// old module. A disabled plugin is enabled again.
     pub async fn reload(self: &Arc<Self>) -> Result<(), PluginError> {
+        // One reload at a time: the engine's pool has room for one new set of instances.
+        let _reloading = self.reloading.lock().await;
         let plugin = self.clone();
         let prepared = tokio::task::spawn_blocking(move || {
             let bytes = read_module(&plugin.section)?;
@@ -361,19 +364,23 @@ impl Plugin {
         self.stateless_topics().clear();
         // Batches queued before this run on the old module, those queued after it (on any
         // instance) on the new one.
+        // A worker stopped by a panic gets no batches any more: skipped.
         let dispatch = self.dispatch.write().await;
         let mut swapped = Vec::with_capacity(self.lanes.len());
         for (lane, prepared) in self.lanes.iter().zip(prepared) {
             let (done, answer) = oneshot::channel();
-            lane.jobs
-                .send(Work::Swap(Box::new(prepared), done))
-                .await
-                .map_err(|_| stopped())?;
-            lane.turns.wake_thread();
-            swapped.push(answer);
+            let swap = Work::Swap(Box::new(prepared), done);
+            if lane.jobs.send(swap).await.is_ok() {
+                lane.turns.wake_thread();
+                swapped.push(answer);
+            }
         }
+        let mut live = 0;
         for answer in swapped {
-            answer.await.map_err(|_| stopped())?;
+            live += usize::from(answer.await.is_ok());
+        }
+        if live == 0 {
+            return Err(stopped());
         }
         // Every batch of the old module has run: the new one starts with a clean record.
         self.failures.store(0, Ordering::Relaxed);

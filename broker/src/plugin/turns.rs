@@ -148,7 +148,7 @@ impl Turn {
         // (a connection, the replicator); every caller gets `Stopped` instead.
         if let Err(panicked) = panic::catch_unwind(AssertUnwindSafe(|| worker.run(work))) {
             let reason = panic_message(panicked.as_ref());
-            tracing::error!(plugin = %self.worker.name(), %reason, "plugin worker panicked; the plugin stops");
+            tracing::error!(plugin = %self.worker.name(), %reason, "plugin worker panicked; this instance stops (the plugin goes on with its others, if any)");
             self.queue.close();
             while self.queue.try_recv().is_ok() {}
             self.stopped = true;

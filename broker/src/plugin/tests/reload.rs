@@ -44,6 +44,8 @@ async fn reload_between_batches(instances: u32) {
     let path = write_module(dir.path(), "p", &Wat::returning(&keep_one("old")).build());
     let mut s = section("p", &path, &["t"]);
     s.instances = instances;
+    // The new module spins: a busy machine must not time it out.
+    s.timeout_ms = 30_000;
     let plugins = Arc::new(load(vec![s]));
     assert_eq!(answer(&plugins).await, "old");
     let batches = |n: usize| -> Vec<_> {
