@@ -8,25 +8,28 @@ use super::hostile::{keep_one, load, Wat, OUTPUT_AT};
 use super::*;
 use crate::plugin::Plugin;
 
-/// The value the counting module keeps; its last byte counts the instance's calls.
-const CALLS: &str = "call-0";
-
 /// A module that keeps one record, `call-N` after its instance's Nth call, and spins for a
 /// while first (long enough for a second batch to arrive while it runs).
 fn counting_module() -> Vec<u8> {
-    let mut wat = Wat::returning(&keep_one(CALLS));
+    spinning(counting("call-0"), 300_000_000).build()
+}
+
+/// A module that keeps one record valued `value` with its last byte (a digit) raised by one
+/// on each call of the instance: `x-0` answers `x-1`, `x-2`, ...
+pub(super) fn counting(value: &'static str) -> Wat<'static> {
+    let mut wat = Wat::returning(&keep_one(value));
     let mut encoded = Vec::new();
-    headwater_sdk::wire::encode_output(&keep_one(CALLS), &mut encoded);
+    headwater_sdk::wire::encode_output(&keep_one(value), &mut encoded);
     let at = encoded
-        .windows(CALLS.len())
-        .position(|w| w == CALLS.as_bytes())
+        .windows(value.len())
+        .position(|w| w == value.as_bytes())
         .unwrap();
-    let digit = OUTPUT_AT as usize + at + CALLS.len() - 1;
+    let digit = OUTPUT_AT as usize + at + value.len() - 1;
     let count = format!(
         "(i32.store8 (i32.const {digit}) (i32.add (i32.load8_u (i32.const {digit})) (i32.const 1)))"
     );
     wat.process = format!("{count} {}", wat.process);
-    spinning(wat, 300_000_000).build()
+    wat
 }
 
 /// `wat` counting down from `iterations` at the start of each call (about a nanosecond each).

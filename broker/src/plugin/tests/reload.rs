@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::hostile::{keep_one, load, Wat};
-use super::instances::spinning;
+use super::instances::{counting, spinning};
 use super::*;
 use crate::plugin::Plugin;
 
@@ -59,18 +59,29 @@ async fn reload_between_batches(instances: u32) {
 
     // Batches in flight while the module is replaced: each runs whole on one module, once.
     let in_flight = batches(40);
-    // The new module takes a while per batch, so that the batches after the reload run side by
-    // side and every instance runs some of them.
-    let new = spinning(Wat::returning(&keep_one("new")), 10_000_000);
+    // The new module answers `new-N` on its instance's Nth call and takes a while per batch,
+    // so that the batches after the reload run side by side and every instance runs some.
+    let new = spinning(counting("new-0"), 10_000_000);
     write_module(dir.path(), "p", &new.build());
     plugin(&plugins).reload().await.unwrap();
+    let mut firsts = 0;
     for task in batches(20) {
-        assert_eq!(task.await.unwrap(), "new", "after the reload returns");
+        let value = task.await.unwrap();
+        assert!(
+            value.starts_with("new-"),
+            "after the reload returns: {value}"
+        );
+        firsts += usize::from(value == "new-1");
     }
     for task in in_flight {
         let value = task.await.unwrap();
-        assert!(value == "old" || value == "new", "{value}");
+        assert!(value == "old" || value.starts_with("new-"), "{value}");
+        firsts += usize::from(value == "new-1");
     }
+    assert_eq!(
+        firsts, instances as usize,
+        "every instance ran the new module (each answers new-1 once)"
+    );
     let stats = plugin(&plugins).stats().snapshot();
     assert_eq!(stats.reloads, 1);
     assert_eq!(stats.calls, 61, "every batch ran exactly once");
