@@ -213,9 +213,25 @@ struct Lane {
 struct Waiting<'a>(&'a AtomicUsize);
 
 impl<'a> Waiting<'a> {
-    fn on(lane: &'a Lane) -> Waiting<'a> {
-        lane.waiting.fetch_add(1, Ordering::Relaxed);
-        Waiting(&lane.waiting)
+    /// Counts a batch on the first of the least busy open lanes (with one batch at a time,
+    /// always the same instance). Callers choosing at once each count on the lane they saw, or
+    /// choose again: they spread instead of all taking the lane that looked free.
+    fn on_least_busy(lanes: &'a [Lane]) -> Option<(&'a Lane, Waiting<'a>)> {
+        loop {
+            let (lane, seen) = (lanes.iter())
+                .filter(|lane| !lane.jobs.is_closed())
+                .map(|lane| (lane, lane.waiting.load(Ordering::Relaxed)))
+                .min_by_key(|(_, waiting)| *waiting)?;
+            let counted = (lane.waiting).compare_exchange(
+                seen,
+                seen + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            if counted.is_ok() {
+                return Some((lane, Waiting(&lane.waiting)));
+            }
+        }
     }
 }
 
@@ -480,12 +496,7 @@ impl Plugin {
         };
         let (lane, waiting) = {
             let _dispatch = self.dispatch.read().await;
-            // The first of the least busy: with one batch at a time, always the same instance.
-            let lane = (self.lanes.iter())
-                .filter(|lane| !lane.jobs.is_closed())
-                .min_by_key(|lane| lane.waiting.load(Ordering::Relaxed))
-                .ok_or_else(stopped)?;
-            let waiting = Waiting::on(lane);
+            let (lane, waiting) = Waiting::on_least_busy(&self.lanes).ok_or_else(stopped)?;
             lane.jobs
                 .send(Work::Batch(job))
                 .await
