@@ -5,19 +5,20 @@
 //! "one log, many doors" true: a record looks the same whichever protocol brought it.
 
 mod claims;
+mod via_plugins;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use claims::ClaimLocks;
+pub use via_plugins::ChainedAppend;
 
-use crate::log::producers::ProducerClaim;
 use crate::log::{
     self, AppendTicket, Appended, BatchHeader, Log, LogError, MetaUpdate, NewRecord,
     PartitionHandle,
 };
-use crate::plugin::{ChainOutput, HeldChanges, IngestPlugins, Turn};
+use crate::plugin::IngestPlugins;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -34,14 +35,18 @@ pub enum IngestError {
 /// A produce handed to the log: queued with the writer, or already finished.
 pub enum Submitted {
     Queued(AppendTicket),
+    /// What a topic's ingest plugins made of the records, queued.
+    Chained(ChainedAppend),
     Finished(Result<Appended, IngestError>),
 }
 
 impl Submitted {
     /// See [`AppendTicket::commit_in_background`].
     pub fn commit_in_background(&mut self) {
-        if let Submitted::Queued(ticket) = self {
-            ticket.commit_in_background();
+        match self {
+            Submitted::Queued(ticket) => ticket.commit_in_background(),
+            Submitted::Chained(chained) => chained.commit_in_background(),
+            Submitted::Finished(_) => {}
         }
     }
 
@@ -49,6 +54,7 @@ impl Submitted {
     pub async fn outcome(self) -> Result<Appended, IngestError> {
         match self {
             Submitted::Queued(ticket) => Ok(ticket.durable().await?),
+            Submitted::Chained(chained) => chained.outcome().await,
             Submitted::Finished(result) => result,
         }
     }
@@ -99,8 +105,9 @@ impl Ingest {
 
     /// [`Ingest::produce_batches`] in two steps: this returns once the append is queued with
     /// the log writer (so appends keep the order of the calls), and [`Submitted::outcome`]
-    /// waits until it is durable. With ingest plugins the chain and the append run here, so
-    /// the outcome is ready at once.
+    /// waits until it is durable. With ingest plugins the chain runs here, before its output is
+    /// queued; an idempotent producer's request through them finishes here (see
+    /// `via_plugins`).
     pub async fn submit_batches(
         &self,
         topic: &str,
@@ -112,53 +119,13 @@ impl Ingest {
             Err(e) => return Submitted::Finished(Err(e)),
         };
         if self.plugins.has_plugins(topic) {
-            return Submitted::Finished(self.produce_via_plugins(topic, handle, batches).await);
+            return (self.produce_via_plugins(topic, handle, batches).await)
+                .unwrap_or_else(|e| Submitted::Finished(Err(e)));
         }
         match self.log.submit_batches(&handle, batches).await {
             Ok(ticket) => Submitted::Queued(ticket),
             Err(e) => Submitted::Finished(Err(e.into())),
         }
-    }
-
-    async fn produce_via_plugins(
-        &self,
-        topic: &str,
-        handle: Arc<PartitionHandle>,
-        batches: Vec<(BatchHeader, Bytes)>,
-    ) -> Result<Appended, IngestError> {
-        let partition = handle.index as i32;
-        // The chain's output is re-encoded without the producer's id, so an idempotent
-        // producer's sequence range is claimed for it instead; a retry of a request already
-        // written is answered from the log without running the plugins (and their side effects
-        // on other topics) again.
-        let headers: Vec<&BatchHeader> = batches.iter().map(|(h, _)| h).collect();
-        let claim = ProducerClaim::of_request(&headers).map_err(|reason| LogError::Sequence {
-            topic: topic.to_string(),
-            partition,
-            producer_id: headers.first().map_or(-1, |h| h.producer_id),
-            reason,
-        })?;
-        // A retry overlapping its original waits for it, then finds it here (see `claims`).
-        let _claimed = match claim {
-            Some(claim) => Some(self.claims.lock(handle.id, claim.producer_id).await),
-            None => None,
-        };
-        if let Some(claim) = claim {
-            if let Some(original) = self.log.check_claim(&handle, claim)? {
-                return Ok(original);
-            }
-        }
-        let mut records = Vec::new();
-        for (_, bytes) in &batches {
-            records.extend(log::batch::decode(bytes)?.into_iter().map(|r| NewRecord {
-                timestamp: r.timestamp,
-                key: r.key,
-                value: r.value,
-                headers: r.headers,
-            }));
-        }
-        self.append_via_plugins(topic, Some(handle), records, claim, None)
-            .await
     }
 
     /// Records for a topic; the partition is chosen from each record's key (Kafka's murmur2
@@ -180,9 +147,10 @@ impl Ingest {
         meta: Option<MetaUpdate>,
     ) -> Result<Appended, IngestError> {
         if self.plugins.has_plugins(topic) {
-            return self
-                .append_via_plugins(topic, None, records, None, meta)
-                .await;
+            let chained = self
+                .chain_and_queue(topic, None, records, None, meta)
+                .await?;
+            return chained.outcome().await;
         }
         let handle = self.partition_for_key(topic, records.first()).await?;
         Ok(self
@@ -193,11 +161,14 @@ impl Ingest {
 
     /// [`Ingest::publish`] in two steps, as [`Ingest::submit_batches`]: returns once the
     /// append is queued with the log writer (so a connection's appends keep their order), and
-    /// [`Submitted::outcome`] waits until it is durable. With ingest plugins the chain and the
-    /// append run here, so the outcome is ready at once.
+    /// [`Submitted::outcome`] waits until it is durable. With ingest plugins the chain runs
+    /// here, before its output is queued.
     pub async fn submit_publish(&self, topic: &str, records: Vec<NewRecord>) -> Submitted {
         if self.plugins.has_plugins(topic) {
-            return Submitted::Finished(self.publish(topic, records).await);
+            return match self.chain_and_queue(topic, None, records, None, None).await {
+                Ok(chained) => Submitted::Chained(chained),
+                Err(e) => Submitted::Finished(Err(e)),
+            };
         }
         let handle = match self.partition_for_key(topic, records.first()).await {
             Ok(handle) => handle,
@@ -207,116 +178,6 @@ impl Ingest {
             Ok(ticket) => Submitted::Queued(ticket),
             Err(e) => Submitted::Finished(Err(e.into())),
         }
-    }
-
-    async fn append_via_plugins(
-        &self,
-        topic: &str,
-        partition: Option<Arc<PartitionHandle>>,
-        records: Vec<NewRecord>,
-        claim: Option<ProducerClaim>,
-        meta: Option<MetaUpdate>,
-    ) -> Result<Appended, IngestError> {
-        // The topic's turn (see `IngestPlugins::turn`): a batch that changed the plugins' states
-        // keeps it until its appends are queued, so the states reach the log in the order the
-        // plugins produced them.
-        let mut turn = self.plugins.turn(topic).await;
-        let mut output = self
-            .plugins
-            .run(topic, records)
-            .await
-            .map_err(|e| IngestError::Plugin(e.to_string()))?;
-        let mut held = output.take_held_changes();
-        if held.is_empty() {
-            turn = None;
-        }
-        // The changed states ride with the records kept for the source topic: after a crash
-        // the plugins resume from the states of the last batch that is durable.
-        let meta = MetaUpdate::with_entries(meta, held.entries());
-        let appended = self
-            .append_output(
-                topic,
-                partition,
-                output,
-                (claim, meta),
-                (&mut turn, &mut held),
-            )
-            .await;
-        if appended.is_err() {
-            // The producer gets an error and may send the records again: the plugins must see
-            // them as new (unless the states were stored before the error).
-            held.roll_back();
-        }
-        appended
-    }
-
-    /// Appends what an ingest chain made of a request: records kept for other topics and dead
-    /// letters first, then the source topic's (with the producer's claim and `meta`), so that
-    /// a crash in between leaves no state stored without the records it goes with. Releases
-    /// `turn` once everything is queued (and marks `held` queued), then waits until it is
-    /// durable (and `held` kept once the source topic's append is).
-    async fn append_output(
-        &self,
-        topic: &str,
-        partition: Option<Arc<PartitionHandle>>,
-        output: ChainOutput,
-        (claim, meta): (Option<ProducerClaim>, Option<MetaUpdate>),
-        (turn, held): (&mut Option<Turn>, &mut HeldChanges),
-    ) -> Result<Appended, IngestError> {
-        // Partitions first (a new topic is created on the way, which commits): records kept
-        // for the source topic go where the producer asked; rerouted ones and dead letters go
-        // to the partition of their first record's key in their topic.
-        let mut others = Vec::new();
-        let mut source = Vec::new();
-        for (target, records) in output.by_topic() {
-            if target == topic {
-                source = records;
-            } else if !records.is_empty() {
-                let handle = self.partition_for_key(&target, records.first()).await?;
-                others.push((handle, records));
-            }
-        }
-        let source_handle = match partition {
-            Some(p) => p,
-            None => self.partition_for_key(topic, source.first()).await?,
-        };
-        let mut tickets = Vec::new();
-        for (handle, records) in &others {
-            tickets.push(self.log.submit_append(handle, records, None, None).await?);
-        }
-        // Nothing kept for the source topic: the producer's next request follows this one's
-        // sequence, so the claim is recorded even with nothing to write, and the metadata is
-        // written all the same. An empty append rather than a bare metadata write: if the
-        // topic is deleted meanwhile, it is refused instead of leaving states behind.
-        let wanted = !source.is_empty() || claim.is_some() || meta.is_some();
-        let last = match wanted {
-            true => Some(
-                self.log
-                    .submit_append(&source_handle, &source, claim, meta)
-                    .await?,
-            ),
-            false => None,
-        };
-        held.mark_queued();
-        drop(turn.take());
-        let appended = match last {
-            Some(ticket) => Some(ticket.durable().await?),
-            None => None,
-        };
-        held.keep();
-        for ticket in tickets {
-            ticket.durable().await?;
-        }
-        // Everything dropped by the plugins (and nothing to write): ack with the partition's
-        // current end, as Kafka does for an empty append.
-        Ok(appended.unwrap_or_else(|| {
-            let end = source_handle.high_watermark();
-            Appended {
-                base_offset: end,
-                last_offset: end - 1,
-                log_start: source_handle.log_start(),
-            }
-        }))
     }
 
     async fn partition(

@@ -2,6 +2,8 @@
 //! - the ingest path (records in, fsync'd durable append) with no plugin, the pass-through
 //!   plugin, the json-range filter and the (stateful) downsampler, 100-byte JSON records; the
 //!   stateless two again with two instances of the plugin;
+//! - the same path with small requests sent the way connections do, several queued at once
+//!   (`window`), with no plugin and with the pass-through;
 //! - the host/guest crossing: time per call of the pass-through plugin for batches of 1 to 1,000
 //!   records, through the broker's real plugin runner (worker thread, CBOR both ways, copies);
 //! - the json-range filter as a plugin against the same plugin code compiled natively: called
@@ -10,8 +12,8 @@
 //!   batch) and the memory each live instance takes.
 //!
 //! Run: `cargo bench -p headwater-tests --bench plugins` (prints Markdown tables). Scale with
-//! `HW_BENCH_SCALE` (default 1.0); `HW_PLUGIN_BENCH=calls` (or `ingest`, `native`, `starts`,
-//! comma-separated) runs only those parts; `HW_PLUGIN_PRODUCERS` sets the ingest rows' concurrent
+//! `HW_BENCH_SCALE` (default 1.0); `HW_PLUGIN_BENCH=calls` (or `ingest`, `window`, `native`,
+//! `starts`, comma-separated) runs only those parts; `HW_PLUGIN_PRODUCERS` sets the ingest rows' concurrent
 //! producers (default 4).
 
 #[path = "support/bench_log.rs"]
@@ -280,6 +282,9 @@ async fn main() {
     if wanted("ingest") {
         ingest_rows(producers, requests).await;
     }
+    if wanted("window") {
+        window_rows(producers, requests).await;
+    }
     if wanted("calls") {
         call_rows(calls).await;
     }
@@ -294,6 +299,86 @@ async fn main() {
 /// Rounds of the ingest comparison: each runs every variant back to back, so a ratio
 /// compares runs a second apart (this VM's speed drifts by tens of percent over minutes).
 const INGEST_ROUNDS: usize = 5;
+
+/// Records/s through `Ingest::submit_publish` (what MQTT and Kafka connections call) into a
+/// fresh fsync'd log: `producers` tasks each sending `requests` requests of `batch` records,
+/// with up to `window` requests queued and not yet durable (a connection's in-flight window).
+async fn windowed_rate(
+    chain: Arc<IngestPlugins>,
+    (producers, requests, batch): (usize, usize, usize),
+    window: usize,
+) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let log = bench_log::open_fsync(dir.path());
+    log.create_topic("bench", 1, TopicConfig::default())
+        .await
+        .unwrap();
+    let ingest = Ingest::new(log.clone(), chain);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..producers)
+        .map(|p| {
+            let ingest = ingest.clone();
+            let prepared: Vec<_> = (0..requests)
+                .map(|r| records(batch, (p * requests + r) * batch))
+                .collect();
+            tokio::spawn(async move {
+                let mut in_flight = std::collections::VecDeque::new();
+                for records in prepared {
+                    if in_flight.len() == window {
+                        let oldest: headwater::ingest::Submitted = in_flight.pop_front().unwrap();
+                        oldest.outcome().await.expect("durable");
+                    }
+                    let mut submitted = ingest.submit_publish("bench", records).await;
+                    submitted.commit_in_background();
+                    in_flight.push_back(submitted);
+                }
+                for submitted in in_flight {
+                    submitted.outcome().await.expect("durable");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let rate = (producers * requests * batch) as f64 / started.elapsed().as_secs_f64();
+    let end = log.topic("bench").unwrap().partitions[0].high_watermark();
+    assert_eq!(
+        end as usize,
+        producers * requests * batch,
+        "every record kept"
+    );
+    log.close().await;
+    rate
+}
+
+/// Records per request in the windowed rows: a small batch, as an MQTT publish or a lingering
+/// Kafka producer sends, where waiting for each request's commit costs most.
+const WINDOW_BATCH: usize = 10;
+
+async fn window_rows(producers: usize, requests: usize) {
+    let requests = requests * 10;
+    println!("| submitted with a window, {RECORD_BYTES} B JSON records, {WINDOW_BATCH} per request, {producers} producers, fsync'd, median of {INGEST_ROUNDS} rounds | window 1, records/s | window 8, records/s | window 8 vs 1 |");
+    println!("|---|---:|---:|---:|");
+    let variants = [
+        ("no plugin", Arc::new(IngestPlugins::default())),
+        (
+            "pass-through plugin",
+            Arc::new(plugins(&[section("pass", "passthrough", BTreeMap::new())])),
+        ),
+    ];
+    for (name, chain) in variants {
+        let (mut one, mut eight) = (Vec::new(), Vec::new());
+        for _ in 0..INGEST_ROUNDS {
+            let load = (producers, requests, WINDOW_BATCH);
+            one.push(windowed_rate(chain.clone(), load, 1).await);
+            eight.push(windowed_rate(chain.clone(), load, 8).await);
+        }
+        let (one, eight) = (median(&one), median(&eight));
+        println!("| {name} | {one:.0} | {eight:.0} | {:.2}x |", eight / one);
+    }
+    println!();
+}
 
 const DOWNSAMPLE: &str = "downsample, stateful (keeps all; its state stored with every batch)";
 

@@ -6,6 +6,7 @@ mod examples;
 mod hostile;
 mod instances;
 mod metrics;
+mod pipelined;
 mod reload;
 mod retries;
 mod state;
