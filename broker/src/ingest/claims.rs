@@ -7,8 +7,8 @@
 //! plugins a second time: their held states would count it twice, and the records they route to
 //! other topics (and dead letters) would be written twice; the writer only drops the source
 //! topic's repeat. So such requests wait here for each other, and the later one then finds the
-//! earlier in the log. A producer sends its requests for a partition one at a time on this path
-//! anyway (a connection waits for each produce that runs plugins), so normally nobody waits.
+//! earlier in the log. A connection finishes such a request before it takes its next (see
+//! `via_plugins`), so normally nobody waits.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
