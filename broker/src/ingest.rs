@@ -166,7 +166,7 @@ impl Ingest {
     pub async fn submit_publish(&self, topic: &str, records: Vec<NewRecord>) -> Submitted {
         if self.plugins.has_plugins(topic) {
             return match self.chain_and_queue(topic, None, records, None, None).await {
-                Ok(chained) => Submitted::Chained(chained),
+                Ok(chained) => chained.submitted().await,
                 Err(e) => Submitted::Finished(Err(e)),
             };
         }

@@ -3,10 +3,13 @@
 //!
 //! A request returns once its appends are queued ([`Submitted::Chained`]), so a connection
 //! goes on with its next request while this one is committed, as it does without plugins: the
-//! next request's chain runs meanwhile and its appends queue behind these, in order. An
-//! idempotent producer's request is the exception: its sequence check before the chain knows
-//! only committed requests, so it finishes before the producer's next one starts (see
-//! [`super::claims`]).
+//! next request's chain runs meanwhile and its appends queue behind these, in order. Two kinds
+//! of request finish before they return instead:
+//! - one that changed a plugin's state: if its append fails, the state goes back to what it was
+//!   before it, which is only right while no later request has run on it (states are put back
+//!   by compare-and-set, see `HeldChanges::roll_back`);
+//! - an idempotent producer's: its sequence check before the chain knows only committed
+//!   requests (see [`super::claims`]).
 
 use std::sync::Arc;
 
@@ -29,10 +32,21 @@ pub struct ChainedAppend {
     /// The plugins' states the request changed: kept once the source append is durable, put
     /// back if it fails.
     held: HeldChanges,
-    source_handle: Arc<PartitionHandle>,
+    /// With nothing to write in the source topic: the ack's position, the partition's end when
+    /// the request was queued (read then, so that acks follow the order of the requests).
+    empty_at: Appended,
 }
 
 impl ChainedAppend {
+    /// Queued; or finished first when the request changed a plugin's state (see the module
+    /// docs).
+    pub(super) async fn submitted(self) -> Submitted {
+        match self.held.is_empty() {
+            true => Submitted::Chained(self),
+            false => Submitted::Finished(self.outcome().await),
+        }
+    }
+
     /// See [`AppendTicket::commit_in_background`].
     pub fn commit_in_background(&mut self) {
         self.source
@@ -61,16 +75,7 @@ impl ChainedAppend {
         for ticket in self.others.drain(..) {
             ticket.durable().await?;
         }
-        // Everything dropped by the plugins (and nothing to write): ack with the partition's
-        // current end, as Kafka does for an empty append.
-        Ok(appended.unwrap_or_else(|| {
-            let end = self.source_handle.high_watermark();
-            Appended {
-                base_offset: end,
-                last_offset: end - 1,
-                log_start: self.source_handle.log_start(),
-            }
-        }))
+        Ok(appended.unwrap_or(self.empty_at))
     }
 }
 
@@ -117,7 +122,7 @@ impl Ingest {
         let chained = (self.chain_and_queue(topic, Some(handle), records, claim, None)).await?;
         Ok(match claim {
             Some(_) => Submitted::Finished(chained.outcome().await),
-            None => Submitted::Chained(chained),
+            None => chained.submitted().await,
         })
     }
 
@@ -201,11 +206,19 @@ impl Ingest {
         };
         held.mark_queued();
         drop(turn.take());
+        // Everything dropped by the plugins (and nothing to write): acked with the partition's
+        // end, as Kafka does for an empty append.
+        let end = source_handle.high_watermark();
+        let empty_at = Appended {
+            base_offset: end,
+            last_offset: end - 1,
+            log_start: source_handle.log_start(),
+        };
         Ok(ChainedAppend {
             source: source_ticket,
             others,
             held,
-            source_handle,
+            empty_at,
         })
     }
 }

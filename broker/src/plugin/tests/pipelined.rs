@@ -40,3 +40,63 @@ async fn publishes_through_a_chain_are_queued_and_land_in_order() {
     drop(ingest);
     log.close().await;
 }
+
+/// A request that changed a plugin's state finishes before it returns: if its append failed
+/// after a later request had run on the state, the state could not be put back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_changes_a_state_finishes_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut every_second = section("every-second", &examples::example("downsample"), &["t"]);
+    every_second.config = toml::from_str("interval_ms = 1000").unwrap();
+    let plugins = IngestPlugins::from_config(&[every_second]).unwrap();
+    let log = Log::open(&LogOptions::for_tests(dir.path(), 64 << 20)).unwrap();
+    let ingest = Ingest::new(log.clone(), Arc::new(plugins));
+    log.create_topic("t", 1, TopicConfig::default())
+        .await
+        .unwrap();
+    let first = ingest.submit_publish("t", records(&["a"])).await;
+    assert!(
+        matches!(first, Submitted::Finished(Ok(_))),
+        "kept: state changed"
+    );
+    let again = ingest.submit_publish("t", records(&["a"])).await;
+    assert!(
+        matches!(again, Submitted::Chained(_)),
+        "dropped, state as it was"
+    );
+    again.outcome().await.unwrap();
+    drop(ingest);
+    log.close().await;
+}
+
+/// An idempotent producer's request through a chain finishes before it returns (its sequence
+/// check knows only committed requests); a plain producer's is queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_request_through_a_chain_finishes_first() {
+    use crate::log::batch::{self, Producer};
+    use kafka_protocol::records::Compression;
+    let dir = tempfile::tempdir().unwrap();
+    let pass = section("pass", &examples::example("passthrough"), &["t"]);
+    let plugins = IngestPlugins::from_config(&[pass]).unwrap();
+    let log = Log::open(&LogOptions::for_tests(dir.path(), 64 << 20)).unwrap();
+    let ingest = Ingest::new(log.clone(), Arc::new(plugins));
+    log.create_topic("t", 1, TopicConfig::default())
+        .await
+        .unwrap();
+    let request = |producer| {
+        let bytes = batch::encode_as(&records(&["a"]), producer, Compression::None).unwrap();
+        vec![(batch::validate(&bytes).unwrap(), bytes)]
+    };
+    let idempotent = Producer {
+        id: 3,
+        epoch: 0,
+        base_sequence: 0,
+    };
+    let claimed = ingest.submit_batches("t", 0, request(idempotent)).await;
+    assert!(matches!(claimed, Submitted::Finished(Ok(_))));
+    let plain = ingest.submit_batches("t", 0, request(Producer::NONE)).await;
+    assert!(matches!(plain, Submitted::Chained(_)));
+    assert_eq!(plain.outcome().await.unwrap().base_offset, 1);
+    drop(ingest);
+    log.close().await;
+}
