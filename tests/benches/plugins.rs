@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use headwater::config::{Attach, PluginSection};
 use headwater::ingest::Ingest;
-use headwater::log::{NewRecord, TopicConfig};
+use headwater::log::{Log, NewRecord, TopicConfig};
 use headwater::plugin::{measure_starts, IngestPlugins, PluginEngine};
 use headwater_sdk::{wire, Batch, Plugin, Record};
 use headwater_tests::plugin_wasm;
@@ -146,6 +146,15 @@ fn plugins(sections: &[PluginSection]) -> IngestPlugins {
     IngestPlugins::from_config(sections).expect("plugins load")
 }
 
+/// A fresh fsync'd log in `dir` with the one-partition topic `bench`, and the door into it.
+async fn bench_ingest(dir: &std::path::Path, chain: Arc<IngestPlugins>) -> (Ingest, Log) {
+    let log = bench_log::open_fsync(dir);
+    log.create_topic("bench", 1, TopicConfig::default())
+        .await
+        .unwrap();
+    (Ingest::new(log.clone(), chain), log)
+}
+
 /// Records/s through `Ingest::publish` (the path MQTT publishes take) into a fresh fsync'd log:
 /// `producers` tasks each publishing `requests` requests of [`BATCH`] records.
 /// Returns the rate and the CPU time the process used meanwhile (every thread: producers,
@@ -160,11 +169,7 @@ async fn ingest_rate(
     keyed: bool,
 ) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
-    let log = bench_log::open_fsync(dir.path());
-    log.create_topic("bench", 1, TopicConfig::default())
-        .await
-        .unwrap();
-    let ingest = Ingest::new(log.clone(), chain);
+    let (ingest, log) = bench_ingest(dir.path(), chain).await;
     let prepared: Vec<Vec<Vec<NewRecord>>> = (0..producers)
         .map(|p| {
             (0..requests)
@@ -309,11 +314,7 @@ async fn windowed_rate(
     window: usize,
 ) -> f64 {
     let dir = tempfile::tempdir().unwrap();
-    let log = bench_log::open_fsync(dir.path());
-    log.create_topic("bench", 1, TopicConfig::default())
-        .await
-        .unwrap();
-    let ingest = Ingest::new(log.clone(), chain);
+    let (ingest, log) = bench_ingest(dir.path(), chain).await;
     let started = Instant::now();
     let tasks: Vec<_> = (0..producers)
         .map(|p| {
@@ -360,14 +361,7 @@ async fn window_rows(producers: usize, requests: usize) {
     let requests = requests * 10;
     println!("| submitted with a window, {RECORD_BYTES} B JSON records, {WINDOW_BATCH} per request, {producers} producers, fsync'd, median of {INGEST_ROUNDS} rounds | window 1, records/s | window 8, records/s | window 8 vs 1 |");
     println!("|---|---:|---:|---:|");
-    let variants = [
-        ("no plugin", Arc::new(IngestPlugins::default())),
-        (
-            "pass-through plugin",
-            Arc::new(plugins(&[section("pass", "passthrough", BTreeMap::new())])),
-        ),
-    ];
-    for (name, chain) in variants {
+    for (name, chain) in no_plugin_and_pass_through() {
         let (mut one, mut eight) = (Vec::new(), Vec::new());
         for _ in 0..INGEST_ROUNDS {
             let load = (producers, requests, WINDOW_BATCH);
@@ -380,17 +374,24 @@ async fn window_rows(producers: usize, requests: usize) {
     println!();
 }
 
-const DOWNSAMPLE: &str = "downsample, stateful (keeps all; its state stored with every batch)";
-
-async fn ingest_rows(producers: usize, requests: usize) {
-    println!("| ingest path, {RECORD_BYTES} B JSON records, {BATCH} per request, {producers} producers, fsync'd, median of {INGEST_ROUNDS} rounds | records/s | vs no plugin (median of rounds) | range of rounds | CPU ns per record (all threads) |");
-    println!("|---|---:|---:|---:|---:|");
-    let variants = [
+/// The first two rows of each ingest table.
+fn no_plugin_and_pass_through() -> Vec<(&'static str, Arc<IngestPlugins>)> {
+    vec![
         ("no plugin", Arc::new(IngestPlugins::default())),
         (
             "pass-through plugin",
             Arc::new(plugins(&[section("pass", "passthrough", BTreeMap::new())])),
         ),
+    ]
+}
+
+const DOWNSAMPLE: &str = "downsample, stateful (keeps all; its state stored with every batch)";
+
+async fn ingest_rows(producers: usize, requests: usize) {
+    println!("| ingest path, {RECORD_BYTES} B JSON records, {BATCH} per request, {producers} producers, fsync'd, median of {INGEST_ROUNDS} rounds | records/s | vs no plugin (median of rounds) | range of rounds | CPU ns per record (all threads) |");
+    println!("|---|---:|---:|---:|---:|");
+    let mut variants = no_plugin_and_pass_through();
+    variants.extend([
         (
             "json-range filter (keeps all)",
             Arc::new(plugins(&[section("range", "json_range", range_config())])),
@@ -413,7 +414,7 @@ async fn ingest_rows(producers: usize, requests: usize) {
             DOWNSAMPLE,
             Arc::new(plugins(&[section("every-ms", "downsample", every_ms())])),
         ),
-    ];
+    ]);
     let mut rates = vec![Vec::new(); variants.len()];
     let mut cpu = vec![0.0; variants.len()];
     for round in 0..INGEST_ROUNDS {

@@ -7,16 +7,21 @@ use super::*;
 use crate::ingest::{Ingest, Submitted};
 use crate::log::{Log, LogOptions, TopicConfig};
 
+/// A log in `dir` with topic `t` of one partition, and the door into it with `plugin`.
+async fn ingest_with(dir: &std::path::Path, plugin: PluginSection) -> (Ingest, Log) {
+    let plugins = IngestPlugins::from_config(&[plugin]).unwrap();
+    let log = Log::open(&LogOptions::for_tests(dir, 64 << 20)).unwrap();
+    log.create_topic("t", 1, TopicConfig::default())
+        .await
+        .unwrap();
+    (Ingest::new(log.clone(), Arc::new(plugins)), log)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_through_a_chain_are_queued_and_land_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let pass = section("pass", &examples::example("passthrough"), &["t"]);
-    let plugins = IngestPlugins::from_config(&[pass]).unwrap();
-    let log = Log::open(&LogOptions::for_tests(dir.path(), 64 << 20)).unwrap();
-    let ingest = Ingest::new(log.clone(), Arc::new(plugins));
-    log.create_topic("t", 1, TopicConfig::default())
-        .await
-        .unwrap();
+    let (ingest, log) = ingest_with(dir.path(), pass).await;
     let sent: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
     let mut pending = Vec::new();
     for value in &sent {
@@ -48,12 +53,7 @@ async fn a_request_that_changes_a_state_finishes_first() {
     let dir = tempfile::tempdir().unwrap();
     let mut every_second = section("every-second", &examples::example("downsample"), &["t"]);
     every_second.config = toml::from_str("interval_ms = 1000").unwrap();
-    let plugins = IngestPlugins::from_config(&[every_second]).unwrap();
-    let log = Log::open(&LogOptions::for_tests(dir.path(), 64 << 20)).unwrap();
-    let ingest = Ingest::new(log.clone(), Arc::new(plugins));
-    log.create_topic("t", 1, TopicConfig::default())
-        .await
-        .unwrap();
+    let (ingest, log) = ingest_with(dir.path(), every_second).await;
     let first = ingest.submit_publish("t", records(&["a"])).await;
     assert!(
         matches!(first, Submitted::Finished(Ok(_))),
@@ -77,12 +77,7 @@ async fn an_idempotent_request_through_a_chain_finishes_first() {
     use kafka_protocol::records::Compression;
     let dir = tempfile::tempdir().unwrap();
     let pass = section("pass", &examples::example("passthrough"), &["t"]);
-    let plugins = IngestPlugins::from_config(&[pass]).unwrap();
-    let log = Log::open(&LogOptions::for_tests(dir.path(), 64 << 20)).unwrap();
-    let ingest = Ingest::new(log.clone(), Arc::new(plugins));
-    log.create_topic("t", 1, TopicConfig::default())
-        .await
-        .unwrap();
+    let (ingest, log) = ingest_with(dir.path(), pass).await;
     let request = |producer| {
         let bytes = batch::encode_as(&records(&["a"]), producer, Compression::None).unwrap();
         vec![(batch::validate(&bytes).unwrap(), bytes)]
