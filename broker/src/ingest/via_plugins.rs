@@ -119,7 +119,9 @@ impl Ingest {
                 headers: r.headers,
             }));
         }
-        let chained = (self.chain_and_queue(topic, Some(handle), records, claim, None)).await?;
+        let chained = self
+            .chain_and_queue(topic, Some(handle), records, claim, None)
+            .await?;
         Ok(match claim {
             Some(_) => Submitted::Finished(chained.outcome().await),
             None => chained.submitted().await,

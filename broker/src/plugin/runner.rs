@@ -173,7 +173,7 @@ impl Prepared {
     }
 }
 
-/// A loaded plugin. Dropping it (and every clone of its `Arc`) stops its worker thread.
+/// A loaded plugin. Dropping it (and every clone of its `Arc`) stops its worker threads.
 pub struct Plugin {
     name: Arc<str>,
     section: PluginSection,
@@ -195,7 +195,7 @@ pub struct Plugin {
     /// The turns of the ingest topics this plugin runs for (set once by `IngestPlugins`), in
     /// topic name order: a module swap takes them all.
     topic_turns: OnceLock<Vec<TopicTurn>>,
-    /// The states the worker holds, shared with it (see [`HeldStates`]).
+    /// The states the workers hold, shared with them (see [`HeldStates`]).
     held: HeldStates,
 }
 
@@ -258,9 +258,9 @@ impl HeldStates {
         self.map().get(topic).cloned()
     }
 
-    /// Sets (or with `None` drops) the state held for `topic`; returns the previous one.
-    fn set(&self, topic: &str, state: Option<Vec<u8>>) -> Option<Vec<u8>> {
-        put(&mut self.map(), topic, state)
+    /// Sets (or with `None` drops) the state held for `topic`.
+    fn set(&self, topic: &str, state: Option<Vec<u8>>) {
+        put(&mut self.map(), topic, state);
     }
 
     /// [`HeldStates::set`] to `state` if the current one is `expected`; whether it was.
@@ -274,11 +274,11 @@ impl HeldStates {
     }
 }
 
-fn put(map: &mut HashMap<String, Vec<u8>>, topic: &str, state: Option<Vec<u8>>) -> Option<Vec<u8>> {
+fn put(map: &mut HashMap<String, Vec<u8>>, topic: &str, state: Option<Vec<u8>>) {
     match state {
         Some(state) => map.insert(topic.to_string(), state),
         None => map.remove(topic),
-    }
+    };
 }
 
 /// A topic's turn to run its ingest chain: shared by batches of chains known to be stateless,
@@ -379,8 +379,7 @@ impl Plugin {
         }
         self.stateless_topics().clear();
         // Batches queued before this run on the old module, those queued after it (on any
-        // instance) on the new one.
-        // A worker stopped by a panic gets no batches any more: skipped.
+        // instance) on the new one. A worker stopped by a panic gets no batches: skipped.
         let dispatch = self.dispatch.write().await;
         let mut swapped = Vec::with_capacity(self.lanes.len());
         for (lane, prepared) in self.lanes.iter().zip(prepared) {

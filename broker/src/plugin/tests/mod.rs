@@ -37,6 +37,21 @@ fn section(name: &str, module: &Path, topics: &[&str]) -> PluginSection {
     }
 }
 
+/// A log in `dir` with topic `t` of one partition, and the door into it with `plugin`.
+async fn ingest_with(
+    dir: &Path,
+    plugin: PluginSection,
+) -> (crate::ingest::Ingest, crate::log::Log) {
+    use crate::log::{Log, LogOptions, TopicConfig};
+    let plugins = IngestPlugins::from_config(&[plugin]).unwrap();
+    let log = Log::open(&LogOptions::for_tests(dir, 64 << 20)).unwrap();
+    log.create_topic("t", 1, TopicConfig::default())
+        .await
+        .unwrap();
+    let ingest = crate::ingest::Ingest::new(log.clone(), std::sync::Arc::new(plugins));
+    (ingest, log)
+}
+
 /// Writes a module into `dir` and returns its path.
 fn write_module(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.join(format!("{name}.wasm"));

@@ -1,21 +1,8 @@
 //! Requests through an ingest chain are queued with the log without waiting for each to be
 //! durable (`Submitted::Chained`), as without plugins, and land in the order they were queued.
 
-use std::sync::Arc;
-
 use super::*;
-use crate::ingest::{Ingest, Submitted};
-use crate::log::{Log, LogOptions, TopicConfig};
-
-/// A log in `dir` with topic `t` of one partition, and the door into it with `plugin`.
-async fn ingest_with(dir: &std::path::Path, plugin: PluginSection) -> (Ingest, Log) {
-    let plugins = IngestPlugins::from_config(&[plugin]).unwrap();
-    let log = Log::open(&LogOptions::for_tests(dir, 64 << 20)).unwrap();
-    log.create_topic("t", 1, TopicConfig::default())
-        .await
-        .unwrap();
-    (Ingest::new(log.clone(), Arc::new(plugins)), log)
-}
+use crate::ingest::Submitted;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_through_a_chain_are_queued_and_land_in_order() {

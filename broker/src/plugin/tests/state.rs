@@ -248,17 +248,10 @@ async fn a_state_changed_by_a_batch_that_keeps_nothing_is_stored_too() {
 /// topic created again under the same name starts afresh.
 #[tokio::test]
 async fn deleting_a_topic_drops_the_states_its_plugins_hold() {
-    use crate::ingest::Ingest;
-    use crate::log::{Log, LogOptions, TopicConfig};
-    use std::sync::Arc;
+    use crate::log::{Log, TopicConfig};
     let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(&LogOptions::for_tests(dir.path(), 64 << 20)).unwrap();
-    let plugins = IngestPlugins::from_config(&[downsample(Attach::Ingest)]).unwrap();
-    let ingest = Ingest::new(log.clone(), Arc::new(plugins));
+    let (ingest, log) = ingest_with(dir.path(), downsample(Attach::Ingest)).await;
     let end = |log: &Log| log.topic("t").unwrap().partitions[0].high_watermark();
-    log.create_topic("t", 1, TopicConfig::default())
-        .await
-        .unwrap();
     ingest.publish("t", readings(&[0])).await.unwrap();
     ingest.publish("t", readings(&[500])).await.unwrap();
     assert_eq!(end(&log), 1, "the state holds the reading at 0");
