@@ -164,8 +164,19 @@ impl Ingest {
     /// [`Submitted::outcome`] waits until it is durable. With ingest plugins the chain runs
     /// here, before its output is queued.
     pub async fn submit_publish(&self, topic: &str, records: Vec<NewRecord>) -> Submitted {
+        self.submit_publish_with_meta(topic, records, None).await
+    }
+
+    /// [`Ingest::submit_publish`] with metadata written in the same transaction, as
+    /// [`Ingest::publish_with_meta`].
+    pub async fn submit_publish_with_meta(
+        &self,
+        topic: &str,
+        records: Vec<NewRecord>,
+        meta: Option<MetaUpdate>,
+    ) -> Submitted {
         if self.plugins.has_plugins(topic) {
-            return match self.chain_and_queue(topic, None, records, None, None).await {
+            return match self.chain_and_queue(topic, None, records, None, meta).await {
                 Ok(chained) => chained.submitted().await,
                 Err(e) => Submitted::Finished(Err(e)),
             };
@@ -174,7 +185,7 @@ impl Ingest {
             Ok(handle) => handle,
             Err(e) => return Submitted::Finished(Err(e)),
         };
-        match self.log.submit_records(&handle, &records, None).await {
+        match self.log.submit_records(&handle, &records, meta).await {
             Ok(ticket) => Submitted::Queued(ticket),
             Err(e) => Submitted::Finished(Err(e.into())),
         }

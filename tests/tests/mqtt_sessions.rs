@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use headwater_tests::{system_client, ChildBroker};
+use rumqttc::mqttbytes::v4;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use tokio::sync::mpsc;
 
@@ -182,5 +183,103 @@ async fn mosquitto_sub_with_a_persistent_session_gets_what_was_queued_across_a_r
     .await
     .unwrap();
     assert_eq!(got.lines().collect::<Vec<_>>(), ["hay", "oats"]);
+    assert!(broker.terminate().success());
+}
+
+/// A bare MQTT 3.1.1 socket (rumqttc's codec, no client logic): for sending a QoS 2 PUBLISH
+/// again with the same packet id, or a PUBREL at a chosen moment, as a client does after a
+/// reconnect.
+struct RawMqtt {
+    stream: tokio::net::TcpStream,
+    buf: bytes::BytesMut,
+}
+
+impl RawMqtt {
+    /// Connects with `clean_session = false` and returns CONNACK's session present.
+    async fn persistent(addr: SocketAddr, id: &str) -> (RawMqtt, bool) {
+        let mut raw = RawMqtt {
+            stream: tokio::net::TcpStream::connect(addr).await.unwrap(),
+            buf: bytes::BytesMut::new(),
+        };
+        let mut connect = v4::Connect::new(id);
+        connect.clean_session = false;
+        raw.send(v4::Packet::Connect(connect)).await;
+        match raw.recv().await {
+            v4::Packet::ConnAck(a) => {
+                assert_eq!(a.code, v4::ConnectReturnCode::Success);
+                (raw, a.session_present)
+            }
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    async fn send(&mut self, packet: v4::Packet) {
+        use tokio::io::AsyncWriteExt;
+        let mut out = bytes::BytesMut::new();
+        packet.write(&mut out, 1 << 20).unwrap();
+        self.stream.write_all(&out).await.unwrap();
+    }
+
+    async fn recv(&mut self) -> v4::Packet {
+        use tokio::io::AsyncReadExt;
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match v4::Packet::read(&mut self.buf, 1 << 20) {
+                    Ok(p) => return p,
+                    Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
+                    Err(e) => panic!("bad packet from the broker: {e:?}"),
+                }
+                let n = self.stream.read_buf(&mut self.buf).await.unwrap();
+                assert!(n > 0, "the broker closed the connection");
+            }
+        })
+        .await
+        .expect("timed out")
+    }
+
+    /// Sends a QoS 2 PUBLISH and expects its PUBREC.
+    async fn publish_qos2(&mut self, topic: &str, pkid: u16, payload: &str, dup: bool) {
+        let mut p = v4::Publish::new(topic, QoS::ExactlyOnce, payload.as_bytes().to_vec());
+        p.pkid = pkid;
+        p.dup = dup;
+        self.send(v4::Packet::Publish(p)).await;
+        match self.recv().await {
+            v4::Packet::PubRec(r) if r.pkid == pkid => {}
+            other => panic!("expected PUBREC {pkid}, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos2_publish_is_stored_exactly_once_across_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let broker = ChildBroker::spawn(BIN, &data, "");
+    let (mut raw, _) = RawMqtt::persistent(broker.addrs.mqtt.unwrap(), "q2-sensor").await;
+    raw.publish_qos2("meter/1", 7, "first", false).await;
+    // Killed before the PUBREL: the client has not seen the PUBREC as far as it knows, and
+    // sends the message again on its next connection.
+    broker.kill9();
+
+    let broker = ChildBroker::spawn(BIN, &data, "");
+    let (mut raw, present) = RawMqtt::persistent(broker.addrs.mqtt.unwrap(), "q2-sensor").await;
+    assert!(present);
+    raw.publish_qos2("meter/1", 7, "first", true).await;
+    raw.send(v4::Packet::PubRel(v4::PubRel::new(7))).await;
+    assert!(matches!(raw.recv().await, v4::Packet::PubComp(c) if c.pkid == 7));
+    // Killed right after PUBCOMP: the client may now use id 7 for a new message, which must
+    // not be taken for a resend of the first.
+    broker.kill9();
+
+    let broker = ChildBroker::spawn(BIN, &data, "");
+    let (mut raw, _) = RawMqtt::persistent(broker.addrs.mqtt.unwrap(), "q2-sensor").await;
+    raw.publish_qos2("meter/1", 7, "second", false).await;
+    let kafka = broker.kafka();
+    let got =
+        tokio::task::spawn_blocking(move || consume(&kafka, "meter", 1, 3, Duration::from_secs(5)))
+            .await
+            .unwrap();
+    let values: Vec<String> = got.iter().map(Consumed::value_str).collect();
+    assert_eq!(values, ["first", "second"], "each message once");
     assert!(broker.terminate().success());
 }

@@ -513,8 +513,8 @@ impl Log {
         Ok(self.ticket(rx))
     }
 
-    fn ticket(&self, reply: oneshot::Receiver<Result<Appended, LogError>>) -> AppendTicket {
-        AppendTicket {
+    fn ticket<T>(&self, reply: oneshot::Receiver<Result<T, LogError>>) -> Ticket<T> {
+        Ticket {
             reply,
             log: Some(Arc::downgrade(&self.inner)),
         }
@@ -652,6 +652,23 @@ impl Log {
         .await
     }
 
+    /// [`Log::put_meta`] in two steps: this returns once the entries are queued with the
+    /// writer (so they commit after everything the caller queued before), the ticket resolves
+    /// once they are durable.
+    pub async fn submit_meta(
+        &self,
+        entries: Vec<(String, Option<Vec<u8>>)>,
+    ) -> Result<Ticket<()>, LogError> {
+        let (reply, rx) = oneshot::channel();
+        self.queue(Command::PutMeta {
+            entries,
+            on_commit: None,
+            reply,
+        })
+        .await?;
+        Ok(self.ticket(rx))
+    }
+
     /// [`Log::put_meta`] with a hook run right after the commit, by whoever committed it.
     pub async fn put_meta_then(&self, update: MetaUpdate) -> Result<(), LogError> {
         let (reply, rx) = oneshot::channel();
@@ -734,28 +751,31 @@ impl Log {
     }
 }
 
-/// An append queued with the writer; [`AppendTicket::durable`] waits for its commit.
-#[must_use = "the append's outcome is only known by awaiting `durable`"]
-pub struct AppendTicket {
-    reply: oneshot::Receiver<Result<Appended, LogError>>,
-    /// Until [`AppendTicket::durable`] runs: the log whose queue to commit (or whose writer to
+/// A command queued with the writer; [`Ticket::durable`] waits for its commit.
+#[must_use = "the outcome is only known by awaiting `durable`"]
+pub struct Ticket<T> {
+    reply: oneshot::Receiver<Result<T, LogError>>,
+    /// Until [`Ticket::durable`] runs: the log whose queue to commit (or whose writer to
     /// wake when the ticket is dropped unawaited). Weak: a ticket is not a handle on the log.
     log: Option<Weak<LogInner>>,
 }
 
-impl AppendTicket {
-    /// Has the writer thread commit this append now instead of the task that will wait for it:
-    /// for a caller with more work to do meanwhile (a connection with other requests in flight
-    /// keeps reading while the writer commits, rather than stopping for each commit).
+/// An append queued with the writer.
+pub type AppendTicket = Ticket<Appended>;
+
+impl<T> Ticket<T> {
+    /// Has the writer thread commit this command now instead of the task that will wait for
+    /// it: for a caller with more work to do meanwhile (a connection with other requests in
+    /// flight keeps reading while the writer commits, rather than stopping for each commit).
     pub fn commit_in_background(&mut self) {
         if let Some(log) = self.log.take().and_then(|l| l.upgrade()) {
             log.committer.wake_writer();
         }
     }
 
-    /// Where the append landed, once it is on disk (or why it was refused). Commits it on this
-    /// thread when nobody else is committing (see [`Committer`]).
-    pub async fn durable(mut self) -> Result<Appended, LogError> {
+    /// The command's outcome (for an append, where it landed), once it is on disk. Commits
+    /// it on this thread when nobody else is committing (see [`Committer`]).
+    pub async fn durable(mut self) -> Result<T, LogError> {
         if let Some(log) = self.log.take().and_then(|l| l.upgrade()) {
             log.committer.commit_or_wake(&log);
         }
@@ -763,7 +783,7 @@ impl AppendTicket {
     }
 }
 
-impl Drop for AppendTicket {
+impl<T> Drop for Ticket<T> {
     fn drop(&mut self) {
         if let Some(log) = self.log.take().and_then(|l| l.upgrade()) {
             log.committer.wake_writer();

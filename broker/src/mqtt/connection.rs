@@ -47,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::ingest::IngestError;
-use crate::log::Appended;
+use crate::log::{Appended, LogError};
 
 use super::auth::{Permissions, Refusal};
 use super::codec::CodecError;
@@ -123,6 +123,8 @@ pub enum Closed {
     Rejected { reason: u8, message: String },
     #[error("connection refused: {0}")]
     Refused(String),
+    #[error("released QoS 2 receipts could not be deleted, PUBCOMP not sent: {0}")]
+    Receipts(LogError),
     #[error("append of MQTT topic {mqtt_topic:?} to log topic {log_topic:?} failed, not acknowledged: {error}")]
     Ingest {
         mqtt_topic: String,
@@ -154,7 +156,18 @@ struct AppendDone {
     result: Result<Option<Appended>, IngestError>,
 }
 
-type PendingAppend = Pin<Box<dyn Future<Output = AppendDone> + Send>>;
+/// What a queued commit of the connection owes the client once it is done.
+enum Done {
+    Append(AppendDone),
+    /// PUBRELs of a persistent session, whose receipts' deletion is now durable (or failed):
+    /// their PUBCOMPs (packet id, reason), in order.
+    Released {
+        pubcomps: Vec<(u16, u8)>,
+        result: Result<(), LogError>,
+    },
+}
+
+type PendingAppend = Pin<Box<dyn Future<Output = Done> + Send>>;
 
 /// Most appends of one connection queued with the log writer at once: while one batch is being
 /// fsync'd the next can join the following group commit, so a single publisher is not held to
@@ -280,6 +293,12 @@ struct Connection<S> {
     retained_in_flight: bool,
     disconnect_received: bool,
     awaiting_rel: AwaitingRelease,
+    /// Whether the session's QoS 2 receipts are stored ([`crate::mqtt::receipts`]): set for a
+    /// session that is kept or was resumed.
+    receipts_stored: bool,
+    /// PUBRELs read whose PUBCOMP waits for the deletion of stored receipts (packet id,
+    /// reason, whether the id was awaiting release), queued by the next turn of the loop.
+    releasing: Vec<(u16, u8, bool)>,
     /// Most deliveries unacknowledged: `mqtt.max_inflight` capped by the client's Receive
     /// Maximum (set at CONNECT).
     window: usize,
@@ -329,6 +348,8 @@ impl<S: Link> Connection<S> {
             retained_in_flight: false,
             disconnect_received: false,
             awaiting_rel: AwaitingRelease::default(),
+            receipts_stored: false,
+            releasing: Vec::new(),
             window: ctx.inner.max_inflight,
             aliases: Vec::new(),
             qos1_unacked: 0,
@@ -561,6 +582,9 @@ impl<S: Link> Connection<S> {
                 Box::pin(self.start_appends()).await;
                 return Step::Closed(closed);
             }
+            if !self.releasing.is_empty() {
+                Box::pin(self.start_release()).await;
+            }
             if self.disconnect_received
                 && !matches!(
                     draining,
@@ -643,8 +667,14 @@ impl<S: Link> Connection<S> {
                 }
                 done = wait_append(&mut self.pending) => {
                     self.pending.pop_front();
-                    self.retained_in_flight = false;
-                    if let Err(closed) = self.finish_append(done) {
+                    let finished = match done {
+                        Done::Append(done) => {
+                            self.retained_in_flight = false;
+                            self.finish_append(done)
+                        }
+                        Done::Released { pubcomps, result } => self.finish_release(pubcomps, result),
+                    };
+                    if let Err(closed) = finished {
                         return Step::Closed(closed);
                     }
                 }
@@ -776,7 +806,7 @@ impl<S: Link> Connection<S> {
             Closed::TakenOver | Closed::Io(_) => {
                 tracing::info!(%client_id, %peer, reason = %closed, "mqtt connection closed")
             }
-            Closed::Ingest { .. } => {
+            Closed::Ingest { .. } | Closed::Receipts(_) => {
                 tracing::error!(%client_id, %peer, reason = %closed, "mqtt connection closed")
             }
             _ => tracing::warn!(%client_id, %peer, reason = %closed, "mqtt connection closed"),
@@ -846,7 +876,9 @@ impl Closed {
             Closed::Shutdown => reason::SERVER_SHUTTING_DOWN,
             Closed::TakenOver => reason::SESSION_TAKEN_OVER,
             Closed::KeepAlive(_) => reason::KEEP_ALIVE_TIMEOUT,
-            Closed::DrainTimeout | Closed::Ingest { .. } => reason::UNSPECIFIED,
+            Closed::DrainTimeout | Closed::Ingest { .. } | Closed::Receipts(_) => {
+                reason::UNSPECIFIED
+            }
             Closed::Codec(CodecError::TooLarge { .. }) => reason::PACKET_TOO_LARGE,
             Closed::Codec(CodecError::ProtocolV5(_)) => reason::PROTOCOL_ERROR,
             Closed::Codec(_) => reason::MALFORMED_PACKET,
@@ -929,7 +961,7 @@ fn poll_write_some<W: AsyncWrite + Unpin>(
 }
 
 /// The oldest append in flight, once durable (appends finish in the order they were queued).
-async fn wait_append(pending: &mut VecDeque<PendingAppend>) -> AppendDone {
+async fn wait_append(pending: &mut VecDeque<PendingAppend>) -> Done {
     match pending.front_mut() {
         Some(fut) => fut.as_mut().await,
         None => std::future::pending().await,

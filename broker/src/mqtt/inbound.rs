@@ -75,6 +75,8 @@ pub struct Batch {
     /// The last retained publish of the batch, which becomes the topic's retained message (an
     /// empty payload clears it).
     pub retained: Option<NewRecord>,
+    /// Packet ids of the QoS 2 publishes whose records are in the batch (first receipts).
+    pub new_qos2: Vec<u16>,
 }
 
 #[derive(Debug, Default)]
@@ -113,6 +115,7 @@ impl InboundQueue {
             records: Vec::new(),
             acks: Vec::new(),
             retained: None,
+            new_qos2: Vec::new(),
         };
         let mut bytes = 0;
         while let Some(m) = self.queue.front() {
@@ -139,6 +142,9 @@ impl InboundQueue {
                 let rec = record(&m, &self.client_id);
                 if m.retain {
                     batch.retained = Some(rec.clone());
+                }
+                if m.qos == QoS::ExactlyOnce {
+                    batch.new_qos2.push(m.pkid);
                 }
                 batch.records.push(rec);
             }

@@ -5,8 +5,9 @@
 //! connection stops reading the log). Ids are handed out round-robin and never reused while open.
 //!
 //! Incoming: QoS 2 publishes are remembered by id from receipt until the client's PUBREL, so a
-//! resent PUBLISH with the same id is acknowledged but not stored twice (exactly once within a
-//! connection). The set is bounded; a client exceeding it is misbehaving and is disconnected.
+//! resent PUBLISH with the same id is acknowledged but not stored twice (a persistent session
+//! also stores them, see [`super::receipts`]). The set is bounded; a client exceeding it is
+//! misbehaving and is disconnected.
 
 use std::collections::HashMap;
 
@@ -257,6 +258,14 @@ pub enum Receipt {
 }
 
 impl AwaitingRelease {
+    /// The ids a resumed session's stored receipts hold (see [`super::receipts`]).
+    pub fn restored(mut ids: Vec<u16>) -> AwaitingRelease {
+        ids.sort_unstable();
+        ids.dedup();
+        ids.truncate(MAX_AWAITING_PUBREL);
+        AwaitingRelease { ids }
+    }
+
     pub fn receive(&mut self, id: u16) -> Receipt {
         if self.ids.contains(&id) {
             Receipt::Duplicate

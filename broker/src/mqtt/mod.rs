@@ -95,6 +95,7 @@ pub mod parking;
 pub mod peer;
 pub mod properties;
 pub mod read_cache;
+pub mod receipts;
 pub mod registry;
 pub mod retained;
 pub mod retained_out;
@@ -126,7 +127,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, MqttSection};
 use crate::ingest::{Ingest, IngestError, Submitted};
-use crate::log::{Appended, NewRecord};
+use crate::log::{Appended, MetaUpdate, NewRecord};
 
 pub use connection::{serve_connection, Slot};
 pub use inbound::{HEADER_CLIENT_ID, HEADER_QOS, HEADER_TOPIC};
@@ -290,12 +291,14 @@ impl MqttContext {
     /// retained publish, makes the last such one the topic's retained message in the same
     /// commit. Both are durable when this resolves (see [`retained`]). `Ok(None)` when there was
     /// nothing to append.
+    /// `meta` (a session's QoS 2 receipts) is written in the same commit.
     pub(crate) async fn append(
         &self,
         mqtt_topic: &str,
         log_topic: &str,
         records: Vec<NewRecord>,
         retained: Option<NewRecord>,
+        meta: receipts::Entries,
     ) -> Result<Option<Appended>, IngestError> {
         if records.is_empty() {
             return Ok(None); // only resent QoS 2 messages, already stored
@@ -305,12 +308,16 @@ impl MqttContext {
         self.set_keys(mqtt_topic, &mut records, retained.as_mut());
         let ingest = &self.inner.ingest;
         let appended = match retained {
-            None => ingest.publish(log_topic, records).await?,
+            None => {
+                let meta = MetaUpdate::with_entries(None, meta);
+                ingest.publish_with_meta(log_topic, records, meta).await?
+            }
             Some(record) => {
                 let store = &self.inner.retained;
                 let guard = store.lock_writes().await;
                 let (_, update) = store.prepare(&guard, mqtt_topic, &record)?;
-                ingest.publish_with_meta(log_topic, records, update).await?
+                let meta = MetaUpdate::with_entries(update, meta);
+                ingest.publish_with_meta(log_topic, records, meta).await?
             }
         };
         Ok(Some(appended))
@@ -325,12 +332,19 @@ impl MqttContext {
         mqtt_topic: &str,
         log_topic: &str,
         mut records: Vec<NewRecord>,
+        meta: receipts::Entries,
     ) -> Option<Submitted> {
         if records.is_empty() {
             return None; // only resent QoS 2 messages, already stored
         }
         self.set_keys(mqtt_topic, &mut records, None);
-        Some(self.inner.ingest.submit_publish(log_topic, records).await)
+        let meta = MetaUpdate::with_entries(None, meta);
+        let ingest = &self.inner.ingest;
+        Some(
+            ingest
+                .submit_publish_with_meta(log_topic, records, meta)
+                .await,
+        )
     }
 
     /// Gives the records (one MQTT topic, one client) the key their route asks for. Records

@@ -1,4 +1,4 @@
-//! Stored persistent sessions: two entries per client in the log's key/value store (LMDB), so
+//! Stored persistent sessions: two entries per client (and its QoS 2 receipts) in the log's key/value store (LMDB), so
 //! they survive a restart and `kill -9` (see [`super::session`] for what is kept and the exact
 //! guarantee).
 //!
@@ -6,6 +6,8 @@
 //!   time of disconnect), JSON, rewritten when the filters change and when a connection ends.
 //! - `mqtt/cursor/<client id>` ([`CURSOR_PREFIX`]): the saved cursors, JSON, rewritten at most
 //!   every [`super::session::SAVE_INTERVAL`] while they move.
+//! - one key per QoS 2 message received and not yet released ([`super::receipts`]), written
+//!   with the message and deleted by its PUBREL.
 //!
 //! In memory: an index of stored client ids with their expiry time, loaded at startup, bounding
 //! the number of sessions (`mqtt.max_sessions`) and finding expired ones; about 100 bytes a
@@ -23,6 +25,7 @@ use tokio::sync::OwnedMutexGuard;
 
 use crate::log::{Log, LogError};
 
+use super::receipts;
 use super::routing::Router;
 use super::session::{SavedCursors, SessionRecord};
 use super::shared;
@@ -248,6 +251,11 @@ impl SessionStore {
         Ok(Some((record, cursors)))
     }
 
+    /// The QoS 2 receipts stored for `client_id`'s session (see [`receipts`]).
+    pub fn receipts(&self, client_id: &str) -> Result<Vec<u16>, SessionError> {
+        receipts::load(&self.log, client_id).map_err(Self::err(client_id))
+    }
+
     /// Whether `client_id` may store a session: it has one, or there is room (expired sessions
     /// are deleted to make room).
     pub async fn admit(&self, client_id: &str, now_ms: i64) -> Result<bool, SessionError> {
@@ -266,6 +274,7 @@ impl SessionStore {
         for id in &expired {
             entries.push((format!("{SESSION_PREFIX}{id}"), None));
             entries.push((format!("{CURSOR_PREFIX}{id}"), None));
+            entries.extend(receipts::forget(&self.log, id).map_err(Self::err(client_id))?);
         }
         if !entries.is_empty() {
             self.log
@@ -334,11 +343,10 @@ impl SessionStore {
         {
             return Ok(());
         }
+        let mut entries = vec![(key, None), (format!("{CURSOR_PREFIX}{client_id}"), None)];
+        entries.extend(receipts::forget(&self.log, client_id).map_err(Self::err(client_id))?);
         self.log
-            .put_meta(vec![
-                (key, None),
-                (format!("{CURSOR_PREFIX}{client_id}"), None),
-            ])
+            .put_meta(entries)
             .await
             .map_err(Self::err(client_id))?;
         self.index

@@ -10,6 +10,7 @@ use rumqttc::mqttbytes::v4::{PubComp, PubRec};
 
 use super::v5::{next5, pump5};
 use super::*;
+use crate::mqtt::receipts;
 
 /// A 3.1.1 client with the given clean-session flag; returns it and CONNACK's session present.
 async fn connect4(addr: SocketAddr, id: &str, clean: bool, manual_acks: bool) -> (Client, bool) {
@@ -305,6 +306,86 @@ async fn qos2_deliveries_resume_with_pubrel_or_dup_publish_under_their_ids_acros
         Some(Packet::Publish(p)) => assert_eq!((&p.payload[..], p.dup), (&b"next"[..], false)),
         other => panic!("expected PUBLISH, got {other:?}"),
     }
+}
+
+/// A QoS 2 PUBLISH sent again (DUP) with its packet id.
+fn resent(topic: &str, pkid: u16, payload: &[u8]) -> Packet {
+    let mut p = Publish::new(topic, QoS::ExactlyOnce, payload.to_vec());
+    p.pkid = pkid;
+    p.dup = true;
+    Packet::Publish(p)
+}
+
+async fn expect_pubrec(raw: &mut Raw, pkid: u16) {
+    match raw.recv().await {
+        Some(Packet::PubRec(r)) if r.pkid == pkid => {}
+        other => panic!("expected PUBREC {pkid}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_resent_qos2_publish_is_stored_once_across_a_reconnect_and_a_restart() {
+    let b = start(MqttSection::default()).await;
+    let (mut raw, _) = raw_persistent(b.addr, "q2-in").await;
+    raw.send(publish("in/2", QoS::ExactlyOnce, 7, b"once"))
+        .await;
+    expect_pubrec(&mut raw, 7).await;
+    assert_eq!(
+        receipts::load(&b.log, "q2-in").unwrap(),
+        vec![7],
+        "the receipt is durable with its message once PUBREC is sent"
+    );
+    // The PUBREC was lost with the connection: the client resends on its next one.
+    drop(raw);
+    let (mut raw, present) = raw_persistent(b.addr, "q2-in").await;
+    assert!(present);
+    raw.send(resent("in/2", 7, b"once")).await;
+    expect_pubrec(&mut raw, 7).await;
+    assert_eq!(records(&b.log, "in").len(), 1, "not stored again");
+    drop(raw);
+
+    // And once more after a restart.
+    let b = reopen(b, MqttSection::default()).await;
+    let (mut raw, present) = raw_persistent(b.addr, "q2-in").await;
+    assert!(present);
+    raw.send(resent("in/2", 7, b"once")).await;
+    expect_pubrec(&mut raw, 7).await;
+    assert_eq!(records(&b.log, "in").len(), 1, "not stored again");
+
+    // PUBCOMP comes once the receipt is gone, and the id then carries a new message.
+    raw.send(Packet::PubRel(PubRel::new(7))).await;
+    assert!(matches!(raw.recv().await, Some(Packet::PubComp(c)) if c.pkid == 7));
+    assert!(receipts::load(&b.log, "q2-in").unwrap().is_empty());
+    raw.send(publish("in/2", QoS::ExactlyOnce, 7, b"second"))
+        .await;
+    expect_pubrec(&mut raw, 7).await;
+    assert_eq!(records(&b.log, "in").len(), 2);
+
+    // A clean start discards the receipts with the session.
+    drop(raw);
+    let mut c = Connect::new("q2-in");
+    c.clean_session = true;
+    let _clean = Raw::accepted(b.addr, c).await;
+    assert!(receipts::load(&b.log, "q2-in").unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn pubcomps_keep_the_order_of_pubrels_in_a_persistent_session() {
+    let b = start(MqttSection::default()).await;
+    let (mut raw, _) = raw_persistent(b.addr, "q2-order").await;
+    for pkid in [3, 4] {
+        raw.send(publish("in/o", QoS::ExactlyOnce, pkid, b"m"))
+            .await;
+        expect_pubrec(&mut raw, pkid).await;
+    }
+    // 9 was never received: answered too, in its turn.
+    for pkid in [4, 9, 3] {
+        raw.send(Packet::PubRel(PubRel::new(pkid))).await;
+    }
+    for pkid in [4, 9, 3] {
+        assert!(matches!(raw.recv().await, Some(Packet::PubComp(c)) if c.pkid == pkid));
+    }
+    assert!(receipts::load(&b.log, "q2-order").unwrap().is_empty());
 }
 
 /// A raw MQTT 5 connection with clean start off and `expiry`; returns it and session present.

@@ -167,7 +167,10 @@ pub async fn publish(ctx: &MqttContext, client_id: &str, will: WillIn) {
     let rec = record(&m, &Bytes::copy_from_slice(client_id.as_bytes()));
     let retained = m.retain.then(|| rec.clone());
     let log_topic = ctx.inner.router.log_topic(&m.topic);
-    match ctx.append(&m.topic, &log_topic, vec![rec], retained).await {
+    match ctx
+        .append(&m.topic, &log_topic, vec![rec], retained, Vec::new())
+        .await
+    {
         Ok(_) => {
             tracing::debug!(%client_id, mqtt_topic = %m.topic, %log_topic, "mqtt: will published")
         }

@@ -18,13 +18,14 @@ use crate::log::LogError;
 use crate::mqtt::inbound::{Ack, Batch, Inbound};
 use crate::mqtt::inflight::{Receipt, MAX_AWAITING_PUBREL};
 use crate::mqtt::packet::{reason, ClientPacket, PublishIn, ServerPacket, SubscribeIn, Version};
+use crate::mqtt::receipts;
 use crate::mqtt::subscriptions::{Added, SubOptions, MAX_SUBSCRIPTIONS};
 use crate::mqtt::topic;
 use crate::mqtt::wire::Incoming;
 use crate::mqtt::{shared, topic::TopicError};
 
 use super::{
-    now_ms, AppendDone, Closed, Connection, MAX_APPENDS_IN_FLIGHT, MAX_BYTES_IN_FLIGHT,
+    now_ms, AppendDone, Closed, Connection, Done, MAX_APPENDS_IN_FLIGHT, MAX_BYTES_IN_FLIGHT,
     MAX_QOS0_APPENDS_IN_FLIGHT, OUT_READ_LIMIT, RECEIVE_MAXIMUM, TOPIC_ALIAS_MAXIMUM,
 };
 
@@ -88,7 +89,13 @@ impl<S: Link> Connection<S> {
                 } else {
                     reason::PACKET_ID_NOT_FOUND
                 };
-                self.send(&ServerPacket::PubComp { pkid, reason });
+                if self.receipts_stored {
+                    // PUBCOMP once the stored receipt is gone (see `receipts`); unknown ids
+                    // wait their turn too, so PUBCOMPs keep the order of the PUBRELs (§4.6).
+                    self.releasing.push((pkid, reason, known));
+                } else {
+                    self.send(&ServerPacket::PubComp { pkid, reason });
+                }
             }
             ClientPacket::PubComp { pkid } => {
                 if let Some(o) = self.outbound.as_deref_mut() {
@@ -443,13 +450,15 @@ impl<S: Link> Connection<S> {
     /// writer has it (so the next batch is queued behind it).
     async fn submit_append(&mut self, batch: Batch, bytes: usize) {
         let log_topic = self.ctx.inner.router.log_topic(&batch.mqtt_topic);
+        let receipts = self.receipts_of(&batch);
         let Batch {
             mqtt_topic,
             records,
             acks,
             ..
         } = batch;
-        let mut submitted = self.ctx.submit(&mqtt_topic, &log_topic, records).await;
+        let submitted = self.ctx.submit(&mqtt_topic, &log_topic, records, receipts);
+        let mut submitted = submitted.await;
         // Only a lone append is committed by this task when it waits; behind another, the
         // writer commits it while the connection reads on.
         if let (Some(s), false) = (&mut submitted, self.pending.is_empty()) {
@@ -460,36 +469,92 @@ impl<S: Link> Connection<S> {
                 Some(submitted) => submitted.outcome().await.map(Some),
                 None => Ok(None),
             };
-            AppendDone {
+            Done::Append(AppendDone {
                 acks,
                 bytes,
                 mqtt_topic,
                 log_topic,
                 result,
-            }
+            })
         }));
+    }
+
+    /// The stored receipts a batch's first QoS 2 receipts add, to write with its records.
+    fn receipts_of(&self, batch: &Batch) -> receipts::Entries {
+        if !self.receipts_stored {
+            return Vec::new();
+        }
+        receipts::received(&self.client_id, &batch.new_qos2)
+    }
+
+    /// Queues the deletion of the receipts the PUBRELs read so far released; their PUBCOMPs
+    /// go out once it is durable, behind the appends queued before (see `receipts`).
+    pub(super) async fn start_release(&mut self) {
+        let releasing = std::mem::take(&mut self.releasing);
+        let known: Vec<u16> = releasing.iter().filter(|r| r.2).map(|r| r.0).collect();
+        let pubcomps = releasing
+            .into_iter()
+            .map(|(pkid, reason, _)| (pkid, reason));
+        let pubcomps: Vec<(u16, u8)> = pubcomps.collect();
+        let ticket = if known.is_empty() {
+            None
+        } else {
+            let entries = receipts::released(&self.client_id, &known);
+            Some(self.ctx.inner.ingest.log().submit_meta(entries).await)
+        };
+        let background = !self.pending.is_empty();
+        self.pending.push_back(Box::pin(async move {
+            let result = match ticket {
+                None => Ok(()),
+                Some(Err(e)) => Err(e),
+                Some(Ok(mut ticket)) => {
+                    if background {
+                        ticket.commit_in_background();
+                    }
+                    ticket.durable().await
+                }
+            };
+            Done::Released { pubcomps, result }
+        }));
+    }
+
+    /// Sends the PUBCOMPs of released receipts now durably deleted. A failed deletion ends the
+    /// connection without them: the client sends PUBREL again after reconnecting.
+    pub(super) fn finish_release(
+        &mut self,
+        pubcomps: Vec<(u16, u8)>,
+        result: Result<(), LogError>,
+    ) -> Result<(), Closed> {
+        result.map_err(Closed::Receipts)?;
+        for (pkid, reason) in pubcomps {
+            self.send(&ServerPacket::PubComp { pkid, reason });
+        }
+        Ok(())
     }
 
     /// Appends a batch carrying a retained message, alone.
     fn start_retained_append(&mut self, batch: Batch, bytes: usize) {
         let ctx = self.ctx.clone();
         let log_topic = self.ctx.inner.router.log_topic(&batch.mqtt_topic);
+        let receipts = self.receipts_of(&batch);
         let Batch {
             mqtt_topic,
             records,
             acks,
             retained,
+            ..
         } = batch;
         self.retained_in_flight = true;
         self.pending.push_back(Box::pin(async move {
-            let result = ctx.append(&mqtt_topic, &log_topic, records, retained).await;
-            AppendDone {
+            let appended = ctx.append(&mqtt_topic, &log_topic, records, retained, receipts);
+            let result = appended.await;
+            Done::Append(AppendDone {
                 acks,
                 bytes,
                 mqtt_topic,
                 log_topic,
                 result,
-            }
+            })
         }));
     }
 

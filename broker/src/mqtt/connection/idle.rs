@@ -41,6 +41,7 @@ impl<S: Link> Connection<S> {
             && self.out.is_empty()
             && !self.needs_flush
             && self.pending.is_empty()
+            && self.releasing.is_empty()
             && self.held.is_none()
             && self.inbound.is_empty()
     }

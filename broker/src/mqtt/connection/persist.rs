@@ -5,11 +5,12 @@ use crate::mqtt::link::Link;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::mqtt::inflight::AwaitingRelease;
 use crate::mqtt::packet::{reason, ConnectCode, Version};
 use crate::mqtt::session::{self, SavedCursors, SessionRecord, StoredSub, SAVE_INTERVAL};
 use crate::mqtt::session_store::{SessionError, MAX_CLIENT_ID_BYTES};
 
-use super::{now_ms, Closed, Connection};
+use super::{now_ms, Closed, Connection, DRAIN_TIMEOUT};
 
 /// A session kept beyond this connection (or resumed by it).
 pub(super) struct Persist {
@@ -103,6 +104,9 @@ impl<S: Link> Connection<S> {
         let (mut saved_subs, mut saved_cursors) = (Vec::new(), SavedCursors::default());
         let mut release = Vec::new();
         if let Some((record, cursors)) = stored {
+            // QoS 2 messages received and not released: a resend is not stored again.
+            let receipts = store.receipts(&self.client_id)?;
+            self.awaiting_rel = AwaitingRelease::restored(receipts);
             let o = self.outbound();
             session::restore_subs(&record.subs, &mut o.subs, log);
             let resolved = session::resolve_cursors(&cursors.cursors, log);
@@ -125,6 +129,8 @@ impl<S: Link> Connection<S> {
             // and 10,000 idle sensors need not hold 10,000 locks.
             self.lease = None;
         }
+        // Stored while anything of the session is: a crash leaves it resumable.
+        self.receipts_stored = keep || present;
         if keep || present {
             self.persist = Some(Box::new(Persist {
                 keep,
@@ -183,6 +189,19 @@ impl<S: Link> Connection<S> {
     /// it), then releases the client id's lease.
     pub(super) async fn close_session(&mut self, closed: &Closed) {
         let keep = self.persist.as_ref().map(|p| p.keep);
+        if keep.is_some() {
+            // Appends and releases already queued commit before the lease goes: a connection
+            // taking the session over reads their receipts (acks are not sent any more).
+            let queued = std::mem::take(&mut self.pending);
+            let all = async {
+                for done in queued {
+                    done.await;
+                }
+            };
+            if tokio::time::timeout(DRAIN_TIMEOUT, all).await.is_err() {
+                tracing::warn!(client_id = %self.client_id, "mqtt: appends still in flight when the session was saved");
+            }
+        }
         if keep == Some(true) {
             // The session's share groups keep their place for it while it is away.
             let expiry = self.persist.as_ref().and_then(|p| p.expiry);
