@@ -48,6 +48,7 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::ingest::IngestError;
 use crate::log::{Appended, LogError};
+use crate::mqtt::session_store::SessionError;
 
 use super::auth::{Permissions, Refusal};
 use super::codec::CodecError;
@@ -57,6 +58,7 @@ use super::peer::Peer;
 use super::wire::{Incoming, Wire};
 
 mod buffers;
+mod fence;
 mod handlers;
 mod idle;
 mod outbound;
@@ -125,6 +127,8 @@ pub enum Closed {
     Refused(String),
     #[error("released QoS 2 receipts could not be deleted, PUBCOMP not sent: {0}")]
     Receipts(LogError),
+    #[error("session not saved, QoS 2 deliveries not sent: {0}")]
+    SessionSave(SessionError),
     #[error("append of MQTT topic {mqtt_topic:?} to log topic {log_topic:?} failed, not acknowledged: {error}")]
     Ingest {
         mqtt_topic: String,
@@ -164,6 +168,12 @@ enum Done {
     Released {
         pubcomps: Vec<(u16, u8)>,
         result: Result<(), LogError>,
+    },
+    /// A save of the session for the output behind the fence (see `fence`): `extra` bytes of
+    /// it were beyond the fence when the save was queued.
+    Saved {
+        extra: usize,
+        result: Result<(), SessionError>,
     },
 }
 
@@ -299,6 +309,16 @@ struct Connection<S> {
     /// PUBRELs read whose PUBCOMP waits for the deletion of stored receipts (packet id,
     /// reason, whether the id was awaiting release), queued by the next turn of the loop.
     releasing: Vec<(u16, u8, bool)>,
+    /// Whether QoS 2 PUBLISHes and PUBRELs wait for a save of the session (see `fence`): set
+    /// for a session that is kept.
+    fence_saves: bool,
+    /// Bytes at the front of `out` that may be written; the rest waits for a save. `None`:
+    /// all of it.
+    fence_len: Option<usize>,
+    /// Output was fenced since the last save for the fence was queued.
+    unsaved: bool,
+    /// A save for the fence is queued (one at a time).
+    save_in_flight: bool,
     /// Most deliveries unacknowledged: `mqtt.max_inflight` capped by the client's Receive
     /// Maximum (set at CONNECT).
     window: usize,
@@ -350,6 +370,10 @@ impl<S: Link> Connection<S> {
             awaiting_rel: AwaitingRelease::default(),
             receipts_stored: false,
             releasing: Vec::new(),
+            fence_saves: false,
+            fence_len: None,
+            unsaved: false,
+            save_in_flight: false,
             window: ctx.inner.max_inflight,
             aliases: Vec::new(),
             qos1_unacked: 0,
@@ -618,10 +642,18 @@ impl<S: Link> Connection<S> {
             let mut more = false;
             if let (None, Some(o)) = (&draining, self.outbound.as_deref_mut()) {
                 let retained = &self.ctx.inner.retained;
+                let (before, qos2) = (self.out.len(), o.outgoing.qos2_opened());
                 more = o.pump(retained, &self.wire, &mut self.out, now_ms());
+                if o.outgoing.qos2_opened() != qos2 {
+                    self.fence_from(before);
+                }
+            }
+            if self.unsaved {
+                Box::pin(self.save_for_fence()).await;
             }
             if self.writer_dead {
                 self.out.clear();
+                self.fence_len = self.fence_len.map(|_| 0);
             }
             let now = Instant::now();
             if draining.is_none() && !more && self.is_quiet() {
@@ -655,6 +687,7 @@ impl<S: Link> Connection<S> {
                 stream: &mut self.stream,
                 inbuf: &mut self.inbuf,
                 out: &mut self.out,
+                fence_len: &mut self.fence_len,
                 needs_flush: &mut self.needs_flush,
                 read: can_read,
                 write: can_write,
@@ -673,6 +706,7 @@ impl<S: Link> Connection<S> {
                             self.finish_append(done)
                         }
                         Done::Released { pubcomps, result } => self.finish_release(pubcomps, result),
+                        Done::Saved { extra, result } => self.finish_save(extra, result),
                     };
                     if let Err(closed) = finished {
                         return Step::Closed(closed);
@@ -707,7 +741,7 @@ impl<S: Link> Connection<S> {
 
     /// Whether there is output to write or flush to a client that can still take it.
     fn wants_write(&self) -> bool {
-        !self.writer_dead && (!self.out.is_empty() || self.needs_flush)
+        !self.writer_dead && (self.writable() > 0 || self.needs_flush)
     }
 
     /// What one turn of [`Io`] did: a failed write ends the connection (or, while draining,
@@ -753,6 +787,7 @@ impl<S: Link> Connection<S> {
                 stream: &mut self.stream,
                 inbuf: &mut self.inbuf,
                 out: &mut self.out,
+                fence_len: &mut self.fence_len,
                 needs_flush: &mut self.needs_flush,
                 read,
                 write,
@@ -806,7 +841,7 @@ impl<S: Link> Connection<S> {
             Closed::TakenOver | Closed::Io(_) => {
                 tracing::info!(%client_id, %peer, reason = %closed, "mqtt connection closed")
             }
-            Closed::Ingest { .. } | Closed::Receipts(_) => {
+            Closed::Ingest { .. } | Closed::Receipts(_) | Closed::SessionSave(_) => {
                 tracing::error!(%client_id, %peer, reason = %closed, "mqtt connection closed")
             }
             _ => tracing::warn!(%client_id, %peer, reason = %closed, "mqtt connection closed"),
@@ -842,8 +877,9 @@ impl<S: Link> Connection<S> {
         if self.writer_dead {
             return;
         }
+        let writable = self.writable();
         let flush = async {
-            self.stream.write_all(&self.out).await?;
+            self.stream.write_all(&self.out[..writable]).await?;
             self.stream.flush().await?;
             self.stream.shutdown().await
         };
@@ -876,9 +912,10 @@ impl Closed {
             Closed::Shutdown => reason::SERVER_SHUTTING_DOWN,
             Closed::TakenOver => reason::SESSION_TAKEN_OVER,
             Closed::KeepAlive(_) => reason::KEEP_ALIVE_TIMEOUT,
-            Closed::DrainTimeout | Closed::Ingest { .. } | Closed::Receipts(_) => {
-                reason::UNSPECIFIED
-            }
+            Closed::DrainTimeout
+            | Closed::Ingest { .. }
+            | Closed::Receipts(_)
+            | Closed::SessionSave(_) => reason::UNSPECIFIED,
             Closed::Codec(CodecError::TooLarge { .. }) => reason::PACKET_TOO_LARGE,
             Closed::Codec(CodecError::ProtocolV5(_)) => reason::PROTOCOL_ERROR,
             Closed::Codec(_) => reason::MALFORMED_PACKET,
@@ -906,6 +943,8 @@ struct Io<'a, S> {
     stream: &'a mut S,
     inbuf: &'a mut BytesMut,
     out: &'a mut BytesMut,
+    /// Bytes at the front of `out` that may be written (see `fence`); `None`: all.
+    fence_len: &'a mut Option<usize>,
     needs_flush: &'a mut bool,
     read: bool,
     write: bool,
@@ -921,7 +960,8 @@ impl<S: Link> Future for Io<'_, S> {
             read: None,
         };
         if io.write {
-            if let Poll::Ready(wrote) = poll_write_some(io.stream, cx, io.out, io.needs_flush) {
+            let polled = poll_write_some(io.stream, cx, io.out, io.fence_len, io.needs_flush);
+            if let Poll::Ready(wrote) = polled {
                 done.wrote = Some(wrote);
             }
         }
@@ -939,23 +979,28 @@ impl<S: Link> Future for Io<'_, S> {
     }
 }
 
-/// Writes some of `out`, or flushes once it is empty.
+/// Writes some of `out` (up to the fence), or flushes once there is nothing to write.
 fn poll_write_some<W: AsyncWrite + Unpin>(
     writer: &mut W,
     cx: &mut Context<'_>,
     out: &mut BytesMut,
+    fence_len: &mut Option<usize>,
     needs_flush: &mut bool,
 ) -> Poll<std::io::Result<()>> {
-    if out.is_empty() {
+    let writable = fence_len.map_or(out.len(), |f| f.min(out.len()));
+    if writable == 0 {
         ready!(Pin::new(writer).poll_flush(cx))?;
         *needs_flush = false;
         return Poll::Ready(Ok(()));
     }
-    let n = ready!(Pin::new(writer).poll_write(cx, out))?;
+    let n = ready!(Pin::new(writer).poll_write(cx, &out[..writable]))?;
     if n == 0 {
         return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
     }
     out.advance(n);
+    if let Some(f) = fence_len {
+        *f = f.saturating_sub(n);
+    }
     *needs_flush = true;
     Poll::Ready(Ok(()))
 }

@@ -466,6 +466,12 @@ impl Delivery {
                 continue;
             };
             let rec = &prepared.rec;
+            if outgoing.is_done(id, rec.offset) {
+                // A QoS 2 delivery a resumed session completed already.
+                cursor.next = rec.offset + 1;
+                buf.next += 1;
+                continue;
+            }
             let own = &self.client_id;
             // A delivery restored from a resumed session already holds its window slot.
             let restored = outgoing.is_restored(id, rec.offset);

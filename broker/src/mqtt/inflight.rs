@@ -43,6 +43,13 @@ pub struct Outgoing {
     /// packet id to re-send the record with (DUP = 1), and whether it is a QoS 2 delivery
     /// already released (PUBREL sent again at resume; the record itself is not sent again).
     resend: HashMap<(u32, i64), (u16, bool)>,
+    /// QoS 2 deliveries completed (PUBCOMP, or refused at PUBREC) while an older delivery on
+    /// the same partition is still open, by log position: a persistent session's saved cursor
+    /// stays before the older one, so these are saved too and skipped when it resumes (sent
+    /// again they would be a second delivery). Dropped once no older delivery is open.
+    done: Vec<(u32, i64)>,
+    /// QoS 2 deliveries opened so far (see [`Outgoing::qos2_opened`]).
+    qos2_opened: u64,
 }
 
 /// An open delivery as a persistent session saves it.
@@ -64,6 +71,8 @@ impl Outgoing {
             open: HashMap::new(),
             origin: HashMap::new(),
             resend: HashMap::new(),
+            done: Vec::new(),
+            qos2_opened: 0,
         }
     }
 
@@ -102,6 +111,9 @@ impl Outgoing {
                     QoS::ExactlyOnce => Stage::Qos2Sent,
                     _ => Stage::Qos1Sent,
                 });
+                if qos == QoS::ExactlyOnce {
+                    self.qos2_opened += 1;
+                }
                 return Some(id);
             }
         }
@@ -138,7 +150,50 @@ impl Outgoing {
     /// Frees an id whose PUBLISH was never sent.
     pub fn cancel(&mut self, id: u16) {
         self.open.remove(&id);
-        self.origin.remove(&id);
+        if let Some((partition, _)) = self.origin.remove(&id) {
+            self.prune_done(partition);
+        }
+    }
+
+    /// How many QoS 2 deliveries were opened so far: a persistent session saves them before
+    /// their PUBLISH goes out when this moved (see `connection`'s fence).
+    pub fn qos2_opened(&self) -> u64 {
+        self.qos2_opened
+    }
+
+    /// Whether the record at `offset` of `partition_id` is a QoS 2 delivery completed already
+    /// (see [`Outgoing::done`]): not to be sent again.
+    pub fn is_done(&self, partition_id: u32, offset: i64) -> bool {
+        !self.done.is_empty() && self.done.contains(&(partition_id, offset))
+    }
+
+    /// The completed QoS 2 deliveries a persistent session saves with its cursors.
+    pub fn done_deliveries(&self) -> &[(u32, i64)] {
+        &self.done
+    }
+
+    /// Puts back the completed deliveries a resumed session saved (after [`Outgoing::restore`],
+    /// whose open deliveries keep them).
+    pub fn restore_done(&mut self, done: &[(u32, i64)]) {
+        self.done.extend_from_slice(done);
+        let mut partitions: Vec<u32> = done.iter().map(|&(p, _)| p).collect();
+        partitions.dedup();
+        for p in partitions {
+            self.prune_done(p);
+        }
+    }
+
+    /// Keeps only the completed deliveries of `partition` above its oldest open one.
+    fn prune_done(&mut self, partition: u32) {
+        if self.done.is_empty() {
+            return;
+        }
+        let oldest_open = (self.origin.values())
+            .filter(|(p, _)| *p == partition)
+            .map(|&(_, offset)| offset)
+            .min();
+        self.done
+            .retain(|&(p, offset)| p != partition || oldest_open.is_some_and(|o| offset > o));
     }
 
     /// Records that open delivery `id` is the record at `offset` of partition `partition_id`.
@@ -229,13 +284,17 @@ impl Outgoing {
     }
 
     fn finish(&mut self, id: u16, expected: Stage) -> bool {
-        if self.open.get(&id) == Some(&expected) {
-            self.open.remove(&id);
-            self.origin.remove(&id);
-            true
-        } else {
-            false
+        if self.open.get(&id) != Some(&expected) {
+            return false;
         }
+        self.open.remove(&id);
+        if let Some((partition, offset)) = self.origin.remove(&id) {
+            if expected != Stage::Qos1Sent {
+                self.done.push((partition, offset));
+            }
+            self.prune_done(partition);
+        }
+        true
     }
 }
 
@@ -363,6 +422,44 @@ mod tests {
         out.drop_restored(1, 5);
         assert!(out.is_empty());
         assert_eq!(out.allocate(QoS::AtLeastOnce), Some(1));
+    }
+
+    #[test]
+    fn qos2_completed_above_an_open_delivery_is_remembered_until_that_one_ends() {
+        let mut out = Outgoing::new(8);
+        let old = out.allocate(QoS::AtLeastOnce).unwrap();
+        let q2 = out.allocate(QoS::ExactlyOnce).unwrap();
+        let other = out.allocate(QoS::ExactlyOnce).unwrap();
+        out.set_origin(old, 1, 10);
+        out.set_origin(q2, 1, 11);
+        out.set_origin(other, 2, 5);
+        assert_eq!(out.qos2_opened(), 2);
+        assert!(out.pubrec(q2) && out.pubcomp(q2));
+        assert!(out.pubrec(other) && out.pubcomp(other));
+        assert!(out.is_done(1, 11), "behind the open delivery at 10");
+        assert!(
+            !out.is_done(2, 5),
+            "nothing older open on partition 2: the cursor covers it"
+        );
+        assert_eq!(out.done_deliveries(), &[(1, 11)]);
+        assert!(out.puback(old));
+        assert!(out.done_deliveries().is_empty());
+
+        // Restored with the open delivery they sit behind.
+        let mut resumed = Outgoing::new(8);
+        resumed.restore(&[OpenDelivery {
+            partition_id: 1,
+            offset: 10,
+            pkid: 3,
+            qos: QoS::AtLeastOnce,
+            released: false,
+        }]);
+        resumed.restore_done(&[(1, 11), (1, 9)]);
+        assert!(resumed.is_done(1, 11));
+        assert!(
+            !resumed.is_done(1, 9),
+            "below the oldest open one: already behind the cursor"
+        );
     }
 
     #[test]

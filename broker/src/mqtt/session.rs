@@ -93,6 +93,10 @@ pub struct SavedCursors {
     pub cursors: Vec<Position>,
     #[serde(default)]
     pub inflight: Vec<StoredDelivery>,
+    /// QoS 2 deliveries completed above an open one (the cursor is before them): skipped at
+    /// resume, not delivered twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub done: Vec<Position>,
 }
 
 /// The slowly changing part of a session: its filters and expiry.
@@ -204,10 +208,27 @@ pub fn save_cursors<'a>(
             })
         })
         .collect();
+    let mut done: Vec<Position> = (outgoing.done_deliveries().iter())
+        .filter_map(|(id, offset)| Some(position(by_id.get(id)?, *offset)))
+        .collect();
+    done.sort_by(|a, b| (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset)));
     SavedCursors {
         cursors: out,
         inflight,
+        done,
     }
+}
+
+/// Saved completed deliveries resolved to the log's current partitions.
+pub fn resolve_done(saved: &[Position], log: &Log) -> Vec<(u32, i64)> {
+    let parts = partition_ids(log);
+    saved
+        .iter()
+        .filter_map(|pos| {
+            let p = parts.get(&(Arc::from(pos.topic.as_str()), pos.partition))?;
+            Some((p.id, pos.offset))
+        })
+        .collect()
 }
 
 /// Saved open deliveries resolved to the log's current partitions.

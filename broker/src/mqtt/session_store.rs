@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::OwnedMutexGuard;
 
-use crate::log::{Log, LogError};
+use crate::log::{Log, LogError, Ticket};
 
 use super::receipts;
 use super::routing::Router;
@@ -300,6 +300,18 @@ impl SessionStore {
         record: Option<&SessionRecord>,
         cursors: &SavedCursors,
     ) -> Result<(), SessionError> {
+        let ticket = self.submit_save(client_id, record, cursors).await?;
+        ticket.durable().await.map_err(Self::err(client_id))
+    }
+
+    /// [`SessionStore::save`] in two steps: this returns once the entries are queued with the
+    /// log writer (after whatever the caller queued before), the ticket resolves once durable.
+    pub async fn submit_save(
+        &self,
+        client_id: &str,
+        record: Option<&SessionRecord>,
+        cursors: &SavedCursors,
+    ) -> Result<Ticket<()>, SessionError> {
         let mut entries = Vec::with_capacity(2);
         if let Some(r) = record {
             let value = serde_json::to_vec(r).map_err(|source| SessionError::Corrupt {
@@ -313,17 +325,14 @@ impl SessionStore {
             source,
         })?;
         entries.push((format!("{CURSOR_PREFIX}{client_id}"), Some(value)));
-        self.log
-            .put_meta(entries)
-            .await
-            .map_err(Self::err(client_id))?;
+        let ticket = (self.log.submit_meta(entries).await).map_err(Self::err(client_id))?;
         if let Some(r) = record {
             self.index
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(client_id.to_string(), r.expires_at());
         }
-        Ok(())
+        Ok(ticket)
     }
 
     /// Deletes `client_id`'s session, if it has one.

@@ -369,6 +369,59 @@ async fn a_resent_qos2_publish_is_stored_once_across_a_reconnect_and_a_restart()
     assert!(receipts::load(&b.log, "q2-in").unwrap().is_empty());
 }
 
+/// The next PUBLISH: payload, packet id and DUP.
+async fn next_qos2(raw: &mut Raw) -> (String, u16, bool) {
+    match raw.recv().await {
+        Some(Packet::Publish(p)) => {
+            assert_eq!(p.qos, QoS::ExactlyOnce);
+            (
+                String::from_utf8_lossy(&p.payload).into_owned(),
+                p.pkid,
+                p.dup,
+            )
+        }
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_qos2_delivery_completed_behind_an_open_one_is_not_sent_again_on_resume() {
+    let b = start(MqttSection::default()).await;
+    let (mut raw, _) = raw_persistent(b.addr, "q2-order-out").await;
+    let mut sub = Subscribe::new("oo/#", QoS::ExactlyOnce);
+    sub.pkid = 1;
+    raw.send(Packet::Subscribe(sub)).await;
+    assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
+    let mut p = client(b.addr, "oo-pub", false).await;
+    for m in ["open", "done"] {
+        p.publish_acked("oo/a", QoS::ExactlyOnce, m).await;
+    }
+    let (first, open_id, _) = next_qos2(&mut raw).await;
+    let (second, done_id, _) = next_qos2(&mut raw).await;
+    assert_eq!((first.as_str(), second.as_str()), ("open", "done"));
+    // The second completes, the first stays open; then the connection drops.
+    raw.send(Packet::PubRec(PubRec::new(done_id))).await;
+    assert!(matches!(raw.recv().await, Some(Packet::PubRel(r)) if r.pkid == done_id));
+    raw.send(Packet::PubComp(PubComp::new(done_id))).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(raw);
+
+    let (mut raw, present) = raw_persistent(b.addr, "q2-order-out").await;
+    assert!(present);
+    assert_eq!(
+        next_qos2(&mut raw).await,
+        ("open".to_string(), open_id, true),
+        "the open one again, under its id"
+    );
+    p.publish_acked("oo/a", QoS::ExactlyOnce, "next").await;
+    let (next, _, dup) = next_qos2(&mut raw).await;
+    assert_eq!(
+        (next.as_str(), dup),
+        ("next", false),
+        "the completed one is not delivered twice"
+    );
+}
+
 #[tokio::test]
 async fn pubcomps_keep_the_order_of_pubrels_in_a_persistent_session() {
     let b = start(MqttSection::default()).await;

@@ -77,6 +77,8 @@ impl<S: Link> Connection<S> {
                     }
                 });
                 if release {
+                    // The released stage is saved before the PUBREL goes (see `fence`).
+                    self.fence_from(self.out.len());
                     self.send(&ServerPacket::PubRel { pkid });
                 }
             }

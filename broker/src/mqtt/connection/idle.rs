@@ -42,6 +42,7 @@ impl<S: Link> Connection<S> {
             && !self.needs_flush
             && self.pending.is_empty()
             && self.releasing.is_empty()
+            && !self.unsaved
             && self.held.is_none()
             && self.inbound.is_empty()
     }

@@ -5,6 +5,7 @@ use crate::mqtt::link::Link;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::log::Ticket;
 use crate::mqtt::inflight::AwaitingRelease;
 use crate::mqtt::packet::{reason, ConnectCode, Version};
 use crate::mqtt::session::{self, SavedCursors, SessionRecord, StoredSub, SAVE_INTERVAL};
@@ -115,6 +116,8 @@ impl<S: Link> Connection<S> {
                 .resume(resolved, &o.subs, &ctx.inner.router, max_queued);
             let inflight = session::resolve_inflight(&cursors.inflight, log);
             release = o.outgoing.restore(&inflight);
+            o.outgoing
+                .restore_done(&session::resolve_done(&cursors.done, log));
             let filters = o.subs.len();
             self.rejoin_share_groups();
             tracing::debug!(client_id = %self.client_id, filters, "mqtt: session resumed");
@@ -131,6 +134,7 @@ impl<S: Link> Connection<S> {
         }
         // Stored while anything of the session is: a crash leaves it resumable.
         self.receipts_stored = keep || present;
+        self.fence_saves = keep;
         if keep || present {
             self.persist = Some(Box::new(Persist {
                 keep,
@@ -218,6 +222,10 @@ impl<S: Link> Connection<S> {
             Some(false) => self.ctx.inner.sessions.remove(&self.client_id).await,
             Some(true) => self.write_session(Some(now_ms()), true).await,
         };
+        if result.is_ok() {
+            // Saved with everything sent so far: the last output may go (see `fence`).
+            self.fence_len = None;
+        }
         if let Err(e) = result {
             tracing::error!(client_id = %self.client_id, reason = %closed, error = %e, "mqtt: cannot save session at disconnect; it resumes from its last save");
         }
@@ -231,12 +239,32 @@ impl<S: Link> Connection<S> {
         disconnected_ms: Option<i64>,
         force: bool,
     ) -> Result<(), SessionError> {
-        let Some(p) = &self.persist else {
+        let Some(save) = self.session_changes(disconnected_ms, force) else {
             return Ok(());
         };
-        if !p.keep {
-            return Ok(());
+        let sessions = &self.ctx.inner.sessions;
+        (sessions.save(&self.client_id, save.record.as_ref(), &save.cursors)).await?;
+        self.saved(save);
+        Ok(())
+    }
+
+    /// Queues a save of the session's cursors (and its record if the filters changed) with the
+    /// log writer; the ticket resolves once it is durable. `None` for a session not kept.
+    pub(super) async fn submit_session_save(&mut self) -> Option<Result<Ticket<()>, SessionError>> {
+        let save = self.session_changes(None, false)?;
+        let sessions = &self.ctx.inner.sessions;
+        let ticket = sessions.submit_save(&self.client_id, save.record.as_ref(), &save.cursors);
+        let ticket = ticket.await;
+        if ticket.is_ok() {
+            self.saved(save);
         }
+        Some(ticket)
+    }
+
+    /// What a save writes now: `None` for a session not kept, or when nothing changed and
+    /// not `force`.
+    fn session_changes(&self, disconnected_ms: Option<i64>, force: bool) -> Option<SessionSave> {
+        let p = self.persist.as_ref().filter(|p| p.keep)?;
         let log = self.ctx.inner.ingest.log();
         let (subs, cursors) = match &self.outbound {
             Some(o) => (
@@ -247,22 +275,31 @@ impl<S: Link> Connection<S> {
         };
         let subs_changed = subs != p.saved_subs;
         if !force && !subs_changed && cursors == p.saved_cursors {
-            return Ok(());
+            return None;
         }
         let record = (force || subs_changed).then(|| SessionRecord {
             expiry_secs: p.expiry,
             disconnected_ms,
             subs: subs.clone(),
         });
-        self.ctx
-            .inner
-            .sessions
-            .save(&self.client_id, record.as_ref(), &cursors)
-            .await?;
-        if let Some(p) = &mut self.persist {
-            p.saved_subs = subs;
-            p.saved_cursors = cursors;
-        }
-        Ok(())
+        Some(SessionSave {
+            record,
+            subs,
+            cursors,
+        })
     }
+
+    fn saved(&mut self, save: SessionSave) {
+        if let Some(p) = &mut self.persist {
+            p.saved_subs = save.subs;
+            p.saved_cursors = save.cursors;
+        }
+    }
+}
+
+/// One save of a session: the record when it changed, the subscriptions and the cursors.
+struct SessionSave {
+    record: Option<SessionRecord>,
+    subs: Vec<StoredSub>,
+    cursors: SavedCursors,
 }
