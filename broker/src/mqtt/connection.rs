@@ -153,6 +153,8 @@ const QUIET_BEFORE_IDLE: Duration = Duration::from_millis(200);
 /// A finished append and the acks it owes.
 struct AppendDone {
     acks: Vec<Ack>,
+    /// Packet ids of the QoS 2 receipts stored with it (see `receipts`).
+    receipts: Vec<u16>,
     /// Payload bytes of its records (counted in `Connection::bytes_in_flight`).
     bytes: usize,
     mqtt_topic: String,
@@ -178,6 +180,10 @@ enum Done {
 }
 
 type PendingAppend = Pin<Box<dyn Future<Output = Done> + Send>>;
+
+/// Most PUBCOMPs a connection owes while their receipts' deletion is queued: a client sending
+/// PUBRELs faster than the disk takes them is slowed by TCP, as a fast publisher is.
+const MAX_PUBCOMPS_OWED: usize = 1024;
 
 /// Most appends of one connection queued with the log writer at once: while one batch is being
 /// fsync'd the next can join the following group commit, so a single publisher is not held to
@@ -309,6 +315,9 @@ struct Connection<S> {
     /// PUBRELs read whose PUBCOMP waits for the deletion of stored receipts (packet id,
     /// reason, whether the id was awaiting release), queued by the next turn of the loop.
     releasing: Vec<(u16, u8, bool)>,
+    /// PUBCOMPs owed (in `releasing` and in queued deletions): reading stops at
+    /// [`MAX_PUBCOMPS_OWED`].
+    pubcomps_owed: usize,
     /// Whether QoS 2 PUBLISHes and PUBRELs wait for a save of the session (see `fence`): set
     /// for a session that is kept.
     fence_saves: bool,
@@ -370,6 +379,7 @@ impl<S: Link> Connection<S> {
             awaiting_rel: AwaitingRelease::default(),
             receipts_stored: false,
             releasing: Vec::new(),
+            pubcomps_owed: 0,
             fence_saves: false,
             fence_len: None,
             unsaved: false,
@@ -606,9 +616,6 @@ impl<S: Link> Connection<S> {
                 Box::pin(self.start_appends()).await;
                 return Step::Closed(closed);
             }
-            if !self.releasing.is_empty() {
-                Box::pin(self.start_release()).await;
-            }
             if self.disconnect_received
                 && !matches!(
                     draining,
@@ -632,6 +639,11 @@ impl<S: Link> Connection<S> {
                 if let Err(closed) = caught_up {
                     return Step::Closed(closed);
                 }
+            }
+            // Behind the appends read before them (a receipt is never deleted before it is
+            // written).
+            if !self.releasing.is_empty() {
+                Box::pin(self.start_release()).await;
             }
             let appends_done = self.pending.is_empty() && self.held.is_none();
             if draining.is_some() && appends_done && self.inbound.is_empty() {
@@ -665,7 +677,7 @@ impl<S: Link> Connection<S> {
                 quiet_since = None;
             }
             let can_read =
-                draining.is_none() && !self.inbound.is_full() && self.out.len() < OUT_READ_LIMIT;
+                draining.is_none() && !self.input_blocked() && self.out.len() < OUT_READ_LIMIT;
             if can_read {
                 buffers::prepare_read(&mut self.inbuf, self.read_hint);
             }
@@ -703,7 +715,7 @@ impl<S: Link> Connection<S> {
                     let finished = match done {
                         Done::Append(done) => {
                             self.retained_in_flight = false;
-                            self.finish_append(done)
+                            Box::pin(self.finish_append(done)).await
                         }
                         Done::Released { pubcomps, result } => self.finish_release(pubcomps, result),
                         Done::Saved { extra, result } => self.finish_save(extra, result),
@@ -776,7 +788,7 @@ impl<S: Link> Connection<S> {
     /// for the commit of the one before. Never waits for the client.
     async fn catch_up(&mut self, draining: &mut Option<(Closed, Instant)>) -> Result<(), Closed> {
         for _ in 0..CATCH_UP_ROUNDS {
-            let read = !self.inbound.is_full()
+            let read = !self.input_blocked()
                 && self.out.len() < OUT_READ_LIMIT
                 && !self.disconnect_received;
             let write = self.wants_write();

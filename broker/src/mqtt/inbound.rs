@@ -17,6 +17,7 @@ use rumqttc::mqttbytes::QoS;
 
 use crate::log::NewRecord;
 
+use super::packet::reason;
 use super::properties::MessageProps;
 
 /// Header holding the full MQTT topic of a record; it marks records that came from MQTT.
@@ -132,10 +133,18 @@ impl InboundQueue {
             self.bytes -= m.payload.len();
             bytes += m.payload.len();
             if m.qos != QoS::AtMostOnce {
+                // A resent QoS 2 message is stored already: its PUBREC says so whatever
+                // becomes of this batch (a failure would end the exchange, and the client
+                // could reuse the id while the stored receipt holds it).
+                let resent = m.qos == QoS::ExactlyOnce && !m.store;
                 batch.acks.push(Ack {
                     qos: m.qos,
                     pkid: m.pkid,
-                    refused: m.refused,
+                    refused: if resent {
+                        Some(reason::SUCCESS)
+                    } else {
+                        m.refused
+                    },
                 });
             }
             if m.store && m.refused.is_none() {
@@ -223,10 +232,11 @@ mod tests {
                 Ack {
                     qos: QoS::ExactlyOnce,
                     pkid: 2,
-                    refused: None
+                    refused: Some(reason::SUCCESS),
                 }
             ]
         );
+        assert!(b.new_qos2.is_empty(), "a resend adds no receipt");
         let r = &b.records[0];
         assert_eq!(r.key.as_deref(), Some(&b"a/1"[..]));
         assert_eq!(r.timestamp, 7);

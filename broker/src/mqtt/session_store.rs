@@ -274,7 +274,7 @@ impl SessionStore {
         for id in &expired {
             entries.push((format!("{SESSION_PREFIX}{id}"), None));
             entries.push((format!("{CURSOR_PREFIX}{id}"), None));
-            entries.extend(receipts::forget(&self.log, id).map_err(Self::err(client_id))?);
+            entries.extend(receipts::forget(&self.log, id).map_err(Self::err(id))?);
         }
         if !entries.is_empty() {
             self.log
@@ -343,7 +343,11 @@ impl SessionStore {
             .unwrap_or_else(|p| p.into_inner())
             .contains_key(client_id);
         let key = format!("{SESSION_PREFIX}{client_id}");
+        // Receipts are looked for even without a session: one deleted by `admit` while its
+        // connection ran may have left some behind.
+        let receipts = receipts::forget(&self.log, client_id).map_err(Self::err(client_id))?;
         if !known
+            && receipts.is_empty()
             && self
                 .log
                 .get_meta(&key)
@@ -353,7 +357,7 @@ impl SessionStore {
             return Ok(());
         }
         let mut entries = vec![(key, None), (format!("{CURSOR_PREFIX}{client_id}"), None)];
-        entries.extend(receipts::forget(&self.log, client_id).map_err(Self::err(client_id))?);
+        entries.extend(receipts);
         self.log
             .put_meta(entries)
             .await

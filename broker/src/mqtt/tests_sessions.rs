@@ -431,6 +431,9 @@ async fn pubcomps_keep_the_order_of_pubrels_in_a_persistent_session() {
             .await;
         expect_pubrec(&mut raw, pkid).await;
     }
+    let mut stored = receipts::load(&b.log, "q2-order").unwrap();
+    stored.sort();
+    assert_eq!(stored, vec![3, 4], "stored with their messages");
     // 9 was never received: answered too, in its turn.
     for pkid in [4, 9, 3] {
         raw.send(Packet::PubRel(PubRel::new(pkid))).await;
@@ -439,6 +442,51 @@ async fn pubcomps_keep_the_order_of_pubrels_in_a_persistent_session() {
         assert!(matches!(raw.recv().await, Some(Packet::PubComp(c)) if c.pkid == pkid));
     }
     assert!(receipts::load(&b.log, "q2-order").unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_resent_qos2_publish_is_acknowledged_as_stored_even_when_its_batch_fails() {
+    use rumqttc::v5::mqttbytes::v5::{PubRecReason, PubRel as PubRel5};
+    let b = start_with(MqttSection::default(), 2 * 1024 * 1024).await;
+    let (mut raw, _) = raw5(b.addr, "q2-full", 3600).await;
+    let pubrec = |p| match p {
+        Some(P5::PubRec(r)) => (r.pkid, r.reason),
+        other => panic!("expected PUBREC, got {other:?}"),
+    };
+    raw.send(v5::pub5("full/q2", Q5::ExactlyOnce, 7, b"stored", None))
+        .await;
+    assert_eq!(pubrec(raw.recv().await), (7, PubRecReason::Success));
+    // Fill the log.
+    let mut id = 100;
+    loop {
+        id += 1;
+        let big = v5::pub5("full/q2", Q5::ExactlyOnce, id, &[1u8; 200 * 1024], None);
+        raw.send(big).await;
+        match pubrec(raw.recv().await) {
+            (_, PubRecReason::Success) => {
+                raw.send(P5::PubRel(PubRel5::new(id, None))).await;
+                assert!(matches!(raw.recv().await, Some(P5::PubComp(_))));
+            }
+            (pkid, reason) => {
+                assert_eq!((pkid, reason), (id, PubRecReason::QuotaExceeded));
+                break;
+            }
+        }
+    }
+    // The PUBREC of 7 was lost, say: 7 comes again, in one batch with a message that fails.
+    let mut again =
+        rumqttc::v5::mqttbytes::v5::Publish::new("full/q2", Q5::ExactlyOnce, &b"stored"[..], None);
+    again.pkid = 7;
+    again.dup = true;
+    let failing = v5::pub5("full/q2", Q5::ExactlyOnce, 8, &[1u8; 200 * 1024], None);
+    raw.send_together(vec![P5::Publish(again), failing]).await;
+    assert_eq!(
+        pubrec(raw.recv().await),
+        (7, PubRecReason::Success),
+        "stored before: acknowledged as such, whatever became of the batch"
+    );
+    assert_eq!(pubrec(raw.recv().await), (8, PubRecReason::QuotaExceeded));
+    assert_eq!(receipts::load(&b.log, "q2-full").unwrap(), vec![7]);
 }
 
 /// A raw MQTT 5 connection with clean start off and `expiry`; returns it and session present.

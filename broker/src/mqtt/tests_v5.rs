@@ -58,6 +58,15 @@ impl Raw5 {
         let _ = self.stream.write_all(&out).await;
     }
 
+    /// Sends `packets` in one write, so the broker reads them together.
+    pub(super) async fn send_together(&mut self, packets: Vec<P5>) {
+        let mut out = BytesMut::new();
+        for packet in packets {
+            packet.write(&mut out, None).unwrap();
+        }
+        let _ = self.stream.write_all(&out).await;
+    }
+
     pub(super) async fn recv(&mut self) -> Option<P5> {
         tokio::time::timeout(WAIT, async {
             loop {
@@ -129,7 +138,13 @@ impl Raw5 {
     }
 }
 
-fn pub5(topic: &str, qos: Q5, pkid: u16, payload: &[u8], props: Option<PublishProperties>) -> P5 {
+pub(super) fn pub5(
+    topic: &str,
+    qos: Q5,
+    pkid: u16,
+    payload: &[u8],
+    props: Option<PublishProperties>,
+) -> P5 {
     let mut p = Pub5::new(topic, qos, payload.to_vec(), props);
     p.pkid = pkid;
     P5::Publish(p)

@@ -26,15 +26,14 @@ use crate::mqtt::{shared, topic::TopicError};
 
 use super::{
     now_ms, AppendDone, Closed, Connection, Done, MAX_APPENDS_IN_FLIGHT, MAX_BYTES_IN_FLIGHT,
-    MAX_QOS0_APPENDS_IN_FLIGHT, OUT_READ_LIMIT, RECEIVE_MAXIMUM, TOPIC_ALIAS_MAXIMUM,
+    MAX_PUBCOMPS_OWED, MAX_QOS0_APPENDS_IN_FLIGHT, OUT_READ_LIMIT, RECEIVE_MAXIMUM,
+    TOPIC_ALIAS_MAXIMUM,
 };
 
 impl<S: Link> Connection<S> {
     /// Decodes and handles the complete packets buffered, while there is room for their effects.
     pub(super) fn process_input(&mut self) -> Result<(), Closed> {
-        while !self.inbound.is_full()
-            && self.out.len() < OUT_READ_LIMIT
-            && !self.disconnect_received
+        while !self.input_blocked() && self.out.len() < OUT_READ_LIMIT && !self.disconnect_received
         {
             match self.wire.decode(&mut self.inbuf)? {
                 None => break,
@@ -45,6 +44,11 @@ impl<S: Link> Connection<S> {
             }
         }
         Ok(())
+    }
+
+    /// Whether reading waits for appends or PUBCOMPs to catch up.
+    pub(super) fn input_blocked(&self) -> bool {
+        self.inbound.is_full() || self.pubcomps_owed >= MAX_PUBCOMPS_OWED
     }
 
     fn v5(&self) -> bool {
@@ -95,6 +99,7 @@ impl<S: Link> Connection<S> {
                     // PUBCOMP once the stored receipt is gone (see `receipts`); unknown ids
                     // wait their turn too, so PUBCOMPs keep the order of the PUBRELs (§4.6).
                     self.releasing.push((pkid, reason, known));
+                    self.pubcomps_owed += 1;
                 } else {
                     self.send(&ServerPacket::PubComp { pkid, reason });
                 }
@@ -457,8 +462,14 @@ impl<S: Link> Connection<S> {
             mqtt_topic,
             records,
             acks,
+            new_qos2,
             ..
         } = batch;
+        let receipt_ids = if receipts.is_empty() {
+            Vec::new()
+        } else {
+            new_qos2
+        };
         let submitted = self.ctx.submit(&mqtt_topic, &log_topic, records, receipts);
         let mut submitted = submitted.await;
         // Only a lone append is committed by this task when it waits; behind another, the
@@ -473,6 +484,7 @@ impl<S: Link> Connection<S> {
             };
             Done::Append(AppendDone {
                 acks,
+                receipts: receipt_ids,
                 bytes,
                 mqtt_topic,
                 log_topic,
@@ -505,15 +517,30 @@ impl<S: Link> Connection<S> {
             Some(self.ctx.inner.ingest.log().submit_meta(entries).await)
         };
         let background = !self.pending.is_empty();
+        let (log, client_id) = (self.ctx.inner.ingest.log().clone(), self.client_id.clone());
         self.pending.push_back(Box::pin(async move {
-            let result = match ticket {
-                None => Ok(()),
-                Some(Err(e)) => Err(e),
-                Some(Ok(mut ticket)) => {
-                    if background {
-                        ticket.commit_in_background();
+            let mut ticket = ticket;
+            let result = loop {
+                let result = match ticket {
+                    None => Ok(()),
+                    Some(Err(e)) => Err(e),
+                    Some(Ok(mut ticket)) => {
+                        if background {
+                            ticket.commit_in_background();
+                        }
+                        ticket.durable().await
                     }
-                    ticket.durable().await
+                };
+                match result {
+                    // A full log fails whole groups of writes, this one with another's append:
+                    // tried again (in its turn, so PUBCOMPs keep their order) until retention
+                    // makes room; PUBREL has no negative answer.
+                    Err(e) if e.is_full() => {
+                        tokio::time::sleep(RELEASE_RETRY).await;
+                        let entries = receipts::released(&client_id, &known);
+                        ticket = Some(log.submit_meta(entries).await);
+                    }
+                    result => break result,
                 }
             };
             Done::Released { pubcomps, result }
@@ -527,6 +554,7 @@ impl<S: Link> Connection<S> {
         pubcomps: Vec<(u16, u8)>,
         result: Result<(), LogError>,
     ) -> Result<(), Closed> {
+        self.pubcomps_owed -= pubcomps.len();
         result.map_err(Closed::Receipts)?;
         for (pkid, reason) in pubcomps {
             self.send(&ServerPacket::PubComp { pkid, reason });
@@ -544,14 +572,20 @@ impl<S: Link> Connection<S> {
             records,
             acks,
             retained,
-            ..
+            new_qos2,
         } = batch;
+        let receipt_ids = if receipts.is_empty() {
+            Vec::new()
+        } else {
+            new_qos2
+        };
         self.retained_in_flight = true;
         self.pending.push_back(Box::pin(async move {
             let appended = ctx.append(&mqtt_topic, &log_topic, records, retained, receipts);
             let result = appended.await;
             Done::Append(AppendDone {
                 acks,
+                receipts: receipt_ids,
                 bytes,
                 mqtt_topic,
                 log_topic,
@@ -563,12 +597,20 @@ impl<S: Link> Connection<S> {
     /// Acks a durable batch. A failed append ends a 3.1.1 connection without acking (it has no
     /// negative PUBACK: the client resends after reconnecting); an MQTT 5 client gets negative
     /// acks instead (0x97 quota exceeded when the log is full) and the connection goes on.
-    pub(super) fn finish_append(&mut self, done: AppendDone) -> Result<(), Closed> {
+    pub(super) async fn finish_append(&mut self, done: AppendDone) -> Result<(), Closed> {
         if !done.acks.is_empty() {
             self.acked_in_flight -= 1;
         }
         self.bytes_in_flight -= done.bytes;
         let mut code = reason::SUCCESS;
+        if done.result.is_err() && !done.receipts.is_empty() {
+            // Not stored, so not received: through ingest plugins the receipts may have
+            // committed while the records of another append failed. They go before any ack
+            // does (a resend must be stored, not taken for a duplicate).
+            let entries = receipts::released(&self.client_id, &done.receipts);
+            let log = self.ctx.inner.ingest.log();
+            log.put_meta(entries).await.map_err(Closed::Receipts)?;
+        }
         if let Err(error) = done.result {
             if !self.v5() {
                 return Err(Closed::Ingest {
@@ -613,6 +655,9 @@ impl<S: Link> Connection<S> {
         }
     }
 }
+
+/// How long a receipt deletion refused by a full log waits before it is tried again.
+const RELEASE_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Payload bytes of a batch's records.
 fn batch_bytes(batch: &Batch) -> usize {

@@ -94,6 +94,11 @@ impl<S: Link> Connection<S> {
         } else {
             store.get(&self.client_id, now).await?
         };
+        if keep && stored.is_none() && !clean_start {
+            // A new session starts with no receipts: none left by an earlier one may stand
+            // for its messages (clean start removed them above).
+            store.remove(&self.client_id).await?;
+        }
         if keep && stored.is_none() && !store.admit(&self.client_id, now).await? {
             return Err(Refusal::Code(
                 ConnectCode::QuotaExceeded,
@@ -197,13 +202,16 @@ impl<S: Link> Connection<S> {
             // Appends and releases already queued commit before the lease goes: a connection
             // taking the session over reads their receipts (acks are not sent any more).
             let queued = std::mem::take(&mut self.pending);
-            let all = async {
+            // They always resolve (the writer answers every command), so this waits for them
+            // however long the disk takes: the lease must not go before them.
+            let mut all = std::pin::pin!(async {
                 for done in queued {
                     done.await;
                 }
-            };
-            if tokio::time::timeout(DRAIN_TIMEOUT, all).await.is_err() {
-                tracing::warn!(client_id = %self.client_id, "mqtt: appends still in flight when the session was saved");
+            });
+            if tokio::time::timeout(DRAIN_TIMEOUT, &mut all).await.is_err() {
+                tracing::warn!(client_id = %self.client_id, "mqtt: waiting for appends still in flight before saving the session");
+                all.await;
             }
         }
         if keep == Some(true) {
