@@ -364,3 +364,32 @@ async fn a_qos2_delivery_reaches_a_persistent_subscriber_once_across_kill_9() {
     );
     assert!(broker.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_qos2_delivery_stays_with_its_member_across_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let broker = ChildBroker::spawn(BIN, &data, "");
+    let addr = broker.addrs.mqtt.unwrap();
+    let (mut a, _) = RawMqtt::persistent(addr, "panel-a").await;
+    a.subscribe_qos2("$share/panels/alarm/#").await;
+    publish_qos2(addr, "alarm/boiler", "overheat").await;
+    let (payload, pkid, _) = a.delivery().await;
+    assert_eq!(payload, "overheat");
+    // Long enough for the group to save its place with the delivery unsettled.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    broker.kill9();
+
+    let broker = ChildBroker::spawn(BIN, &data, "");
+    let addr = broker.addrs.mqtt.unwrap();
+    // Another member of the group does not get it (it is panel-a's to complete)...
+    let (mut b, _) = RawMqtt::persistent(addr, "panel-b").await;
+    b.subscribe_qos2("$share/panels/alarm/#").await;
+    publish_qos2(addr, "alarm/boiler", "normal").await;
+    assert_eq!(b.delivery().await.0, "normal");
+    // ...panel-a does, under the same id.
+    let (mut a, present) = RawMqtt::persistent(addr, "panel-a").await;
+    assert!(present);
+    assert_eq!(a.delivery().await, ("overheat".to_string(), pkid, true));
+    assert!(broker.terminate().success());
+}

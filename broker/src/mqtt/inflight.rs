@@ -147,6 +147,20 @@ impl Outgoing {
         self.finish(id, Stage::Released)
     }
 
+    /// Opens `id` again for a QoS 2 delivery a resumed session held (a shared subscription's,
+    /// whose log position the window does not track); false if the id is taken.
+    pub fn reopen(&mut self, id: u16, qos: QoS) -> bool {
+        if id == 0 || self.open.contains_key(&id) {
+            return false;
+        }
+        let stage = match qos {
+            QoS::ExactlyOnce => Stage::Qos2Sent,
+            _ => Stage::Qos1Sent,
+        };
+        self.open.insert(id, stage);
+        true
+    }
+
     /// Frees an id whose PUBLISH was never sent.
     pub fn cancel(&mut self, id: u16) {
         self.open.remove(&id);

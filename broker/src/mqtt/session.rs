@@ -51,6 +51,7 @@ use serde::{Deserialize, Serialize};
 use crate::log::{Log, PartitionHandle};
 
 use super::inflight::{OpenDelivery, Outgoing};
+use super::shared_member::SharedMember;
 use super::subscriptions::{SubOptions, Subscriptions};
 
 /// Longest interval between two saves of a connected persistent session's cursors: the most
@@ -58,7 +59,7 @@ use super::subscriptions::{SubOptions, Subscriptions};
 pub const SAVE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A log position: topic name, partition index, offset.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Position {
     pub topic: String,
     pub partition: u32,
@@ -97,6 +98,19 @@ pub struct SavedCursors {
     /// resume, not delivered twice.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub done: Vec<Position>,
+    /// QoS 2 deliveries of shared subscriptions not acknowledged yet: the session holds them
+    /// (their group does not give them to another member) and sends them again at resume.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared: Vec<StoredShared>,
+}
+
+/// A held QoS 2 delivery of a shared subscription (see [`super::shared_member::Held`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StoredShared {
+    /// The whole `$share/{group}/{filter}`.
+    pub filter: String,
+    pub at: Position,
+    pub pkid: u16,
 }
 
 /// The slowly changing part of a session: its filters and expiry.
@@ -183,6 +197,8 @@ pub fn save_subs(subs: &Subscriptions, log: &Log) -> Vec<StoredSub> {
 pub fn save_cursors<'a>(
     cursors: impl Iterator<Item = (&'a Arc<PartitionHandle>, i64)>,
     outgoing: &Outgoing,
+    shared: &SharedMember,
+    log: &Log,
 ) -> SavedCursors {
     let unacked = outgoing.unacked_from();
     let cursors: Vec<(&Arc<PartitionHandle>, i64)> = cursors.collect();
@@ -212,10 +228,25 @@ pub fn save_cursors<'a>(
         .filter_map(|(id, offset)| Some(position(by_id.get(id)?, *offset)))
         .collect();
     done.sort_by(|a, b| (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset)));
+    let held = shared.held_positions();
+    let shared = if held.is_empty() {
+        Vec::new()
+    } else {
+        let by_id: HashMap<u32, Arc<PartitionHandle>> = (partition_ids(log).into_values())
+            .map(|p| (p.id, p))
+            .collect();
+        (held.into_iter())
+            .filter_map(|(filter, id, offset, pkid)| {
+                let at = position(by_id.get(&id)?, offset);
+                Some(StoredShared { filter, at, pkid })
+            })
+            .collect()
+    };
     SavedCursors {
         cursors: out,
         inflight,
         done,
+        shared,
     }
 }
 

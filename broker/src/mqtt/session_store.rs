@@ -29,7 +29,9 @@ use super::receipts;
 use super::routing::Router;
 use super::session::{SavedCursors, SessionRecord};
 use super::shared;
+use super::shared::ShareGroup;
 use super::shared_groups::ShareGroups;
+use super::shared_member::Held;
 
 /// Key prefix of session records.
 pub const SESSION_PREFIX: &str = "mqtt/session/";
@@ -137,16 +139,57 @@ impl SessionStore {
             let Ok(record) = serde_json::from_slice::<SessionRecord>(&value) else {
                 continue; // reported by `load`
             };
-            let joined: Vec<_> = record
+            let joined: Vec<(String, Arc<ShareGroup>)> = record
                 .subs
                 .iter()
                 .filter_map(|s| match shared::parse(&s.filter) {
-                    Some(Ok((name, filter))) => Some(groups.join(name, filter, &self.log, router)),
+                    Some(Ok((name, filter))) => Some((
+                        s.filter.clone(),
+                        groups.join(name, filter, &self.log, router),
+                    )),
                     _ => None,
                 })
                 .collect();
-            groups.park(client_id, joined, self.expires_at(client_id));
+            let held = self.held_deliveries(client_id, &joined);
+            let joined = joined.into_iter().map(|(_, group)| group).collect();
+            groups.park(client_id, joined, held, self.expires_at(client_id));
         }
+    }
+
+    /// The QoS 2 deliveries of shared subscriptions `client_id`'s saved session holds, held in
+    /// their groups again (no other member claims them). Unreadable cursors hold none.
+    fn held_deliveries(&self, client_id: &str, joined: &[(String, Arc<ShareGroup>)]) -> Vec<Held> {
+        if joined.is_empty() {
+            return Vec::new();
+        }
+        let key = format!("{CURSOR_PREFIX}{client_id}");
+        let Ok(Some(bytes)) = self.log.get_meta(&key) else {
+            return Vec::new();
+        };
+        let Ok(cursors) = serde_json::from_slice::<SavedCursors>(&bytes) else {
+            return Vec::new();
+        };
+        let mut held = Vec::new();
+        for s in cursors.shared {
+            let Some((_, group)) = joined.iter().find(|(filter, _)| *filter == s.filter) else {
+                continue;
+            };
+            let at = &s.at;
+            let partition =
+                (self.log.topic(&at.topic)).and_then(|t| t.partition(at.partition as i32).cloned());
+            let Some(partition) = partition else {
+                continue;
+            };
+            group.hold(partition.id, at.offset);
+            held.push(Held {
+                group: group.clone(),
+                filter: s.filter,
+                partition_id: partition.id,
+                offset: at.offset,
+                pkid: s.pkid,
+            });
+        }
+        held
     }
 
     /// When the stored session of `client_id` expires (`None`: never, or not stored).

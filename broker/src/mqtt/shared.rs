@@ -7,19 +7,21 @@
 //! rest: distribution follows each member's capacity, not a fixed rotation. Nothing is copied
 //! per member and nothing queues in memory but one decoded read per group.
 //!
-//! A member that leaves (unsubscribes, disconnects, is taken over) with QoS 1/2 deliveries it
-//! has not acknowledged gives them back ([`ShareGroup::give_back`]); the next claim of any
-//! member takes those first, so they reach another member (§4.8.2: "SHOULD send to another
-//! Client"). A QoS 2 delivery the member already answered with PUBREC is not given back: the
-//! client has it.
+//! A member whose connection ends with QoS 1 deliveries it has not acknowledged gives them back
+//! ([`ShareGroup::give_back`]); the next claim of any member takes those first, so they reach
+//! another member (§4.8.2: the server "MAY attempt to send the message to another Client as
+//! soon as it loses its connection"). QoS 2 deliveries are never given back (§4.8.2, MQTT-4.8.2-4
+//! and -5): one not yet acknowledged stays with the member's session, which sends it again
+//! when it resumes ([`super::shared_member`]), or is dropped if the session ends.
 //!
 //! A new group's cursors start at the high watermark of each partition (partitions created
 //! later start at their log start), like a plain subscription. How long a group lives, and how
 //! its position survives a restart, is [`super::shared_groups`]'s business: while a persistent
 //! member is away the group keeps its place, and messages published meanwhile wait in the log.
 //! The group remembers which claims are not yet settled, so its saved position is always
-//! before them: a crash delivers them again (at least once; QoS 2 to a shared subscription is
-//! exactly once only within a run).
+//! before them, and no member claims them again: a QoS 1 claim is delivered again after a
+//! crash (at least once), a QoS 2 one is held by the member's saved session (see
+//! [`ShareGroup::hold`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -52,6 +54,18 @@ pub fn parse(filter: &str) -> Option<Result<(&str, &str), TopicError>> {
 /// Whether `filter` is a shared subscription.
 pub fn is_shared(filter: &str) -> bool {
     filter.starts_with(SHARE_PREFIX)
+}
+
+/// A group's saved state, by partition store id (see [`ShareGroup::positions`]).
+pub struct SavedGroup {
+    pub cursors: HashMap<u32, i64>,
+    pub unsettled: Vec<(u32, i64)>,
+}
+
+/// A group's state to save: next offsets per partition, and the claims not settled yet.
+pub struct GroupPositions {
+    pub cursors: Vec<(Arc<PartitionHandle>, i64)>,
+    pub unsettled: Vec<(Arc<PartitionHandle>, i64)>,
 }
 
 /// A record claimed by a member, with what delivery needs to know of it.
@@ -101,13 +115,19 @@ pub struct ShareGroup {
 
 impl ShareGroup {
     /// A group starting at the high watermarks, or where `saved` says (by partition store id;
-    /// partitions it does not name were created since and start at their log start).
+    /// partitions it does not name were created since and start at their log start). The
+    /// claims `saved` names as unsettled are claimed again first (their members are gone;
+    /// a session holding one of its QoS 2 deliveries takes it back with [`ShareGroup::hold`]).
     pub(super) fn new(
         filter: &str,
         log: &Log,
         router: &Router,
-        saved: Option<HashMap<u32, i64>>,
+        saved: Option<SavedGroup>,
     ) -> ShareGroup {
+        let (saved, unsettled) = match saved {
+            Some(s) => (Some(s.cursors), s.unsettled),
+            None => (None, Vec::new()),
+        };
         let mut cursors = BTreeMap::new();
         for t in log.topics() {
             if !router.may_hold(filter, &t.name) {
@@ -129,10 +149,10 @@ impl ShareGroup {
             state: Mutex::new(GroupState {
                 cursors,
                 pending: None,
-                returned: VecDeque::new(),
+                returned: unsettled.iter().copied().collect(),
                 resume: 0,
                 members: Vec::new(),
-                outstanding: BTreeSet::new(),
+                outstanding: unsettled.into_iter().collect(),
             }),
         }
     }
@@ -205,24 +225,37 @@ impl ShareGroup {
         out
     }
 
+    /// Marks a record as claimed by a member already: a stored session's QoS 2 delivery,
+    /// loaded at startup. No member claims it again until it is settled.
+    pub fn hold(&self, partition_id: u32, offset: i64) {
+        let mut state = self.lock();
+        state.outstanding.insert((partition_id, offset));
+        state.returned.retain(|&r| r != (partition_id, offset));
+    }
+
+    /// The record of a held claim (see [`ShareGroup::hold`]), read again for its member; `None`
+    /// if it is gone (retention) or no longer matches.
+    pub fn reread(&self, log: &Log, partition_id: u32, offset: i64) -> Option<Claimed> {
+        self.lock().reread(log, partition_id, offset, &self.filter)
+    }
+
     /// A claimed record is done with: acknowledged by its member's client, or sent at QoS 0,
     /// or skipped by the member.
     pub fn settle(&self, partition_id: u32, offset: i64) {
         self.lock().outstanding.remove(&(partition_id, offset));
     }
 
-    /// Where the group stands per partition, for saving: before its oldest unsettled claim.
-    pub fn positions(&self) -> Vec<(Arc<PartitionHandle>, i64)> {
+    /// Where the group stands, for saving: per partition the next offset nobody claimed, and
+    /// the claims not settled yet.
+    pub fn positions(&self) -> GroupPositions {
         let state = self.lock();
-        let oldest = |id: u32| {
-            let mut claims = state.outstanding.range((id, i64::MIN)..=(id, i64::MAX));
-            claims.next().map(|&(_, offset)| offset)
-        };
-        let position = |(id, c): (&u32, &GroupCursor)| {
-            let at = oldest(*id).map_or(c.next, |o| o.min(c.next));
-            (c.partition.clone(), at)
-        };
-        state.cursors.iter().map(position).collect()
+        let cursors = (state.cursors.values())
+            .map(|c| (c.partition.clone(), c.next))
+            .collect();
+        let unsettled = (state.outstanding.iter())
+            .filter_map(|&(id, offset)| Some((state.cursors.get(&id)?.partition.clone(), offset)))
+            .collect();
+        GroupPositions { cursors, unsettled }
     }
 
     /// Returns claimed records no member has delivered for good; they are claimed again first.
@@ -255,6 +288,9 @@ impl GroupState {
                 break;
             };
             cursor.next = record.offset + 1;
+            if self.outstanding.contains(&(id, record.offset)) {
+                continue; // held by a session since before a restart (see `hold`)
+            }
             if let Some(c) = matching(id, record, &cursor.partition.topic, filter) {
                 out.push(c);
             }

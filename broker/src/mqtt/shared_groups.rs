@@ -7,23 +7,29 @@
 //! every member is away wait in the log for the group, as Mosquitto queues them for offline
 //! members.
 //!
-//! Each group's position (per partition, before its oldest claim not yet acknowledged) is saved
-//! in the log's metadata under `mqtt/share/{group}/{filter}` by [`ShareGroups::save`], which the
-//! broker runs every [`SAVE_INTERVAL`] and once more at shutdown, after the connections have
-//! ended; only positions that moved are written, so idle groups cost no commits. A group created again (after a restart, or after a time with no member) starts where
-//! it was saved, so at most the last interval's acknowledged messages are delivered again after
-//! a crash. A saved position whose group is gone (no member, no parked session) is deleted by
-//! the next save. At startup, every stored session parks the groups of its shared filters.
+//! Each group's position (per partition, the next offset no member claimed, and the claims not
+//! settled yet) is saved in the log's metadata under `mqtt/share/{group}/{filter}` by
+//! [`ShareGroups::save`], which the broker runs every [`SAVE_INTERVAL`] and once more at
+//! shutdown, after the connections have ended; only positions that moved are written, so idle
+//! groups cost no commits. A group made again after a restart starts where it was saved: its
+//! unsettled claims are claimed again first (but a stored session's held QoS 2 deliveries stay
+//! its own), so at most the last interval's messages are delivered again after a crash. A group
+//! nobody holds any more (no member, no parked session) is dropped, and its saved position
+//! deleted, by the next save. At startup, every stored session parks the groups of its shared
+//! filters.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::log::{Log, LogError};
+use serde::{Deserialize, Serialize};
+
+use crate::log::{Log, LogError, PartitionHandle};
 
 use super::routing::Router;
 use super::session::Position;
-use super::shared::ShareGroup;
+use super::shared::{SavedGroup, ShareGroup};
+use super::shared_member::Held;
 
 /// How often group positions are saved: the most a crash can deliver again.
 pub const SAVE_INTERVAL: Duration = Duration::from_millis(500);
@@ -42,14 +48,25 @@ struct Parked {
     /// Never read: holding them keeps the groups (and their place in the log) alive.
     #[allow(dead_code)]
     groups: Vec<Arc<ShareGroup>>,
+    /// Its QoS 2 deliveries not acknowledged yet, sent again when it resumes.
+    held: Vec<Held>,
     /// When the session expires (ms since the epoch); `None` never.
     expires_at: Option<i64>,
 }
 
+impl Drop for Parked {
+    /// A session that ends (expired, cleaned) drops its held deliveries (MQTT-4.8.2-5); one
+    /// that resumed took them.
+    fn drop(&mut self) {
+        self.held.drain(..).for_each(Held::drop_delivery);
+    }
+}
+
 #[derive(Default)]
 struct Registry {
-    /// Every group created, alive or not yet forgotten by a save.
-    groups: HashMap<GroupKey, Weak<ShareGroup>>,
+    /// Every group alive, and those nobody holds any more until the next save drops them (so a
+    /// member joining meanwhile finds its state as it is, not as last saved).
+    groups: HashMap<GroupKey, Arc<ShareGroup>>,
     /// By client id.
     parked: HashMap<String, Parked>,
     /// What LMDB holds for each group, so a save writes only positions that moved and deletes
@@ -72,34 +89,52 @@ impl ShareGroups {
     pub fn join(&self, name: &str, filter: &str, log: &Log, router: &Router) -> Arc<ShareGroup> {
         let mut registry = self.lock();
         let key = (name.to_string(), filter.to_string());
-        if let Some(group) = registry.groups.get(&key).and_then(Weak::upgrade) {
+        if let Some(group) = registry.groups.get(&key) {
             group.refresh(log, router);
-            return group;
+            return group.clone();
         }
         let saved = load(log, &key).map(|(bytes, positions)| {
             registry.stored.insert(key.clone(), bytes);
             positions
         });
         let group = Arc::new(ShareGroup::new(filter, log, router, saved));
-        registry.groups.insert(key, Arc::downgrade(&group));
+        registry.groups.insert(key, group.clone());
         group
     }
 
-    /// Holds a persistent session's groups while it is away (replacing what it held before).
-    pub fn park(&self, client_id: &str, groups: Vec<Arc<ShareGroup>>, expires_at: Option<i64>) {
+    /// Holds a persistent session's groups and QoS 2 deliveries while it is away (replacing
+    /// what it held before).
+    pub fn park(
+        &self,
+        client_id: &str,
+        groups: Vec<Arc<ShareGroup>>,
+        held: Vec<Held>,
+        expires_at: Option<i64>,
+    ) {
         let mut registry = self.lock();
-        if groups.is_empty() {
-            registry.parked.remove(client_id);
+        let replaced = if groups.is_empty() && held.is_empty() {
+            registry.parked.remove(client_id)
         } else {
-            let parked = Parked { groups, expires_at };
-            registry.parked.insert(client_id.to_string(), parked);
-        }
+            let parked = Parked {
+                groups,
+                held,
+                expires_at,
+            };
+            registry.parked.insert(client_id.to_string(), parked)
+        };
+        drop(registry);
+        drop(replaced); // settles in the groups, outside the registry's lock
     }
 
     /// Lets go of what `client_id`'s session held (it resumed, and holds its groups itself, or
-    /// it was cleaned).
-    pub fn unpark(&self, client_id: &str) {
-        self.lock().parked.remove(client_id);
+    /// it was cleaned); returns its held deliveries, for a resumed session to send again (a
+    /// cleaned one drops them).
+    pub fn unpark(&self, client_id: &str) -> Vec<Held> {
+        let parked = self.lock().parked.remove(client_id);
+        match parked {
+            Some(mut parked) => std::mem::take(&mut parked.held),
+            None => Vec::new(),
+        }
     }
 
     /// Saves the position of every live group that moved and deletes those of groups gone;
@@ -108,17 +143,20 @@ impl ShareGroups {
         // What changed: (group, new stored value or `None` to delete).
         let changes: Vec<(GroupKey, Option<Vec<u8>>)> = {
             let mut registry = self.lock();
-            registry
-                .parked
-                .retain(|_, p| p.expires_at.is_none_or(|at| at > now_ms));
+            let expired: Vec<String> = (registry.parked.iter())
+                .filter(|(_, p)| p.expires_at.is_some_and(|at| at <= now_ms))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in expired {
+                // Dropped here: settling takes only the group's own lock.
+                registry.parked.remove(&id);
+            }
             let Registry { groups, stored, .. } = &mut *registry;
-            groups.retain(|_, group| group.strong_count() > 0);
+            // Held by the registry alone: nobody will claim from it again.
+            groups.retain(|_, group| Arc::strong_count(group) > 1);
             let mut changes = Vec::new();
             for (key, group) in groups.iter() {
-                let Some(group) = group.upgrade() else {
-                    continue;
-                };
-                let bytes = encode(&group);
+                let bytes = encode(group);
                 if stored.get(key) != Some(&bytes) {
                     changes.push((key.clone(), Some(bytes)));
                 }
@@ -168,23 +206,36 @@ impl ShareGroups {
     }
 }
 
-fn encode(group: &ShareGroup) -> Vec<u8> {
-    let positions: Vec<Position> = group
-        .positions()
-        .into_iter()
-        .map(|(p, offset)| Position {
-            topic: p.topic.to_string(),
-            partition: p.index,
-            offset,
-        })
-        .collect();
-    // Serialising plain strings and numbers cannot fail.
-    serde_json::to_vec(&positions).unwrap_or_default()
+/// A group's state as stored (JSON). Before `unsettled` was kept, a group was stored as its
+/// cursors alone, each before the partition's oldest unsettled claim; that form still loads.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Stored {
+    Group {
+        cursors: Vec<Position>,
+        unsettled: Vec<Position>,
+    },
+    Cursors(Vec<Position>),
 }
 
-/// The saved position of a group as stored and by partition store id; `None` if it was never
+fn encode(group: &ShareGroup) -> Vec<u8> {
+    let at = |(p, offset): (Arc<PartitionHandle>, i64)| Position {
+        topic: p.topic.to_string(),
+        partition: p.index,
+        offset,
+    };
+    let positions = group.positions();
+    let stored = Stored::Group {
+        cursors: positions.cursors.into_iter().map(at).collect(),
+        unsettled: positions.unsettled.into_iter().map(at).collect(),
+    };
+    // Serialising plain strings and numbers cannot fail.
+    serde_json::to_vec(&stored).unwrap_or_default()
+}
+
+/// The saved state of a group as stored and by partition store id; `None` if it was never
 /// saved.
-fn load(log: &Log, key: &GroupKey) -> Option<(Vec<u8>, HashMap<u32, i64>)> {
+fn load(log: &Log, key: &GroupKey) -> Option<(Vec<u8>, SavedGroup)> {
     let bytes = match log.get_meta(&meta_key(key)) {
         Ok(found) => found?,
         Err(e) => {
@@ -192,21 +243,21 @@ fn load(log: &Log, key: &GroupKey) -> Option<(Vec<u8>, HashMap<u32, i64>)> {
             return None;
         }
     };
-    let positions: Vec<Position> = match serde_json::from_slice(&bytes) {
-        Ok(p) => p,
+    let (cursors, unsettled) = match serde_json::from_slice(&bytes) {
+        Ok(Stored::Group { cursors, unsettled }) => (cursors, unsettled),
+        Ok(Stored::Cursors(cursors)) => (cursors, Vec::new()),
         Err(e) => {
             tracing::warn!(group = %key.0, filter = %key.1, error = %e, "mqtt: unreadable shared subscription position; starting at the end");
             return None;
         }
     };
-    let mut saved = HashMap::new();
-    for p in positions {
-        let handle = log
-            .topic(&p.topic)
-            .and_then(|t| t.partition(p.partition as i32).cloned());
-        if let Some(handle) = handle {
-            saved.insert(handle.id, p.offset);
-        }
-    }
+    let id = |p: &Position| {
+        let handle = log.topic(&p.topic)?.partition(p.partition as i32)?.clone();
+        Some((handle.id, p.offset))
+    };
+    let saved = SavedGroup {
+        cursors: cursors.iter().filter_map(id).collect(),
+        unsettled: unsettled.iter().filter_map(id).collect(),
+    };
     Some((bytes, saved))
 }

@@ -1,6 +1,9 @@
 //! One connection's side of its shared subscriptions ([`super::shared`]): the groups it joined,
-//! claiming from them while its window has room, and its unacknowledged deliveries, which go
-//! back to their group if the connection ends first.
+//! claiming from them while its window has room, and its unacknowledged deliveries. If the
+//! connection ends first, QoS 1 ones go back to their group for another member; QoS 2 ones
+//! stay with a persistent session ([`Held`], sent again under their packet ids when it
+//! resumes, MQTT-4.8.2-4) or are dropped with a session that ends (never sent to another
+//! member, MQTT-4.8.2-5).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,12 +32,45 @@ struct Joined {
     group: Arc<ShareGroup>,
 }
 
+/// An open delivery of a claimed record.
+struct Open {
+    group: Arc<ShareGroup>,
+    /// The whole `$share/{group}/{filter}` it was delivered for.
+    filter: String,
+    partition_id: u32,
+    offset: i64,
+    qos2: bool,
+}
+
+/// A QoS 2 delivery sent to a member and not yet acknowledged, kept by its persistent session
+/// while it is away (and in its saved state): sent again, under the same packet id, when the
+/// session resumes.
+pub struct Held {
+    pub group: Arc<ShareGroup>,
+    /// The whole `$share/{group}/{filter}`.
+    pub filter: String,
+    pub partition_id: u32,
+    pub offset: i64,
+    pub pkid: u16,
+}
+
+impl Held {
+    /// A session that ends drops it: the group goes on without it (MQTT-4.8.2-5).
+    pub fn drop_delivery(self) {
+        self.group.settle(self.partition_id, self.offset);
+    }
+}
+
+/// Where a held delivery stands, for saving: (filter, partition store id, offset, packet id).
+pub type HeldPosition = (String, u32, i64, u16);
+
 #[derive(Default)]
 pub struct SharedMember {
     joined: Vec<Joined>,
-    /// Open QoS 1/2 deliveries by packet id: (group, partition store id, offset), given back
-    /// to the group if the connection ends before the client acknowledged them.
-    open: HashMap<u16, (Arc<ShareGroup>, u32, i64)>,
+    /// Open QoS 1/2 deliveries by packet id.
+    open: HashMap<u16, Open>,
+    /// QoS 2 deliveries of the resumed session to send again first.
+    resend: Vec<Held>,
     /// Woken when a group has records given back by a member that left.
     nudge: Arc<Notify>,
     /// Group the next pump starts with, so every group gets its turn.
@@ -65,9 +101,47 @@ impl SharedMember {
 
     /// The client acknowledged delivery `pkid` (PUBACK, or PUBREC: a QoS 2 message it has).
     pub fn settled(&mut self, pkid: u16) {
-        if let Some((group, partition_id, offset)) = self.open.remove(&pkid) {
-            group.settle(partition_id, offset);
+        if let Some(o) = self.open.remove(&pkid) {
+            o.group.settle(o.partition_id, o.offset);
         }
+    }
+
+    /// The QoS 2 deliveries not acknowledged yet, for the session's saved state.
+    pub fn held_positions(&self) -> Vec<HeldPosition> {
+        let open = self.open.iter().filter(|(_, o)| o.qos2);
+        let open = open.map(|(&pkid, o)| (o.filter.clone(), o.partition_id, o.offset, pkid));
+        let resend =
+            (self.resend.iter()).map(|h| (h.filter.clone(), h.partition_id, h.offset, h.pkid));
+        let mut all: Vec<HeldPosition> = open.chain(resend).collect();
+        all.sort();
+        all
+    }
+
+    /// Takes the QoS 2 deliveries not acknowledged yet, for a persistent session to hold
+    /// while it is away.
+    pub fn take_held(&mut self) -> Vec<Held> {
+        let ids: Vec<u16> = (self.open.iter())
+            .filter(|(_, o)| o.qos2)
+            .map(|(&pkid, _)| pkid)
+            .collect();
+        let mut held = std::mem::take(&mut self.resend);
+        for pkid in ids {
+            if let Some(o) = self.open.remove(&pkid) {
+                held.push(Held {
+                    group: o.group,
+                    filter: o.filter,
+                    partition_id: o.partition_id,
+                    offset: o.offset,
+                    pkid,
+                });
+            }
+        }
+        held
+    }
+
+    /// A resumed session's held deliveries: sent again before anything is claimed.
+    pub fn resume(&mut self, held: Vec<Held>) {
+        self.resend.extend(held);
     }
 
     /// The groups joined, for a persistent session to hold while it is away.
@@ -101,6 +175,16 @@ impl SharedMember {
         out_limit: usize,
         now_ms: i64,
     ) {
+        self.send_held(
+            log,
+            subs,
+            permissions,
+            outgoing,
+            wire,
+            out,
+            out_limit,
+            now_ms,
+        );
         let n = self.joined.len();
         for k in 0..n {
             let i = (self.resume + k) % n;
@@ -128,12 +212,14 @@ impl SharedMember {
                         self.resume = i;
                         return;
                     }
+                    let filter = &self.joined[i].filter;
+                    let (group, filter) = (group.clone(), filter.clone());
                     self.send(
-                        &group,
+                        (group, filter),
                         c,
                         &options,
                         permissions,
-                        outgoing,
+                        (outgoing, None),
                         wire,
                         out,
                         now_ms,
@@ -144,14 +230,57 @@ impl SharedMember {
         self.resume = (self.resume + 1) % n.max(1);
     }
 
+    /// Sends a resumed session's held QoS 2 deliveries again, under their packet ids (DUP).
+    #[allow(clippy::too_many_arguments)]
+    fn send_held(
+        &mut self,
+        log: &Log,
+        subs: &Subscriptions,
+        permissions: &Permissions,
+        outgoing: &mut Outgoing,
+        wire: &Wire,
+        out: &mut BytesMut,
+        out_limit: usize,
+        now_ms: i64,
+    ) {
+        while out.len() < out_limit {
+            let Some(h) = self.resend.pop() else {
+                return;
+            };
+            let options = subs.options(&h.filter);
+            let claimed = h.group.reread(log, h.partition_id, h.offset);
+            let (Some(options), Some(c)) = (options, claimed) else {
+                h.drop_delivery(); // unsubscribed meanwhile, or the record is gone
+                continue;
+            };
+            // Its id, unless the window gave it to another delivery meanwhile.
+            let restored = outgoing.reopen(h.pkid, QoS::ExactlyOnce).then_some(h.pkid);
+            let options = SubOptions {
+                qos: QoS::ExactlyOnce,
+                ..options
+            };
+            let route = (h.group, h.filter);
+            self.send(
+                route,
+                c,
+                &options,
+                permissions,
+                (outgoing, restored),
+                wire,
+                out,
+                now_ms,
+            );
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn send(
         &mut self,
-        group: &Arc<ShareGroup>,
+        (group, filter): (Arc<ShareGroup>, String),
         c: Claimed,
         options: &SubOptions,
         permissions: &Permissions,
-        outgoing: &mut Outgoing,
+        (outgoing, restored): (&mut Outgoing, Option<u16>),
         wire: &Wire,
         out: &mut BytesMut,
         now_ms: i64,
@@ -159,6 +288,9 @@ impl SharedMember {
         let (partition_id, offset) = (c.partition_id, c.record.offset);
         // A topic this client may not read is skipped, as for a plain subscription.
         if !permissions.may_read(&c.mqtt_topic) {
+            if let Some(pkid) = restored {
+                outgoing.cancel(pkid);
+            }
             group.settle(partition_id, offset);
             return;
         }
@@ -168,36 +300,55 @@ impl SharedMember {
             retain_as_published: options.retain_as_published,
         };
         let Some(packet) = packet_for(&c.record, c.mqtt_topic, c.published, granted, now_ms) else {
+            if let Some(pkid) = restored {
+                outgoing.cancel(pkid);
+            }
             group.settle(partition_id, offset); // expired
             return;
         };
+        let qos2 = packet.qos == QoS::ExactlyOnce;
         let origin = Origin {
             partition_id,
             offset,
-            restored: None,
+            restored,
             tracked: false,
         };
         match publish(origin, packet, outgoing, wire, out) {
             // QoS 0, or not sendable: nothing to wait for.
             0 => group.settle(partition_id, offset),
-            pkid => drop(
-                self.open
-                    .insert(pkid, (group.clone(), partition_id, offset)),
-            ),
+            pkid => drop(self.open.insert(
+                pkid,
+                Open {
+                    group,
+                    filter,
+                    partition_id,
+                    offset,
+                    qos2,
+                },
+            )),
         }
     }
 }
 
 impl Drop for SharedMember {
-    /// Whatever the client did not acknowledge goes back to its group for another member.
+    /// QoS 1 deliveries the client did not acknowledge go back to their group for another
+    /// member; QoS 2 ones still here (a persistent session took its own, see
+    /// [`SharedMember::take_held`]) end with the session.
     fn drop(&mut self) {
-        let mut open: Vec<_> = self.open.drain().map(|(_, open)| open).collect();
-        open.sort_by_key(|(group, partition_id, offset)| {
-            (Arc::as_ptr(group), *partition_id, *offset)
-        });
-        for same in open.chunk_by(|a, b| Arc::ptr_eq(&a.0, &b.0)) {
-            if let Some((group, _, _)) = same.first() {
-                group.give_back(same.iter().map(|(_, p, offset)| (*p, *offset)));
+        let mut open: Vec<Open> = self.open.drain().map(|(_, open)| open).collect();
+        for o in open.iter().filter(|o| o.qos2) {
+            o.group.settle(o.partition_id, o.offset);
+        }
+        for h in self.resend.drain(..) {
+            h.drop_delivery();
+        }
+        open.retain(|o| !o.qos2);
+        open.sort_by_key(|o| (Arc::as_ptr(&o.group), o.partition_id, o.offset));
+        for same in open.chunk_by(|a, b| Arc::ptr_eq(&a.group, &b.group)) {
+            if let Some(first) = same.first() {
+                first
+                    .group
+                    .give_back(same.iter().map(|o| (o.partition_id, o.offset)));
             }
         }
     }

@@ -4,6 +4,8 @@
 
 use std::collections::HashSet;
 
+use rumqttc::mqttbytes::v4::{PubComp, PubRec};
+
 use super::*;
 
 /// Payloads of the next `n` publishes.
@@ -168,4 +170,100 @@ async fn a_group_keeps_its_place_for_an_offline_persistent_member_across_a_resta
     assert_eq!(payloads(&mut member, more.len()).await, more);
     // What it acknowledged before the restart is not sent again.
     member.quiet(Duration::from_millis(300)).await;
+}
+
+/// A raw 3.1.1 member of `$share/g/alarm/#` at QoS 2 (clean session or not); returns it and
+/// CONNACK's session present.
+async fn raw_member(addr: SocketAddr, id: &str, clean: bool) -> (Raw, bool) {
+    let mut raw = Raw::open(addr).await;
+    let mut c = Connect::new(id);
+    c.clean_session = clean;
+    raw.send(Packet::Connect(c)).await;
+    let present = match raw.recv().await {
+        Some(Packet::ConnAck(a)) => a.session_present,
+        other => panic!("expected CONNACK, got {other:?}"),
+    };
+    if !present {
+        let mut s = Subscribe::new("$share/g/alarm/#", QoS::ExactlyOnce);
+        s.pkid = 1;
+        raw.send(Packet::Subscribe(s)).await;
+        assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
+    }
+    (raw, present)
+}
+
+/// The next packet, a QoS 2 PUBLISH: payload, packet id, DUP.
+async fn qos2_delivery(raw: &mut Raw) -> (String, u16, bool) {
+    match raw.recv().await {
+        Some(Packet::Publish(p)) if p.qos == QoS::ExactlyOnce => (
+            String::from_utf8(p.payload.to_vec()).unwrap(),
+            p.pkid,
+            p.dup,
+        ),
+        other => panic!("expected a QoS 2 PUBLISH, got {other:?}"),
+    }
+}
+
+async fn publish_alarm(addr: SocketAddr, payload: &str) {
+    let mut p = client(addr, "alarm-publisher", false).await;
+    p.publish_acked("alarm/boiler", QoS::ExactlyOnce, payload)
+        .await;
+    leave(p).await;
+}
+
+#[tokio::test]
+async fn a_qos2_shared_delivery_stays_with_its_persistent_member_across_a_disconnect_and_a_restart()
+{
+    let b = start(MqttSection::default()).await;
+    let (mut a, _) = raw_member(b.addr, "member-a", false).await;
+    publish_alarm(b.addr, "fire").await;
+    let (payload, pkid, dup) = qos2_delivery(&mut a).await;
+    assert_eq!((payload.as_str(), dup), ("fire", false));
+    drop(a); // no PUBREC
+
+    // Another member joins: the message is not its to take (MQTT-4.8.2-4).
+    let (mut other, _) = raw_member(b.addr, "member-b", true).await;
+    publish_alarm(b.addr, "smoke").await;
+    assert_eq!(qos2_delivery(&mut other).await.0, "smoke");
+    other.send(Packet::PubRec(PubRec::new(1))).await;
+    drop(other);
+
+    let (mut a, present) = raw_member(b.addr, "member-a", false).await;
+    assert!(present);
+    assert_eq!(
+        qos2_delivery(&mut a).await,
+        ("fire".to_string(), pkid, true),
+        "completed with the member that had it, under its id"
+    );
+    drop(a);
+
+    // Held across a restart too.
+    let b = reopen(b, MqttSection::default()).await;
+    let (mut other, _) = raw_member(b.addr, "member-c", true).await;
+    publish_alarm(b.addr, "flood").await;
+    assert_eq!(qos2_delivery(&mut other).await.0, "flood");
+    drop(other);
+    let (mut a, present) = raw_member(b.addr, "member-a", false).await;
+    assert!(present);
+    assert_eq!(
+        qos2_delivery(&mut a).await,
+        ("fire".to_string(), pkid, true)
+    );
+    a.send(Packet::PubRec(PubRec::new(pkid))).await;
+    assert!(matches!(a.recv().await, Some(Packet::PubRel(r)) if r.pkid == pkid));
+    a.send(Packet::PubComp(PubComp::new(pkid))).await;
+}
+
+#[tokio::test]
+async fn a_qos2_shared_delivery_ends_with_a_session_that_ends() {
+    let b = start(MqttSection::default()).await;
+    let (mut a, _) = raw_member(b.addr, "short-lived", true).await;
+    publish_alarm(b.addr, "fire").await;
+    assert_eq!(qos2_delivery(&mut a).await.0, "fire");
+    drop(a); // no PUBREC, and its session ends with the connection
+
+    // Not sent to another member (MQTT-4.8.2-5): the next one is the next message.
+    let (mut other, _) = raw_member(b.addr, "member-b", true).await;
+    publish_alarm(b.addr, "smoke").await;
+    assert_eq!(qos2_delivery(&mut other).await.0, "smoke");
 }

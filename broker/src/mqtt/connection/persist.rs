@@ -10,6 +10,7 @@ use crate::mqtt::inflight::AwaitingRelease;
 use crate::mqtt::packet::{reason, ConnectCode, Version};
 use crate::mqtt::session::{self, SavedCursors, SessionRecord, StoredSub, SAVE_INTERVAL};
 use crate::mqtt::session_store::{SessionError, MAX_CLIENT_ID_BYTES};
+use crate::mqtt::shared_member::Held;
 
 use super::{now_ms, Closed, Connection, DRAIN_TIMEOUT};
 
@@ -131,7 +132,12 @@ impl<S: Link> Connection<S> {
         }
         // The connection holds its groups itself now (or, on a clean start, no longer wants
         // them).
-        ctx.inner.share_groups.unpark(&self.client_id);
+        let held = ctx.inner.share_groups.unpark(&self.client_id);
+        if present {
+            self.outbound().delivery.shared.resume(held);
+        } else {
+            held.into_iter().for_each(Held::drop_delivery);
+        }
         if !keep && !present {
             // Nothing of this session is stored or will be: the lease is not needed to save it,
             // and 10,000 idle sensors need not hold 10,000 locks.
@@ -214,22 +220,23 @@ impl<S: Link> Connection<S> {
                 all.await;
             }
         }
-        if keep == Some(true) {
-            // The session's share groups keep their place for it while it is away.
-            let expiry = self.persist.as_ref().and_then(|p| p.expiry);
-            let expires_at = expiry.map(|secs| now_ms().saturating_add(i64::from(secs) * 1000));
-            let groups = match &self.outbound {
-                Some(o) => o.delivery.shared.groups(),
-                None => Vec::new(),
-            };
-            let share_groups = &self.ctx.inner.share_groups;
-            share_groups.park(&self.client_id, groups, expires_at);
-        }
         let result = match keep {
             None => Ok(()),
             Some(false) => self.ctx.inner.sessions.remove(&self.client_id).await,
             Some(true) => self.write_session(Some(now_ms()), true).await,
         };
+        if keep == Some(true) {
+            // The session's share groups keep their place for it while it is away, and it
+            // keeps its QoS 2 deliveries of them (saved above).
+            let expiry = self.persist.as_ref().and_then(|p| p.expiry);
+            let expires_at = expiry.map(|secs| now_ms().saturating_add(i64::from(secs) * 1000));
+            let (groups, held) = match self.outbound.as_deref_mut() {
+                Some(o) => (o.delivery.shared.groups(), o.delivery.shared.take_held()),
+                None => Default::default(),
+            };
+            let share_groups = &self.ctx.inner.share_groups;
+            share_groups.park(&self.client_id, groups, held, expires_at);
+        }
         if result.is_ok() {
             // Saved with everything sent so far: the last output may go (see `fence`).
             self.fence_len = None;
@@ -277,7 +284,7 @@ impl<S: Link> Connection<S> {
         let (subs, cursors) = match &self.outbound {
             Some(o) => (
                 session::save_subs(&o.subs, log),
-                session::save_cursors(o.delivery.positions(), &o.outgoing),
+                session::save_cursors(o.delivery.positions(), &o.outgoing, &o.delivery.shared, log),
             ),
             None => Default::default(),
         };
