@@ -82,6 +82,11 @@ impl Ingest {
         &self.log
     }
 
+    /// Whether `topic` has an ingest chain (whose appends can fail apart from each other).
+    pub fn has_plugins(&self, topic: &str) -> bool {
+        self.plugins.has_plugins(topic)
+    }
+
     /// Deletes a topic with its records, the metadata it owns in the log, and the states its
     /// ingest plugins hold for it: a topic created again under the same name starts afresh.
     pub async fn delete_topic(&self, name: &str) -> Result<(), LogError> {

@@ -659,10 +659,15 @@ impl Log {
         &self,
         entries: Vec<(String, Option<Vec<u8>>)>,
     ) -> Result<Ticket<()>, LogError> {
+        self.submit_meta_then(MetaUpdate::new(entries)).await
+    }
+
+    /// [`Log::submit_meta`] with a hook run right after the commit.
+    pub async fn submit_meta_then(&self, update: MetaUpdate) -> Result<Ticket<()>, LogError> {
         let (reply, rx) = oneshot::channel();
         self.queue(Command::PutMeta {
-            entries,
-            on_commit: None,
+            entries: update.entries,
+            on_commit: Some(update.on_commit),
             reply,
         })
         .await?;

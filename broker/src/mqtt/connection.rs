@@ -328,6 +328,8 @@ struct Connection<S> {
     unsaved: bool,
     /// A save for the fence is queued (one at a time).
     save_in_flight: bool,
+    /// Cancelled when the connection ends: writes waiting to be retried give up.
+    closing: CancellationToken,
     /// Most deliveries unacknowledged: `mqtt.max_inflight` capped by the client's Receive
     /// Maximum (set at CONNECT).
     window: usize,
@@ -384,6 +386,7 @@ impl<S: Link> Connection<S> {
             fence_len: None,
             unsaved: false,
             save_in_flight: false,
+            closing: CancellationToken::new(),
             window: ctx.inner.max_inflight,
             aliases: Vec::new(),
             qos1_unacked: 0,
@@ -832,15 +835,19 @@ impl<S: Link> Connection<S> {
     fn outbound(&mut self) -> &mut Outbound {
         let (log, window) = (self.ctx.inner.ingest.log(), self.window);
         let (client_id, permissions) = (&self.client_id, &self.permissions);
-        let reads = &self.ctx.inner.reads;
+        let (reads, keep_done) = (&self.ctx.inner.reads, self.fence_saves);
         self.outbound.get_or_insert_with(|| {
-            Box::new(Outbound::new(
+            let mut o = Outbound::new(
                 log.clone(),
                 reads.clone(),
                 client_id,
                 permissions.clone(),
                 window,
-            ))
+            );
+            if keep_done {
+                o.outgoing.keep_done();
+            }
+            Box::new(o)
         })
     }
 

@@ -9,13 +9,18 @@
 //! also stores them, see [`super::receipts`]). The set is bounded; a client exceeding it is
 //! misbehaving and is disconnected.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use rumqttc::mqttbytes::QoS;
 
 /// Most incoming QoS 2 publishes awaiting PUBREL per connection. Clients keep far fewer in flight
 /// (rumqttc: 100); the bound keeps a misbehaving one from growing the set without end.
 pub const MAX_AWAITING_PUBREL: usize = 1024;
+
+/// Most completed QoS 2 deliveries kept ahead of a persistent session's saved cursor (a
+/// client that never acknowledges one delivery holds the cursor back while it acknowledges
+/// the rest): about 40 bytes each.
+const MAX_DONE: usize = 10_000;
 
 /// Where an outgoing QoS > 0 delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,11 +48,14 @@ pub struct Outgoing {
     /// packet id to re-send the record with (DUP = 1), and whether it is a QoS 2 delivery
     /// already released (PUBREL sent again at resume; the record itself is not sent again).
     resend: HashMap<(u32, i64), (u16, bool)>,
-    /// QoS 2 deliveries completed (PUBCOMP, or refused at PUBREC) while an older delivery on
-    /// the same partition is still open, by log position: a persistent session's saved cursor
-    /// stays before the older one, so these are saved too and skipped when it resumes (sent
-    /// again they would be a second delivery). Dropped once no older delivery is open.
-    done: Vec<(u32, i64)>,
+    /// A persistent session's QoS 2 deliveries completed (PUBCOMP, or refused at PUBREC), by
+    /// log position, while its saved cursor may still be before them (it stays before the
+    /// oldest open delivery, and a resumed session starts there): saved too and skipped when
+    /// it resumes (sent again they would be a second delivery). Dropped once a save's cursor
+    /// passed them ([`Outgoing::prune_done`]).
+    done: BTreeSet<(u32, i64)>,
+    /// Whether completions are kept in `done` (a persistent session's).
+    keep_done: bool,
     /// QoS 2 deliveries opened so far (see [`Outgoing::qos2_opened`]).
     qos2_opened: u64,
 }
@@ -71,7 +79,8 @@ impl Outgoing {
             open: HashMap::new(),
             origin: HashMap::new(),
             resend: HashMap::new(),
-            done: Vec::new(),
+            done: BTreeSet::new(),
+            keep_done: false,
             qos2_opened: 0,
         }
     }
@@ -164,9 +173,7 @@ impl Outgoing {
     /// Frees an id whose PUBLISH was never sent.
     pub fn cancel(&mut self, id: u16) {
         self.open.remove(&id);
-        if let Some((partition, _)) = self.origin.remove(&id) {
-            self.prune_done(partition);
-        }
+        self.origin.remove(&id);
     }
 
     /// How many QoS 2 deliveries were opened so far: a persistent session saves them before
@@ -175,39 +182,32 @@ impl Outgoing {
         self.qos2_opened
     }
 
+    /// Keeps completed QoS 2 deliveries for a persistent session's saves (see `done`).
+    pub fn keep_done(&mut self) {
+        self.keep_done = true;
+    }
+
     /// Whether the record at `offset` of `partition_id` is a QoS 2 delivery completed already
-    /// (see [`Outgoing::done`]): not to be sent again.
+    /// (see `done`): not to be sent again.
     pub fn is_done(&self, partition_id: u32, offset: i64) -> bool {
         !self.done.is_empty() && self.done.contains(&(partition_id, offset))
     }
 
     /// The completed QoS 2 deliveries a persistent session saves with its cursors.
-    pub fn done_deliveries(&self) -> &[(u32, i64)] {
-        &self.done
+    pub fn done_deliveries(&self) -> impl Iterator<Item = &(u32, i64)> {
+        self.done.iter()
     }
 
-    /// Puts back the completed deliveries a resumed session saved (after [`Outgoing::restore`],
-    /// whose open deliveries keep them).
+    /// Puts back the completed deliveries a resumed session saved.
     pub fn restore_done(&mut self, done: &[(u32, i64)]) {
-        self.done.extend_from_slice(done);
-        let mut partitions: Vec<u32> = done.iter().map(|&(p, _)| p).collect();
-        partitions.dedup();
-        for p in partitions {
-            self.prune_done(p);
-        }
+        self.done.extend(done.iter().copied());
     }
 
-    /// Keeps only the completed deliveries of `partition` above its oldest open one.
-    fn prune_done(&mut self, partition: u32) {
-        if self.done.is_empty() {
-            return;
-        }
-        let oldest_open = (self.origin.values())
-            .filter(|(p, _)| *p == partition)
-            .map(|&(_, offset)| offset)
-            .min();
+    /// Drops the completed deliveries a save's cursors passed: `saved_at` gives a partition's
+    /// saved cursor (`None`: the session no longer reads it).
+    pub fn prune_done(&mut self, saved_at: impl Fn(u32) -> Option<i64>) {
         self.done
-            .retain(|&(p, offset)| p != partition || oldest_open.is_some_and(|o| offset > o));
+            .retain(|&(p, offset)| saved_at(p).is_some_and(|at| offset >= at));
     }
 
     /// Records that open delivery `id` is the record at `offset` of partition `partition_id`.
@@ -302,11 +302,17 @@ impl Outgoing {
             return false;
         }
         self.open.remove(&id);
-        if let Some((partition, offset)) = self.origin.remove(&id) {
-            if expected != Stage::Qos1Sent {
-                self.done.push((partition, offset));
+        if let Some(at) = self.origin.remove(&id) {
+            if self.keep_done && expected != Stage::Qos1Sent {
+                if self.done.len() < MAX_DONE {
+                    self.done.insert(at);
+                } else {
+                    tracing::warn!(
+                        "mqtt: {MAX_DONE} completed QoS 2 deliveries behind an open one; \
+                         later ones may be delivered again if the session resumes"
+                    );
+                }
             }
-            self.prune_done(partition);
         }
         true
     }
@@ -439,41 +445,38 @@ mod tests {
     }
 
     #[test]
-    fn qos2_completed_above_an_open_delivery_is_remembered_until_that_one_ends() {
+    fn completed_qos2_deliveries_are_kept_until_a_saved_cursor_passes_them() {
         let mut out = Outgoing::new(8);
+        out.keep_done();
         let old = out.allocate(QoS::AtLeastOnce).unwrap();
         let q2 = out.allocate(QoS::ExactlyOnce).unwrap();
-        let other = out.allocate(QoS::ExactlyOnce).unwrap();
+        let refused = out.allocate(QoS::ExactlyOnce).unwrap();
         out.set_origin(old, 1, 10);
         out.set_origin(q2, 1, 11);
-        out.set_origin(other, 2, 5);
+        out.set_origin(refused, 2, 5);
         assert_eq!(out.qos2_opened(), 2);
         assert!(out.pubrec(q2) && out.pubcomp(q2));
-        assert!(out.pubrec(other) && out.pubcomp(other));
-        assert!(out.is_done(1, 11), "behind the open delivery at 10");
-        assert!(
-            !out.is_done(2, 5),
-            "nothing older open on partition 2: the cursor covers it"
-        );
-        assert_eq!(out.done_deliveries(), &[(1, 11)]);
+        assert!(out.pubrec_refused(refused));
         assert!(out.puback(old));
-        assert!(out.done_deliveries().is_empty());
-
-        // Restored with the open delivery they sit behind.
-        let mut resumed = Outgoing::new(8);
-        resumed.restore(&[OpenDelivery {
-            partition_id: 1,
-            offset: 10,
-            pkid: 3,
-            qos: QoS::AtLeastOnce,
-            released: false,
-        }]);
-        resumed.restore_done(&[(1, 11), (1, 9)]);
-        assert!(resumed.is_done(1, 11));
-        assert!(
-            !resumed.is_done(1, 9),
-            "below the oldest open one: already behind the cursor"
+        assert!(out.is_done(1, 11) && out.is_done(2, 5));
+        // A save whose cursor is at 10 on partition 1 keeps 11; partition 2 is past 5.
+        out.prune_done(|p| Some(if p == 1 { 10 } else { 6 }));
+        assert_eq!(
+            out.done_deliveries().copied().collect::<Vec<_>>(),
+            [(1, 11)]
         );
+        out.prune_done(|_| None);
+        assert!(
+            !out.is_done(1, 11),
+            "a partition no longer read keeps nothing"
+        );
+
+        // A clean session keeps none.
+        let mut clean = Outgoing::new(8);
+        let id = clean.allocate(QoS::ExactlyOnce).unwrap();
+        clean.set_origin(id, 1, 3);
+        assert!(clean.pubrec(id) && clean.pubcomp(id));
+        assert!(!clean.is_done(1, 3));
     }
 
     #[test]

@@ -26,10 +26,10 @@
 //!   SIGTERM) resumes exactly where it was acknowledged: no message is lost; unacknowledged
 //!   QoS 1/2 messages are delivered again (see below), and so may be QoS 1/2 messages acknowledged out of
 //!   order behind an unacknowledged one.
-//! - After a crash (`kill -9`, power loss) the session resumes from its last save: messages
-//!   delivered or acknowledged since then (at most [`SAVE_INTERVAL`] of traffic) are delivered
-//!   again (at least once for QoS 1 and 2), never lost; a SUBSCRIBE acknowledged within the
-//!   last interval may be missing.
+//! - After a crash (`kill -9`, power loss) the session resumes from its last save: QoS 0/1
+//!   messages delivered or acknowledged since then (at most [`SAVE_INTERVAL`] of traffic) are
+//!   delivered again (at least once), never lost; QoS 2 ones are not (see below); a SUBSCRIBE
+//!   acknowledged within the last interval may be missing.
 //! - QoS 0 messages follow the cursor like the rest and may likewise be repeated after a crash.
 //! - Log retention can delete records an offline session has not read yet: delivery then
 //!   resumes at the log start and a warning names the number of records lost.
@@ -37,9 +37,14 @@
 //! Open QoS 1/2 deliveries are saved with the cursors (position, packet id, QoS 2 stage), so a
 //! resumed session gets them as MQTT asks (§4.4): the PUBLISH again with its original packet id
 //! and DUP = 1, or, for a QoS 2 delivery whose PUBREC had arrived, the PUBREL again (and not the
-//! message). After a crash this holds for the deliveries open at the last save; later ones go
-//! out again as new deliveries (fresh ids, DUP = 0). Messages acknowledged out of order behind
-//! an open one are delivered again as new deliveries too.
+//! message). QoS 2 is exactly once, a crash included: a QoS 2 PUBLISH or PUBREL goes out only
+//! once a save records it (`connection`'s fence), and QoS 2 deliveries completed behind an
+//! open one are saved and skipped at resume. QoS 1 deliveries opened since the last save go
+//! out again after a crash as new deliveries (fresh ids, DUP = 0), as do QoS 1 messages
+//! acknowledged out of order behind an open one (at least once).
+//!
+//! The session's QoS 2 deliveries of shared subscriptions not acknowledged yet are saved too
+//! (`shared`): their group leaves them to this session, which sends them again at resume.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -196,7 +201,7 @@ pub fn save_subs(subs: &Subscriptions, log: &Log) -> Vec<StoredSub> {
 /// equal states compare equal.
 pub fn save_cursors<'a>(
     cursors: impl Iterator<Item = (&'a Arc<PartitionHandle>, i64)>,
-    outgoing: &Outgoing,
+    outgoing: &mut Outgoing,
     shared: &SharedMember,
     log: &Log,
 ) -> SavedCursors {
@@ -224,7 +229,12 @@ pub fn save_cursors<'a>(
             })
         })
         .collect();
-    let mut done: Vec<Position> = (outgoing.done_deliveries().iter())
+    // Completed deliveries the saved cursors passed are not needed any more.
+    let saved_at: HashMap<u32, i64> = (cursors.iter())
+        .map(|(p, next)| (p.id, unacked.get(&p.id).map_or(*next, |u| (*next).min(*u))))
+        .collect();
+    outgoing.prune_done(|id| saved_at.get(&id).copied());
+    let mut done: Vec<Position> = (outgoing.done_deliveries())
         .filter_map(|(id, offset)| Some(position(by_id.get(id)?, *offset)))
         .collect();
     done.sort_by(|a, b| (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset)));

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::OwnedMutexGuard;
 
-use crate::log::{Log, LogError, Ticket};
+use crate::log::{Log, LogError, MetaUpdate, Ticket};
 
 use super::receipts;
 use super::routing::Router;
@@ -56,6 +56,13 @@ pub enum SessionError {
     },
 }
 
+impl SessionError {
+    /// Whether the log refused the write for want of room (retried, not fatal).
+    pub fn is_full(&self) -> bool {
+        matches!(self, SessionError::Log { source, .. } if source.is_full())
+    }
+}
+
 type Locks = Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>;
 
 pub struct SessionStore {
@@ -64,7 +71,7 @@ pub struct SessionStore {
     max_sessions: usize,
     /// Stored sessions: client id → when it expires (ms since the epoch; `None` while connected
     /// or never).
-    index: Mutex<HashMap<String, Option<i64>>>,
+    index: Arc<Mutex<HashMap<String, Option<i64>>>>,
     /// Per client id, held by the connection working on its session.
     locks: Locks,
 }
@@ -210,7 +217,7 @@ impl SessionStore {
         SessionStore {
             log,
             max_sessions,
-            index: Mutex::new(index),
+            index: Arc::new(Mutex::new(index)),
             locks: Arc::default(),
         }
     }
@@ -368,14 +375,17 @@ impl SessionStore {
             source,
         })?;
         entries.push((format!("{CURSOR_PREFIX}{client_id}"), Some(value)));
-        let ticket = (self.log.submit_meta(entries).await).map_err(Self::err(client_id))?;
+        let mut update = MetaUpdate::new(entries);
         if let Some(r) = record {
-            self.index
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(client_id.to_string(), r.expires_at());
+            // Counted once stored.
+            let (index, id, expires_at) =
+                (self.index.clone(), client_id.to_string(), r.expires_at());
+            update.on_commit = Box::new(move || {
+                let mut index = index.lock().unwrap_or_else(|p| p.into_inner());
+                index.insert(id, expires_at);
+            });
         }
-        Ok(ticket)
+        (self.log.submit_meta_then(update).await).map_err(Self::err(client_id))
     }
 
     /// Deletes `client_id`'s session, if it has one.

@@ -422,6 +422,87 @@ async fn a_qos2_delivery_completed_behind_an_open_one_is_not_sent_again_on_resum
     );
 }
 
+/// A raw MQTT 5 persistent session with a Receive Maximum (our window towards it).
+async fn raw5_window(addr: SocketAddr, id: &str, receive_maximum: u16) -> v5::Raw5 {
+    use rumqttc::v5::mqttbytes::v5::{Connect as Connect5, ConnectProperties};
+    let mut raw = v5::Raw5::open(addr).await;
+    let mut props = ConnectProperties::new();
+    props.session_expiry_interval = Some(3600);
+    props.receive_maximum = Some(receive_maximum);
+    let connect = Connect5 {
+        keep_alive: 0,
+        client_id: id.into(),
+        clean_start: false,
+        properties: Some(props),
+    };
+    raw.send(P5::Connect(connect, None, None)).await;
+    assert!(matches!(raw.recv().await, Some(P5::ConnAck(a)) if a.code == Code5::Success));
+    raw
+}
+
+/// The next PUBLISH of a raw MQTT 5 client: payload, packet id, DUP.
+async fn next_pub5(raw: &mut v5::Raw5) -> (String, u16, bool) {
+    match raw.recv().await {
+        Some(P5::Publish(p)) => (
+            String::from_utf8_lossy(&p.payload).into_owned(),
+            p.pkid,
+            p.dup,
+        ),
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+}
+
+/// Completes a QoS 2 delivery: PUBREC, PUBREL back, PUBCOMP.
+async fn complete5(raw: &mut v5::Raw5, pkid: u16) {
+    use rumqttc::v5::mqttbytes::v5::{PubComp as PubComp5, PubRec as PubRec5};
+    raw.send(P5::PubRec(PubRec5::new(pkid, None))).await;
+    assert!(matches!(raw.recv().await, Some(P5::PubRel(r)) if r.pkid == pkid));
+    raw.send(P5::PubComp(PubComp5::new(pkid, None))).await;
+}
+
+#[tokio::test]
+async fn a_completed_qos2_delivery_stays_skipped_when_a_resumed_window_is_smaller() {
+    use rumqttc::v5::mqttbytes::v5::{Filter, PubAck as PubAck5, Subscribe as Subscribe5};
+    let b = start(MqttSection::default()).await;
+    let mut raw = raw5_window(b.addr, "q2-window", 3).await;
+    raw.send(P5::Subscribe(Subscribe5::new(
+        Filter::new("win/#", Q5::ExactlyOnce),
+        None,
+    )))
+    .await;
+    assert!(matches!(raw.recv().await, Some(P5::SubAck(_))));
+    let mut p = client(b.addr, "win-pub", false).await;
+    p.publish_acked("win/a", QoS::ExactlyOnce, "open").await;
+    p.publish_acked("win/a", QoS::AtLeastOnce, "q1").await;
+    p.publish_acked("win/a", QoS::ExactlyOnce, "done").await;
+    let (_, open_id, _) = next_pub5(&mut raw).await;
+    let (_, q1_id, _) = next_pub5(&mut raw).await;
+    let (done, done_id, _) = next_pub5(&mut raw).await;
+    assert_eq!(done, "done");
+    raw.send(P5::PubAck(PubAck5::new(q1_id, None))).await;
+    complete5(&mut raw, done_id).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(raw);
+
+    // Back with room for one delivery at a time: "open" again, then, once it completes, "q1"
+    // (QoS 1: at least once) but never "done".
+    let mut raw = raw5_window(b.addr, "q2-window", 1).await;
+    assert_eq!(
+        next_pub5(&mut raw).await,
+        ("open".to_string(), open_id, true)
+    );
+    complete5(&mut raw, open_id).await;
+    let (again, q1_again, _) = next_pub5(&mut raw).await;
+    assert_eq!(again, "q1");
+    raw.send(P5::PubAck(PubAck5::new(q1_again, None))).await;
+    p.publish_acked("win/a", QoS::ExactlyOnce, "next").await;
+    assert_eq!(
+        next_pub5(&mut raw).await.0,
+        "next",
+        "not \"done\" a second time"
+    );
+}
+
 #[tokio::test]
 async fn pubcomps_keep_the_order_of_pubrels_in_a_persistent_session() {
     let b = start(MqttSection::default()).await;
@@ -456,20 +537,22 @@ async fn a_resent_qos2_publish_is_acknowledged_as_stored_even_when_its_batch_fai
     raw.send(v5::pub5("full/q2", Q5::ExactlyOnce, 7, b"stored", None))
         .await;
     assert_eq!(pubrec(raw.recv().await), (7, PubRecReason::Success));
-    // Fill the log.
+    // Fill the log, with smaller and smaller messages, until a small one is refused too.
     let mut id = 100;
-    loop {
-        id += 1;
-        let big = v5::pub5("full/q2", Q5::ExactlyOnce, id, &[1u8; 200 * 1024], None);
-        raw.send(big).await;
-        match pubrec(raw.recv().await) {
-            (_, PubRecReason::Success) => {
-                raw.send(P5::PubRel(PubRel5::new(id, None))).await;
-                assert!(matches!(raw.recv().await, Some(P5::PubComp(_))));
-            }
-            (pkid, reason) => {
-                assert_eq!((pkid, reason), (id, PubRecReason::QuotaExceeded));
-                break;
+    for size in [200 * 1024, 16 * 1024, 1024] {
+        loop {
+            id += 1;
+            let filler = v5::pub5("full/q2", Q5::ExactlyOnce, id, &vec![1u8; size], None);
+            raw.send(filler).await;
+            match pubrec(raw.recv().await) {
+                (_, PubRecReason::Success) => {
+                    raw.send(P5::PubRel(PubRel5::new(id, None))).await;
+                    assert!(matches!(raw.recv().await, Some(P5::PubComp(_))));
+                }
+                (pkid, reason) => {
+                    assert_eq!((pkid, reason), (id, PubRecReason::QuotaExceeded));
+                    break;
+                }
             }
         }
     }
@@ -478,7 +561,9 @@ async fn a_resent_qos2_publish_is_acknowledged_as_stored_even_when_its_batch_fai
         rumqttc::v5::mqttbytes::v5::Publish::new("full/q2", Q5::ExactlyOnce, &b"stored"[..], None);
     again.pkid = 7;
     again.dup = true;
-    let failing = v5::pub5("full/q2", Q5::ExactlyOnce, 8, &[1u8; 200 * 1024], None);
+    // Small, so both arrive in one read and make one batch; the log refuses it as it did the
+    // last filler.
+    let failing = v5::pub5("full/q2", Q5::ExactlyOnce, 8, &[1u8; 1024], None);
     raw.send_together(vec![P5::Publish(again), failing]).await;
     assert_eq!(
         pubrec(raw.recv().await),

@@ -14,6 +14,7 @@
 use crate::mqtt::link::Link;
 use crate::mqtt::session_store::SessionError;
 
+use super::handlers::FULL_RETRY;
 use super::{Closed, Connection, Done};
 
 impl<S: Link> Connection<S> {
@@ -42,7 +43,7 @@ impl<S: Link> Connection<S> {
         // What lies beyond the fence now is covered by this save.
         let extra = self.out.len() - self.writable();
         let ticket = self.submit_session_save().await;
-        let client_id = self.client_id.clone();
+        let (client_id, closing) = (self.client_id.clone(), self.closing.clone());
         self.save_in_flight = true;
         let background = !self.pending.is_empty();
         self.pending.push_back(Box::pin(async move {
@@ -57,6 +58,13 @@ impl<S: Link> Connection<S> {
                     durable.map_err(|source| SessionError::Log { client_id, source })
                 }
             };
+            if result.as_ref().is_err_and(SessionError::is_full) {
+                // Paces the next attempt (see `finish_save`).
+                tokio::select! {
+                    () = tokio::time::sleep(FULL_RETRY) => {}
+                    () = closing.cancelled() => {}
+                }
+            }
             Done::Saved { extra, result }
         }));
     }
@@ -69,7 +77,15 @@ impl<S: Link> Connection<S> {
         result: Result<(), SessionError>,
     ) -> Result<(), Closed> {
         self.save_in_flight = false;
-        result.map_err(Closed::SessionSave)?;
+        match result {
+            // A full log fails whole groups of writes, this save with another's append: the
+            // fence stays and the next turn saves again, with what changed since.
+            Err(e) if e.is_full() && !self.closing.is_cancelled() => {
+                self.unsaved = true;
+                return Ok(());
+            }
+            result => result.map_err(Closed::SessionSave)?,
+        }
         self.fence_len = match self.fence_len {
             Some(f) if self.unsaved => Some(f + extra),
             _ => None,

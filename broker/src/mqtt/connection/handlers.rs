@@ -518,6 +518,7 @@ impl<S: Link> Connection<S> {
         };
         let background = !self.pending.is_empty();
         let (log, client_id) = (self.ctx.inner.ingest.log().clone(), self.client_id.clone());
+        let closing = self.closing.clone();
         self.pending.push_back(Box::pin(async move {
             let mut ticket = ticket;
             let result = loop {
@@ -536,7 +537,11 @@ impl<S: Link> Connection<S> {
                     // tried again (in its turn, so PUBCOMPs keep their order) until retention
                     // makes room; PUBREL has no negative answer.
                     Err(e) if e.is_full() => {
-                        tokio::time::sleep(RELEASE_RETRY).await;
+                        tokio::select! {
+                            () = tokio::time::sleep(FULL_RETRY) => {}
+                            // Abandoned: no PUBCOMP, the client sends PUBREL again later.
+                            () = closing.cancelled() => break Err(e),
+                        }
                         let entries = receipts::released(&client_id, &known);
                         ticket = Some(log.submit_meta(entries).await);
                     }
@@ -603,10 +608,12 @@ impl<S: Link> Connection<S> {
         }
         self.bytes_in_flight -= done.bytes;
         let mut code = reason::SUCCESS;
-        if done.result.is_err() && !done.receipts.is_empty() {
+        let chained = self.ctx.inner.ingest.has_plugins(&done.log_topic);
+        if done.result.is_err() && !done.receipts.is_empty() && chained {
             // Not stored, so not received: through ingest plugins the receipts may have
-            // committed while the records of another append failed. They go before any ack
-            // does (a resend must be stored, not taken for a duplicate).
+            // committed while the records of another append failed (without plugins they
+            // share the records' transaction). They go before any ack does (a resend must be
+            // stored, not taken for a duplicate); if that fails too, the connection ends.
             let entries = receipts::released(&self.client_id, &done.receipts);
             let log = self.ctx.inner.ingest.log();
             log.put_meta(entries).await.map_err(Closed::Receipts)?;
@@ -656,8 +663,9 @@ impl<S: Link> Connection<S> {
     }
 }
 
-/// How long a receipt deletion refused by a full log waits before it is tried again.
-const RELEASE_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+/// How long a write refused by a full log (a receipt deletion, a session save for the fence)
+/// waits before it is tried again.
+pub(super) const FULL_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Payload bytes of a batch's records.
 fn batch_bytes(batch: &Batch) -> usize {

@@ -146,6 +146,9 @@ impl<S: Link> Connection<S> {
         // Stored while anything of the session is: a crash leaves it resumable.
         self.receipts_stored = keep || present;
         self.fence_saves = keep;
+        if let (true, Some(o)) = (keep, self.outbound.as_deref_mut()) {
+            o.outgoing.keep_done();
+        }
         if keep || present {
             self.persist = Some(Box::new(Persist {
                 keep,
@@ -204,12 +207,14 @@ impl<S: Link> Connection<S> {
     /// it), then releases the client id's lease.
     pub(super) async fn close_session(&mut self, closed: &Closed) {
         let keep = self.persist.as_ref().map(|p| p.keep);
+        // Writes waiting for room in a full log give up (their acks will not be sent).
+        self.closing.cancel();
         if keep.is_some() {
             // Appends and releases already queued commit before the lease goes: a connection
             // taking the session over reads their receipts (acks are not sent any more).
             let queued = std::mem::take(&mut self.pending);
-            // They always resolve (the writer answers every command), so this waits for them
-            // however long the disk takes: the lease must not go before them.
+            // They resolve (the writer answers every command, retries stop on `closing`), so
+            // this waits for them however long the disk takes: the lease must not go before.
             let mut all = std::pin::pin!(async {
                 for done in queued {
                     done.await;
@@ -278,14 +283,20 @@ impl<S: Link> Connection<S> {
 
     /// What a save writes now: `None` for a session not kept, or when nothing changed and
     /// not `force`.
-    fn session_changes(&self, disconnected_ms: Option<i64>, force: bool) -> Option<SessionSave> {
+    fn session_changes(
+        &mut self,
+        disconnected_ms: Option<i64>,
+        force: bool,
+    ) -> Option<SessionSave> {
         let p = self.persist.as_ref().filter(|p| p.keep)?;
         let log = self.ctx.inner.ingest.log();
-        let (subs, cursors) = match &self.outbound {
-            Some(o) => (
-                session::save_subs(&o.subs, log),
-                session::save_cursors(o.delivery.positions(), &o.outgoing, &o.delivery.shared, log),
-            ),
+        let (subs, cursors) = match self.outbound.as_deref_mut() {
+            Some(o) => {
+                let (delivery, outgoing) = (&o.delivery, &mut o.outgoing);
+                let cursors =
+                    session::save_cursors(delivery.positions(), outgoing, &delivery.shared, log);
+                (session::save_subs(&o.subs, log), cursors)
+            }
             None => Default::default(),
         };
         let subs_changed = subs != p.saved_subs;
