@@ -170,6 +170,16 @@ impl Outgoing {
         true
     }
 
+    /// Opens `id` again as a released QoS 2 delivery (PUBREL sent, PUBCOMP awaited) a resumed
+    /// session held; false if the id is taken.
+    pub fn reopen_released(&mut self, id: u16) -> bool {
+        if id == 0 || self.open.contains_key(&id) {
+            return false;
+        }
+        self.open.insert(id, Stage::Released);
+        true
+    }
+
     /// Frees an id whose PUBLISH was never sent.
     pub fn cancel(&mut self, id: u16) {
         self.open.remove(&id);

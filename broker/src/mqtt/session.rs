@@ -107,6 +107,10 @@ pub struct SavedCursors {
     /// (their group does not give them to another member) and sends them again at resume.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shared: Vec<StoredShared>,
+    /// Packet ids of released QoS 2 deliveries of shared subscriptions (PUBCOMP awaited): the
+    /// PUBREL is sent again at resume.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_released: Vec<u16>,
 }
 
 /// A held QoS 2 delivery of a shared subscription (see [`super::shared_member::Held`]).
@@ -202,7 +206,7 @@ pub fn save_subs(subs: &Subscriptions, log: &Log) -> Vec<StoredSub> {
 pub fn save_cursors<'a>(
     cursors: impl Iterator<Item = (&'a Arc<PartitionHandle>, i64)>,
     outgoing: &mut Outgoing,
-    shared: &SharedMember,
+    shared_member: &SharedMember,
     log: &Log,
 ) -> SavedCursors {
     let unacked = outgoing.unacked_from();
@@ -238,7 +242,7 @@ pub fn save_cursors<'a>(
         .filter_map(|(id, offset)| Some(position(by_id.get(id)?, *offset)))
         .collect();
     done.sort_by(|a, b| (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset)));
-    let held = shared.held_positions();
+    let held = shared_member.held_positions();
     let shared = if held.is_empty() {
         Vec::new()
     } else {
@@ -257,6 +261,7 @@ pub fn save_cursors<'a>(
         inflight,
         done,
         shared,
+        shared_released: shared_member.released_ids(),
     }
 }
 

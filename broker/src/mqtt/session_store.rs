@@ -31,7 +31,7 @@ use super::session::{SavedCursors, SessionRecord};
 use super::shared;
 use super::shared::ShareGroup;
 use super::shared_groups::ShareGroups;
-use super::shared_member::Held;
+use super::shared_member::{Away, Held};
 
 /// Key prefix of session records.
 pub const SESSION_PREFIX: &str = "mqtt/session/";
@@ -157,24 +157,25 @@ impl SessionStore {
                     _ => None,
                 })
                 .collect();
-            let held = self.held_deliveries(client_id, &joined);
+            let away = self.away(client_id, &joined);
             let joined = joined.into_iter().map(|(_, group)| group).collect();
-            groups.park(client_id, joined, held, self.expires_at(client_id));
+            groups.park(client_id, joined, away, self.expires_at(client_id));
         }
     }
 
-    /// The QoS 2 deliveries of shared subscriptions `client_id`'s saved session holds, held in
-    /// their groups again (no other member claims them). Unreadable cursors hold none.
-    fn held_deliveries(&self, client_id: &str, joined: &[(String, Arc<ShareGroup>)]) -> Vec<Held> {
+    /// What `client_id`'s saved session keeps of its shared deliveries: the QoS 2 ones not
+    /// acknowledged yet, held in their groups again (no other member claims them), and the
+    /// released ones. Unreadable cursors keep none.
+    fn away(&self, client_id: &str, joined: &[(String, Arc<ShareGroup>)]) -> Away {
         if joined.is_empty() {
-            return Vec::new();
+            return Away::default();
         }
         let key = format!("{CURSOR_PREFIX}{client_id}");
         let Ok(Some(bytes)) = self.log.get_meta(&key) else {
-            return Vec::new();
+            return Away::default();
         };
         let Ok(cursors) = serde_json::from_slice::<SavedCursors>(&bytes) else {
-            return Vec::new();
+            return Away::default();
         };
         let mut held = Vec::new();
         for s in cursors.shared {
@@ -196,7 +197,10 @@ impl SessionStore {
                 pkid: s.pkid,
             });
         }
-        held
+        Away {
+            held,
+            released: cursors.shared_released,
+        }
     }
 
     /// When the stored session of `client_id` expires (`None`: never, or not stored).

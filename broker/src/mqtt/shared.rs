@@ -18,10 +18,11 @@
 //! later start at their log start), like a plain subscription. How long a group lives, and how
 //! its position survives a restart, is [`super::shared_groups`]'s business: while a persistent
 //! member is away the group keeps its place, and messages published meanwhile wait in the log.
-//! The group remembers which claims are not yet settled, so its saved position is always
-//! before them, and no member claims them again: a QoS 1 claim is delivered again after a
-//! crash (at least once), a QoS 2 one is held by the member's saved session (see
-//! [`ShareGroup::hold`]).
+//! The group remembers which claims are not yet settled and saves them with its cursors: after
+//! a restart they are claimed again first (a QoS 1 delivery again: at least once), except the
+//! QoS 2 ones a stored session holds ([`ShareGroup::hold`]). A member's QoS 2 exchange saves
+//! the group's state before its PUBLISH and its PUBREL go out (`connection`'s fence), so a
+//! crash neither gives the record to another member nor sends it again once settled.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};

@@ -29,7 +29,7 @@ use crate::log::{Log, LogError, PartitionHandle};
 use super::routing::Router;
 use super::session::Position;
 use super::shared::{SavedGroup, ShareGroup};
-use super::shared_member::Held;
+use super::shared_member::Away;
 
 /// How often group positions are saved: the most a crash can deliver again.
 pub const SAVE_INTERVAL: Duration = Duration::from_millis(500);
@@ -48,8 +48,8 @@ struct Parked {
     /// Never read: holding them keeps the groups (and their place in the log) alive.
     #[allow(dead_code)]
     groups: Vec<Arc<ShareGroup>>,
-    /// Its QoS 2 deliveries not acknowledged yet, sent again when it resumes.
-    held: Vec<Held>,
+    /// Its QoS 2 deliveries not acknowledged yet or released, completed when it resumes.
+    away: Away,
     /// When the session expires (ms since the epoch); `None` never.
     expires_at: Option<i64>,
 }
@@ -58,7 +58,7 @@ impl Drop for Parked {
     /// A session that ends (expired, cleaned) drops its held deliveries (MQTT-4.8.2-5); one
     /// that resumed took them.
     fn drop(&mut self) {
-        self.held.drain(..).for_each(Held::drop_delivery);
+        self.away.drop_deliveries();
     }
 }
 
@@ -77,6 +77,9 @@ struct Registry {
 #[derive(Default)]
 pub struct ShareGroups {
     registry: Mutex<Registry>,
+    /// One save at a time, from the snapshot to the commit: saves run from the saver and from
+    /// connections (see `connection`'s fence), and an older snapshot must never land last.
+    saving: tokio::sync::Mutex<()>,
 }
 
 impl ShareGroups {
@@ -108,16 +111,16 @@ impl ShareGroups {
         &self,
         client_id: &str,
         groups: Vec<Arc<ShareGroup>>,
-        held: Vec<Held>,
+        away: Away,
         expires_at: Option<i64>,
     ) {
         let mut registry = self.lock();
-        let replaced = if groups.is_empty() && held.is_empty() {
+        let replaced = if groups.is_empty() && away.held.is_empty() && away.released.is_empty() {
             registry.parked.remove(client_id)
         } else {
             let parked = Parked {
                 groups,
-                held,
+                away,
                 expires_at,
             };
             registry.parked.insert(client_id.to_string(), parked)
@@ -127,19 +130,20 @@ impl ShareGroups {
     }
 
     /// Lets go of what `client_id`'s session held (it resumed, and holds its groups itself, or
-    /// it was cleaned); returns its held deliveries, for a resumed session to send again (a
-    /// cleaned one drops them).
-    pub fn unpark(&self, client_id: &str) -> Vec<Held> {
+    /// it was cleaned); returns its deliveries, for a resumed session to complete (a cleaned
+    /// one drops them).
+    pub fn unpark(&self, client_id: &str) -> Away {
         let parked = self.lock().parked.remove(client_id);
         match parked {
-            Some(mut parked) => std::mem::take(&mut parked.held),
-            None => Vec::new(),
+            Some(mut parked) => std::mem::take(&mut parked.away),
+            None => Away::default(),
         }
     }
 
     /// Saves the position of every live group that moved and deletes those of groups gone;
     /// drops what expired sessions held (at `now_ms`).
     pub async fn save(&self, log: &Log, now_ms: i64) -> Result<(), LogError> {
+        let _one_at_a_time = self.saving.lock().await;
         // What changed: (group, new stored value or `None` to delete).
         let changes: Vec<(GroupKey, Option<Vec<u8>>)> = {
             let mut registry = self.lock();

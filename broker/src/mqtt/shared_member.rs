@@ -5,7 +5,7 @@
 //! resumes, MQTT-4.8.2-4) or are dropped with a session that ends (never sent to another
 //! member, MQTT-4.8.2-5).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -64,6 +64,23 @@ impl Held {
 /// Where a held delivery stands, for saving: (filter, partition store id, offset, packet id).
 pub type HeldPosition = (String, u32, i64, u16);
 
+/// What a persistent member's session keeps of its shared deliveries while it is away: QoS 2
+/// deliveries not acknowledged yet, and the packet ids of those released (PUBREL sent, PUBCOMP
+/// awaited; the PUBREL is sent again when it resumes).
+#[derive(Default)]
+pub struct Away {
+    pub held: Vec<Held>,
+    pub released: Vec<u16>,
+}
+
+impl Away {
+    /// A session that ends drops its deliveries (MQTT-4.8.2-5).
+    pub fn drop_deliveries(&mut self) {
+        self.held.drain(..).for_each(Held::drop_delivery);
+        self.released.clear();
+    }
+}
+
 #[derive(Default)]
 pub struct SharedMember {
     joined: Vec<Joined>,
@@ -71,6 +88,8 @@ pub struct SharedMember {
     open: HashMap<u16, Open>,
     /// QoS 2 deliveries of the resumed session to send again first.
     resend: Vec<Held>,
+    /// Packet ids of QoS 2 deliveries released (settled in their group, PUBCOMP awaited).
+    released: BTreeSet<u16>,
     /// Woken when a group has records given back by a member that left.
     nudge: Arc<Notify>,
     /// Group the next pump starts with, so every group gets its turn.
@@ -99,11 +118,29 @@ impl SharedMember {
         self.joined.retain(|j| j.filter != filter);
     }
 
-    /// The client acknowledged delivery `pkid` (PUBACK, or PUBREC: a QoS 2 message it has).
-    pub fn settled(&mut self, pkid: u16) {
-        if let Some(o) = self.open.remove(&pkid) {
-            o.group.settle(o.partition_id, o.offset);
-        }
+    /// The client acknowledged delivery `pkid` (PUBACK, or PUBREC: a QoS 2 message it has);
+    /// true if it was a QoS 2 delivery of a share group.
+    pub fn settled(&mut self, pkid: u16) -> bool {
+        let Some(o) = self.open.remove(&pkid) else {
+            return false;
+        };
+        o.group.settle(o.partition_id, o.offset);
+        o.qos2
+    }
+
+    /// PUBREL went out for QoS 2 delivery `pkid`: kept (and saved) until PUBCOMP.
+    pub fn mark_released(&mut self, pkid: u16) {
+        self.released.insert(pkid);
+    }
+
+    /// PUBCOMP for `pkid`.
+    pub fn completed(&mut self, pkid: u16) {
+        self.released.remove(&pkid);
+    }
+
+    /// Released QoS 2 deliveries awaiting PUBCOMP, for the session's saved state.
+    pub fn released_ids(&self) -> Vec<u16> {
+        self.released.iter().copied().collect()
     }
 
     /// The QoS 2 deliveries not acknowledged yet, for the session's saved state.
@@ -117,9 +154,16 @@ impl SharedMember {
         all
     }
 
-    /// Takes the QoS 2 deliveries not acknowledged yet, for a persistent session to hold
-    /// while it is away.
-    pub fn take_held(&mut self) -> Vec<Held> {
+    /// Takes what a persistent session keeps while it is away (see [`Away`]).
+    pub fn take_away(&mut self) -> Away {
+        Away {
+            held: self.take_held(),
+            released: std::mem::take(&mut self.released).into_iter().collect(),
+        }
+    }
+
+    /// Takes the QoS 2 deliveries not acknowledged yet.
+    fn take_held(&mut self) -> Vec<Held> {
         let ids: Vec<u16> = (self.open.iter())
             .filter(|(_, o)| o.qos2)
             .map(|(&pkid, _)| pkid)
@@ -139,9 +183,11 @@ impl SharedMember {
         held
     }
 
-    /// A resumed session's held deliveries: sent again before anything is claimed.
-    pub fn resume(&mut self, held: Vec<Held>) {
+    /// A resumed session's held deliveries: sent again before anything is claimed. Its
+    /// released ones (whose PUBREL the caller sends again) await PUBCOMP.
+    pub fn resume(&mut self, held: Vec<Held>, released: impl IntoIterator<Item = u16>) {
         self.resend.extend(held);
+        self.released.extend(released);
     }
 
     /// The groups joined, for a persistent session to hold while it is away.

@@ -251,7 +251,14 @@ async fn a_qos2_shared_delivery_stays_with_its_persistent_member_across_a_discon
     );
     a.send(Packet::PubRec(PubRec::new(pkid))).await;
     assert!(matches!(a.recv().await, Some(Packet::PubRel(r)) if r.pkid == pkid));
+    drop(a); // no PUBCOMP
+
+    // Released: the PUBREL comes again, not the message.
+    let (mut a, _) = raw_member(b.addr, "member-a", false).await;
+    assert!(matches!(a.recv().await, Some(Packet::PubRel(r)) if r.pkid == pkid));
     a.send(Packet::PubComp(PubComp::new(pkid))).await;
+    publish_alarm(b.addr, "all clear").await;
+    assert_eq!(qos2_delivery(&mut a).await.0, "all clear");
 }
 
 #[tokio::test]

@@ -70,14 +70,18 @@ impl<S: Link> Connection<S> {
             ClientPacket::PubRec { pkid, reason } => {
                 let release = self.outbound.as_deref_mut().is_some_and(|o| {
                     // The client has the message (or refused it): a shared delivery is settled.
-                    o.delivery.shared.settled(pkid);
+                    let shared = o.delivery.shared.settled(pkid);
                     if reason >= 0x80 {
                         // MQTT 5: the client refused the message; the exchange ends here
                         // (§4.3.3).
                         o.outgoing.pubrec_refused(pkid);
                         false
                     } else {
-                        o.outgoing.pubrec(pkid)
+                        let release = o.outgoing.pubrec(pkid);
+                        if release && shared {
+                            o.delivery.shared.mark_released(pkid);
+                        }
+                        release
                     }
                 });
                 if release {
@@ -106,7 +110,9 @@ impl<S: Link> Connection<S> {
             }
             ClientPacket::PubComp { pkid } => {
                 if let Some(o) = self.outbound.as_deref_mut() {
-                    o.outgoing.pubcomp(pkid);
+                    if o.outgoing.pubcomp(pkid) {
+                        o.delivery.shared.completed(pkid);
+                    }
                 }
             }
             ClientPacket::Subscribe(s) => self.on_subscribe(s)?,

@@ -10,7 +10,6 @@ use crate::mqtt::inflight::AwaitingRelease;
 use crate::mqtt::packet::{reason, ConnectCode, Version};
 use crate::mqtt::session::{self, SavedCursors, SessionRecord, StoredSub, SAVE_INTERVAL};
 use crate::mqtt::session_store::{SessionError, MAX_CLIENT_ID_BYTES};
-use crate::mqtt::shared_member::Held;
 
 use super::{now_ms, Closed, Connection, DRAIN_TIMEOUT};
 
@@ -132,11 +131,19 @@ impl<S: Link> Connection<S> {
         }
         // The connection holds its groups itself now (or, on a clean start, no longer wants
         // them).
-        let held = ctx.inner.share_groups.unpark(&self.client_id);
+        let mut away = ctx.inner.share_groups.unpark(&self.client_id);
         if present {
-            self.outbound().delivery.shared.resume(held);
+            let o = self.outbound();
+            // Released ones get their PUBREL again (after CONNACK, with the others).
+            let released: Vec<u16> = (away.released.iter().copied())
+                .filter(|&pkid| o.outgoing.reopen_released(pkid))
+                .collect();
+            release.extend(&released);
+            o.delivery
+                .shared
+                .resume(std::mem::take(&mut away.held), released);
         } else {
-            held.into_iter().for_each(Held::drop_delivery);
+            away.drop_deliveries();
         }
         if !keep && !present {
             // Nothing of this session is stored or will be: the lease is not needed to save it,
@@ -235,12 +242,12 @@ impl<S: Link> Connection<S> {
             // keeps its QoS 2 deliveries of them (saved above).
             let expiry = self.persist.as_ref().and_then(|p| p.expiry);
             let expires_at = expiry.map(|secs| now_ms().saturating_add(i64::from(secs) * 1000));
-            let (groups, held) = match self.outbound.as_deref_mut() {
-                Some(o) => (o.delivery.shared.groups(), o.delivery.shared.take_held()),
+            let (groups, away) = match self.outbound.as_deref_mut() {
+                Some(o) => (o.delivery.shared.groups(), o.delivery.shared.take_away()),
                 None => Default::default(),
             };
             let share_groups = &self.ctx.inner.share_groups;
-            share_groups.park(&self.client_id, groups, held, expires_at);
+            share_groups.park(&self.client_id, groups, away, expires_at);
         }
         if result.is_ok() {
             // Saved with everything sent so far: the last output may go (see `fence`).
