@@ -2,6 +2,9 @@
 //! Mosquitto and rumqttd on the same machine, in one run, with one load generator (rumqttc
 //! clients in this process, 100-byte payloads):
 //! - QoS 1 and QoS 0 publish throughput with 1 and 100 publishers, delivered to 1 subscriber;
+//! - QoS 2 throughput with 10 publishers and 1 subscriber, with clean and with persistent
+//!   sessions (Headwater then stores QoS 2 packet ids and delivery state before each ack and
+//!   delivery, for exactly once across a crash);
 //! - QoS 1 acks per second of one raw publisher that keeps its window full (no subscriber);
 //! - fan-out: 1 publisher, 100 subscribers (QoS 0), in deliveries per second;
 //! - publish-to-deliver latency (QoS 1) at half of Mosquitto's 1-publisher QoS 1 rate;
@@ -37,6 +40,7 @@ use std::time::Duration;
 
 use commit_stats::CommitCounts;
 use mqtt_brokers::{Kind, Running, INFLIGHT};
+use mqtt_load::Sessions;
 use procfs::{cpu_seconds, rss_kib};
 use raw_heed::{quantile, RawLog};
 use rumqttc::QoS;
@@ -59,6 +63,7 @@ struct Scenario {
     /// Whether the load is one raw publisher keeping its window full ([`mqtt_load::windowed`])
     /// instead of rumqttc clients.
     windowed: bool,
+    sessions: Sessions,
 }
 
 fn scenarios() -> Vec<Scenario> {
@@ -69,6 +74,7 @@ fn scenarios() -> Vec<Scenario> {
         subscribers,
         qos,
         windowed: false,
+        sessions: Sessions::Clean,
     };
     vec![
         s("QoS 1, 1 publisher", 1, 100_000, 1, QoS::AtLeastOnce),
@@ -83,6 +89,17 @@ fn scenarios() -> Vec<Scenario> {
             )
         },
         s("QoS 1, 100 publishers", 100, 2_000, 1, QoS::AtLeastOnce),
+        s("QoS 2, 10 publishers", 10, 5_000, 1, QoS::ExactlyOnce),
+        Scenario {
+            sessions: Sessions::Persistent,
+            ..s(
+                "QoS 2, 10 publishers, persistent sessions",
+                10,
+                5_000,
+                1,
+                QoS::ExactlyOnce,
+            )
+        },
         s("QoS 0, 1 publisher", 1, 200_000, 1, QoS::AtMostOnce),
         s("QoS 0, 100 publishers", 100, 2_000, 1, QoS::AtMostOnce),
         s(
@@ -115,7 +132,8 @@ async fn run_throughput(b: &Running, s: &Scenario) -> Measured {
     let d = if s.windowed {
         mqtt_load::windowed(b.addr, s.per, INFLIGHT).await
     } else {
-        mqtt_load::throughput(b.addr, s.publishers, s.per, s.subscribers, s.qos).await
+        let load = (s.subscribers, s.qos, s.sessions);
+        mqtt_load::throughput(b.addr, s.publishers, s.per, load).await
     };
     let cores = (cpu_seconds(&pid) - cpu0) / d.elapsed.as_secs_f64();
     let commits = match (b.http, before) {

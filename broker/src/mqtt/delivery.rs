@@ -364,7 +364,7 @@ impl Delivery {
         now_ms: i64,
     ) -> bool {
         let more = self.pump_cursors(subs, outgoing, wire, out, out_limit, now_ms);
-        if !self.shared.is_empty() {
+        if self.shared.has_work() {
             let (log, perms) = (&self.log, &self.permissions);
             self.shared
                 .pump(log, subs, perms, outgoing, wire, out, out_limit, now_ms);

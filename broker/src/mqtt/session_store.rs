@@ -157,7 +157,7 @@ impl SessionStore {
                     _ => None,
                 })
                 .collect();
-            let away = self.away(client_id, &joined);
+            let away = self.away(client_id, &joined, groups, router);
             let joined = joined.into_iter().map(|(_, group)| group).collect();
             groups.park(client_id, joined, away, self.expires_at(client_id));
         }
@@ -166,10 +166,13 @@ impl SessionStore {
     /// What `client_id`'s saved session keeps of its shared deliveries: the QoS 2 ones not
     /// acknowledged yet, held in their groups again (no other member claims them), and the
     /// released ones. Unreadable cursors keep none.
-    fn away(&self, client_id: &str, joined: &[(String, Arc<ShareGroup>)]) -> Away {
-        if joined.is_empty() {
-            return Away::default();
-        }
+    fn away(
+        &self,
+        client_id: &str,
+        joined: &[(String, Arc<ShareGroup>)],
+        groups: &ShareGroups,
+        router: &Router,
+    ) -> Away {
         let key = format!("{CURSOR_PREFIX}{client_id}");
         let Ok(Some(bytes)) = self.log.get_meta(&key) else {
             return Away::default();
@@ -179,8 +182,14 @@ impl SessionStore {
         };
         let mut held = Vec::new();
         for s in cursors.shared {
-            let Some((_, group)) = joined.iter().find(|(filter, _)| *filter == s.filter) else {
-                continue;
+            // The group of a filter unsubscribed since is joined for the delivery alone (a
+            // started QoS 2 delivery is completed, MQTT-3.10.4-3).
+            let group = match joined.iter().find(|(filter, _)| *filter == s.filter) {
+                Some((_, group)) => group.clone(),
+                None => match shared::parse(&s.filter) {
+                    Some(Ok((name, filter))) => groups.join(name, filter, &self.log, router),
+                    _ => continue,
+                },
             };
             let at = &s.at;
             let partition =
@@ -190,7 +199,7 @@ impl SessionStore {
             };
             group.hold(partition.id, at.offset);
             held.push(Held {
-                group: group.clone(),
+                group,
                 filter: s.filter,
                 partition_id: partition.id,
                 offset: at.offset,

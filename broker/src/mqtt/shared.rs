@@ -18,11 +18,12 @@
 //! later start at their log start), like a plain subscription. How long a group lives, and how
 //! its position survives a restart, is [`super::shared_groups`]'s business: while a persistent
 //! member is away the group keeps its place, and messages published meanwhile wait in the log.
-//! The group remembers which claims are not yet settled and saves them with its cursors: after
-//! a restart they are claimed again first (a QoS 1 delivery again: at least once), except the
-//! QoS 2 ones a stored session holds ([`ShareGroup::hold`]). A member's QoS 2 exchange saves
-//! the group's state before its PUBLISH and its PUBREL go out (`connection`'s fence), so a
-//! crash neither gives the record to another member nor sends it again once settled.
+//! The group remembers which claims are not yet settled and saves them with its cursors
+//! (every [`super::shared_groups::SAVE_INTERVAL`]): after a restart they are claimed again first
+//! (a QoS 1 delivery again: at least once), except the QoS 2 ones a stored session holds
+//! ([`ShareGroup::hold`]; the session saved them before their PUBLISH went out). What the group
+//! settled after its last save before a crash is claimed again: a QoS 2 message completed in
+//! that interval may reach a second member.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -102,9 +103,15 @@ struct GroupState {
     resume: u32,
     /// Members to wake when records are given back.
     members: Vec<Weak<Notify>>,
-    /// Claimed records not yet settled by their member (acknowledged, or sent at QoS 0): the
-    /// group's saved position stays before them, so a crash sends them again.
+    /// Claimed records not yet settled by their member (acknowledged, or sent at QoS 0); saved
+    /// with the group, so a crash sends them again (a QoS 2 one held by its session aside).
     outstanding: BTreeSet<(u32, i64)>,
+    /// Those of them a stored session holds since a restart ([`ShareGroup::hold`]): never
+    /// claimed again from `returned`.
+    held: BTreeSet<(u32, i64)>,
+    /// Records settled ahead of their partition's cursor (a held claim completed after a
+    /// restart put the cursor back before it): passed over when the cursor reaches them.
+    settled_ahead: BTreeSet<(u32, i64)>,
 }
 
 /// One share group of one filter; members hold it in an `Arc`.
@@ -154,6 +161,8 @@ impl ShareGroup {
                 resume: 0,
                 members: Vec::new(),
                 outstanding: unsettled.into_iter().collect(),
+                held: BTreeSet::new(),
+                settled_ahead: BTreeSet::new(),
             }),
         }
     }
@@ -207,6 +216,10 @@ impl ShareGroup {
             let Some((partition_id, offset)) = state.returned.pop_front() else {
                 break;
             };
+            let at = (partition_id, offset);
+            if state.held.contains(&at) || !state.outstanding.contains(&at) {
+                continue; // its session's since a restart, or settled by it meanwhile
+            }
             match state.reread(log, partition_id, offset, &self.filter) {
                 Some(c) => out.push(c),
                 // Gone (retention) or no longer matching: nothing to send again.
@@ -231,7 +244,7 @@ impl ShareGroup {
     pub fn hold(&self, partition_id: u32, offset: i64) {
         let mut state = self.lock();
         state.outstanding.insert((partition_id, offset));
-        state.returned.retain(|&r| r != (partition_id, offset));
+        state.held.insert((partition_id, offset));
     }
 
     /// The record of a held claim (see [`ShareGroup::hold`]), read again for its member; `None`
@@ -243,7 +256,15 @@ impl ShareGroup {
     /// A claimed record is done with: acknowledged by its member's client, or sent at QoS 0,
     /// or skipped by the member.
     pub fn settle(&self, partition_id: u32, offset: i64) {
-        self.lock().outstanding.remove(&(partition_id, offset));
+        let mut state = self.lock();
+        let at = (partition_id, offset);
+        state.outstanding.remove(&at);
+        if state.held.remove(&at) {
+            let ahead = (state.cursors.get(&partition_id)).is_some_and(|c| c.next <= offset);
+            if ahead {
+                state.settled_ahead.insert(at);
+            }
+        }
     }
 
     /// Where the group stands, for saving: per partition the next offset nobody claimed, and
@@ -289,8 +310,9 @@ impl GroupState {
                 break;
             };
             cursor.next = record.offset + 1;
-            if self.outstanding.contains(&(id, record.offset)) {
-                continue; // held by a session since before a restart (see `hold`)
+            let at = (id, record.offset);
+            if self.outstanding.contains(&at) || self.settled_ahead.remove(&at) {
+                continue; // a session's since a restart (see `hold`), or completed already
             }
             if let Some(c) = matching(id, record, &cursor.partition.topic, filter) {
                 out.push(c);
@@ -315,6 +337,11 @@ impl GroupState {
             }
             // Retention may have deleted what the group had not claimed yet.
             cursor.next = cursor.next.max(p.log_start());
+            if !self.settled_ahead.is_empty() {
+                let next = cursor.next;
+                (self.settled_ahead)
+                    .retain(|&(partition, offset)| partition != id || offset >= next);
+            }
             if cursor.next >= p.high_watermark() {
                 continue;
             }

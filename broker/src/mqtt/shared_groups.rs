@@ -72,6 +72,9 @@ struct Registry {
     /// What LMDB holds for each group, so a save writes only positions that moved and deletes
     /// only entries that exist.
     stored: HashMap<GroupKey, Vec<u8>>,
+    /// Groups dropped by the save in progress: a member joining before their deletion is
+    /// written takes them back (what LMDB holds of them may be older).
+    deleting: HashMap<GroupKey, Arc<ShareGroup>>,
 }
 
 #[derive(Default)]
@@ -92,6 +95,9 @@ impl ShareGroups {
     pub fn join(&self, name: &str, filter: &str, log: &Log, router: &Router) -> Arc<ShareGroup> {
         let mut registry = self.lock();
         let key = (name.to_string(), filter.to_string());
+        if let Some(group) = registry.deleting.remove(&key) {
+            registry.groups.insert(key.clone(), group);
+        }
         if let Some(group) = registry.groups.get(&key) {
             group.refresh(log, router);
             return group.clone();
@@ -144,6 +150,14 @@ impl ShareGroups {
     /// drops what expired sessions held (at `now_ms`).
     pub async fn save(&self, log: &Log, now_ms: i64) -> Result<(), LogError> {
         let _one_at_a_time = self.saving.lock().await;
+        let result = self.save_changes(log, now_ms).await;
+        // Groups whose deletion is written (or failed: the next save deletes them again) are
+        // gone; until then `join` takes them back as they are.
+        self.lock().deleting.clear();
+        result
+    }
+
+    async fn save_changes(&self, log: &Log, now_ms: i64) -> Result<(), LogError> {
         // What changed: (group, new stored value or `None` to delete).
         let changes: Vec<(GroupKey, Option<Vec<u8>>)> = {
             let mut registry = self.lock();
@@ -155,9 +169,22 @@ impl ShareGroups {
                 // Dropped here: settling takes only the group's own lock.
                 registry.parked.remove(&id);
             }
-            let Registry { groups, stored, .. } = &mut *registry;
+            let Registry {
+                groups,
+                stored,
+                deleting,
+                ..
+            } = &mut *registry;
             // Held by the registry alone: nobody will claim from it again.
-            groups.retain(|_, group| Arc::strong_count(group) > 1);
+            let gone: Vec<GroupKey> = (groups.iter())
+                .filter(|(_, group)| Arc::strong_count(group) == 1)
+                .map(|(key, _)| key.clone())
+                .collect();
+            for key in gone {
+                if let Some(group) = groups.remove(&key) {
+                    deleting.insert(key, group);
+                }
+            }
             let mut changes = Vec::new();
             for (key, group) in groups.iter() {
                 let bytes = encode(group);

@@ -5,7 +5,7 @@
 //! resumes, MQTT-4.8.2-4) or are dropped with a session that ends (never sent to another
 //! member, MQTT-4.8.2-5).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -86,8 +86,8 @@ pub struct SharedMember {
     joined: Vec<Joined>,
     /// Open QoS 1/2 deliveries by packet id.
     open: HashMap<u16, Open>,
-    /// QoS 2 deliveries of the resumed session to send again first.
-    resend: Vec<Held>,
+    /// QoS 2 deliveries of the resumed session to send again first (their ids taken).
+    resend: VecDeque<Held>,
     /// Packet ids of QoS 2 deliveries released (settled in their group, PUBCOMP awaited).
     released: BTreeSet<u16>,
     /// Woken when a group has records given back by a member that left.
@@ -99,6 +99,13 @@ pub struct SharedMember {
 impl SharedMember {
     pub fn is_empty(&self) -> bool {
         self.joined.is_empty()
+    }
+
+    /// Whether [`SharedMember::pump`] has anything to do: groups joined, or held deliveries
+    /// to send again (also after their subscription is gone: a started QoS 2 delivery is
+    /// completed, MQTT-3.10.4-3).
+    pub fn has_work(&self) -> bool {
+        !self.joined.is_empty() || !self.resend.is_empty()
     }
 
     /// Joins `group` for the subscription `filter` (already joined: nothing changes).
@@ -168,7 +175,7 @@ impl SharedMember {
             .filter(|(_, o)| o.qos2)
             .map(|(&pkid, _)| pkid)
             .collect();
-        let mut held = std::mem::take(&mut self.resend);
+        let mut held: Vec<Held> = std::mem::take(&mut self.resend).into();
         for pkid in ids {
             if let Some(o) = self.open.remove(&pkid) {
                 held.push(Held {
@@ -183,10 +190,24 @@ impl SharedMember {
         held
     }
 
-    /// A resumed session's held deliveries: sent again before anything is claimed. Its
-    /// released ones (whose PUBREL the caller sends again) await PUBCOMP.
-    pub fn resume(&mut self, held: Vec<Held>, released: impl IntoIterator<Item = u16>) {
-        self.resend.extend(held);
+    /// A resumed session's held deliveries: sent again, in log order, before anything is
+    /// claimed, under their packet ids (taken in `outgoing` now, before any other delivery can
+    /// take them; one already taken is dropped). Its released ones (whose PUBREL the caller
+    /// sends again) await PUBCOMP.
+    pub fn resume(
+        &mut self,
+        mut held: Vec<Held>,
+        released: impl IntoIterator<Item = u16>,
+        outgoing: &mut Outgoing,
+    ) {
+        held.sort_by_key(|h| (h.partition_id, h.offset));
+        for h in held {
+            if outgoing.reopen(h.pkid, QoS::ExactlyOnce) {
+                self.resend.push_back(h);
+            } else {
+                h.drop_delivery();
+            }
+        }
         self.released.extend(released);
     }
 
@@ -290,20 +311,18 @@ impl SharedMember {
         now_ms: i64,
     ) {
         while out.len() < out_limit {
-            let Some(h) = self.resend.pop() else {
+            let Some(h) = self.resend.pop_front() else {
                 return;
             };
-            let options = subs.options(&h.filter);
-            let claimed = h.group.reread(log, h.partition_id, h.offset);
-            let (Some(options), Some(c)) = (options, claimed) else {
-                h.drop_delivery(); // unsubscribed meanwhile, or the record is gone
+            let Some(c) = h.group.reread(log, h.partition_id, h.offset) else {
+                outgoing.cancel(h.pkid);
+                h.drop_delivery(); // the record is gone (retention, topic deleted)
                 continue;
             };
-            // Its id, unless the window gave it to another delivery meanwhile.
-            let restored = outgoing.reopen(h.pkid, QoS::ExactlyOnce).then_some(h.pkid);
+            // Sent at QoS 2 as first, with the subscription's options while it lasts.
             let options = SubOptions {
                 qos: QoS::ExactlyOnce,
-                ..options
+                ..(subs.options(&h.filter)).unwrap_or(SubOptions::qos(QoS::ExactlyOnce))
             };
             let route = (h.group, h.filter);
             self.send(
@@ -311,7 +330,7 @@ impl SharedMember {
                 c,
                 &options,
                 permissions,
-                (outgoing, restored),
+                (outgoing, Some(h.pkid)),
                 wire,
                 out,
                 now_ms,

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use rumqttc::mqttbytes::v4::{PubComp, PubRec};
+use rumqttc::mqttbytes::v4::{PubComp, PubRec, Unsubscribe};
 
 use super::*;
 
@@ -220,6 +220,7 @@ async fn a_qos2_shared_delivery_stays_with_its_persistent_member_across_a_discon
     let (payload, pkid, dup) = qos2_delivery(&mut a).await;
     assert_eq!((payload.as_str(), dup), ("fire", false));
     drop(a); // no PUBREC
+    tokio::time::sleep(Duration::from_millis(200)).await; // its connection ends
 
     // Another member joins: the message is not its to take (MQTT-4.8.2-4).
     let (mut other, _) = raw_member(b.addr, "member-b", true).await;
@@ -268,9 +269,85 @@ async fn a_qos2_shared_delivery_ends_with_a_session_that_ends() {
     publish_alarm(b.addr, "fire").await;
     assert_eq!(qos2_delivery(&mut a).await.0, "fire");
     drop(a); // no PUBREC, and its session ends with the connection
+    tokio::time::sleep(Duration::from_millis(200)).await;
 
     // Not sent to another member (MQTT-4.8.2-5): the next one is the next message.
     let (mut other, _) = raw_member(b.addr, "member-b", true).await;
     publish_alarm(b.addr, "smoke").await;
-    assert_eq!(qos2_delivery(&mut other).await.0, "smoke");
+    let (smoke, pkid, _) = qos2_delivery(&mut other).await;
+    assert_eq!(smoke, "smoke");
+    other.send(Packet::PubRec(PubRec::new(pkid))).await;
+    assert!(matches!(other.recv().await, Some(Packet::PubRel(_))));
+    other.send(Packet::PubComp(PubComp::new(pkid))).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), other.recv())
+            .await
+            .is_err(),
+        "nothing more, \"fire\" least of all"
+    );
+}
+
+/// The next `n` publishes `raw` receives: payload, packet id, DUP.
+async fn publishes(raw: &mut Raw, n: usize) -> Vec<(String, u16, bool)> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        match raw.recv().await {
+            Some(Packet::Publish(p)) => out.push((
+                String::from_utf8(p.payload.to_vec()).unwrap(),
+                p.pkid,
+                p.dup,
+            )),
+            Some(_) => {}
+            None => panic!("connection closed after {out:?}"),
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_held_delivery_keeps_its_packet_id_when_plain_deliveries_resume_with_it() {
+    let b = start(MqttSection::default()).await;
+    let (mut a, _) = raw_member(b.addr, "mixed", false).await;
+    let mut s = Subscribe::new("plain/#", QoS::ExactlyOnce);
+    s.pkid = 2;
+    a.send(Packet::Subscribe(s)).await;
+    assert!(matches!(a.recv().await, Some(Packet::SubAck(_))));
+    publish_alarm(b.addr, "fire").await;
+    let (_, pkid, _) = qos2_delivery(&mut a).await;
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A backlog on the plain subscription while it is away.
+    let mut p = client(b.addr, "plain-pub", false).await;
+    for i in 0..5 {
+        p.publish_acked("plain/x", QoS::ExactlyOnce, &format!("p{i}"))
+            .await;
+    }
+    let (mut a, present) = raw_member(b.addr, "mixed", false).await;
+    assert!(present);
+    let got = publishes(&mut a, 6).await;
+    assert!(
+        got.contains(&("fire".to_string(), pkid, true)),
+        "the held one under its id: {got:?}"
+    );
+    let ids = got.iter().filter(|(_, id, _)| *id == pkid).count();
+    assert_eq!(ids, 1, "no other delivery took its id: {got:?}");
+}
+
+#[tokio::test]
+async fn a_held_delivery_is_completed_after_its_subscription_is_gone() {
+    let b = start(MqttSection::default()).await;
+    let (mut a, _) = raw_member(b.addr, "leaver", false).await;
+    publish_alarm(b.addr, "fire").await;
+    let (_, pkid, _) = qos2_delivery(&mut a).await;
+    a.send(Packet::Unsubscribe(Unsubscribe::new("$share/g/alarm/#")))
+        .await;
+    assert!(matches!(a.recv().await, Some(Packet::UnsubAck(_))));
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (mut a, present) = raw_member(b.addr, "leaver", false).await;
+    assert!(present);
+    assert_eq!(
+        qos2_delivery(&mut a).await,
+        ("fire".to_string(), pkid, true)
+    );
 }

@@ -25,10 +25,19 @@ const STALL: Duration = Duration::from_secs(10);
 /// Client ids are unique across the whole bench run, so no client takes over another's session.
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 
-fn options(addr: SocketAddr, role: &str) -> MqttOptions {
+/// Clean sessions, or persistent ones (`clean_session = false`: a broker keeps their state,
+/// Headwater on disk).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Sessions {
+    Clean,
+    Persistent,
+}
+
+fn options(addr: SocketAddr, role: &str, sessions: Sessions) -> MqttOptions {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let mut o = MqttOptions::new(format!("{role}-{id}"), addr.ip().to_string(), addr.port());
     o.set_keep_alive(Duration::from_secs(60));
+    o.set_clean_session(sessions == Sessions::Clean);
     o.set_inflight(INFLIGHT as u16);
     o.set_max_packet_size(1 << 20, 1 << 20);
     o
@@ -39,14 +48,13 @@ fn options(addr: SocketAddr, role: &str) -> MqttOptions {
 /// sample when `samples` is set.
 async fn subscribers(
     addr: SocketAddr,
-    n: usize,
-    qos: QoS,
+    (n, qos, sessions): (usize, QoS, Sessions),
     received: Arc<AtomicU64>,
     samples: Option<(Instant, Arc<Mutex<Vec<Duration>>>)>,
 ) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
     for _ in 0..n {
-        let (client, mut eventloop) = AsyncClient::new(options(addr, "sub"), 100);
+        let (client, mut eventloop) = AsyncClient::new(options(addr, "sub", sessions), 100);
         client.subscribe("bench/#", qos).await.expect("subscribe");
         loop {
             match eventloop.poll().await.expect("subscriber connects") {
@@ -74,8 +82,8 @@ async fn subscribers(
 }
 
 /// A publisher whose event loop runs in a task (which ends with the connection).
-async fn publisher(addr: SocketAddr) -> (AsyncClient, JoinHandle<()>) {
-    let (client, mut eventloop) = AsyncClient::new(options(addr, "pub"), INFLIGHT);
+async fn publisher(addr: SocketAddr, sessions: Sessions) -> (AsyncClient, JoinHandle<()>) {
+    let (client, mut eventloop) = AsyncClient::new(options(addr, "pub", sessions), INFLIGHT);
     let task = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
     (client, task)
 }
@@ -100,14 +108,13 @@ pub async fn throughput(
     addr: SocketAddr,
     publishers: usize,
     per: usize,
-    subs: usize,
-    qos: QoS,
+    (subs, qos, sessions): (usize, QoS, Sessions),
 ) -> Delivered {
     let received = Arc::new(AtomicU64::new(0));
-    let sub_tasks = subscribers(addr, subs, qos, received.clone(), None).await;
+    let sub_tasks = subscribers(addr, (subs, qos, sessions), received.clone(), None).await;
     let mut pubs = Vec::new();
     for _ in 0..publishers {
-        pubs.push(publisher(addr).await);
+        pubs.push(publisher(addr, sessions).await);
     }
     let expected = (publishers * per * subs) as u64;
     let start = Instant::now();
@@ -167,8 +174,9 @@ pub async fn latency(addr: SocketAddr, rate: u64, duration: Duration) -> Vec<Dur
     let samples = Arc::new(Mutex::new(Vec::new()));
     let received = Arc::new(AtomicU64::new(0));
     let sink = Some((base, samples.clone()));
-    let sub_tasks = subscribers(addr, 1, QoS::AtLeastOnce, received.clone(), sink).await;
-    let (client, pub_task) = publisher(addr).await;
+    let load = (1, QoS::AtLeastOnce, Sessions::Clean);
+    let sub_tasks = subscribers(addr, load, received.clone(), sink).await;
+    let (client, pub_task) = publisher(addr, Sessions::Clean).await;
     let total = (rate as f64 * duration.as_secs_f64()) as u64;
     let warmup = total / 5;
     let start = Instant::now();

@@ -15,7 +15,7 @@ use crate::mqtt::link::Link;
 use crate::mqtt::session_store::SessionError;
 
 use super::handlers::FULL_RETRY;
-use super::{now_ms, Closed, Connection, Done};
+use super::{Closed, Connection, Done};
 
 impl<S: Link> Connection<S> {
     /// Output from `at` (a length of `out`) on waits for the next save, if this session keeps
@@ -44,47 +44,20 @@ impl<S: Link> Connection<S> {
         let extra = self.out.len() - self.writable();
         let ticket = self.submit_session_save().await;
         let (client_id, closing) = (self.client_id.clone(), self.closing.clone());
-        // A member of share groups saves their state too: a claim it sends (or settles) is
-        // then durable in its group as well, so a crash never gives the record to another
-        // member (or to anyone again).
-        let groups = (self.outbound.as_ref())
-            .filter(|o| !o.delivery.shared.is_empty())
-            .map(|_| {
-                (
-                    self.ctx.inner.share_groups.clone(),
-                    self.ctx.inner.ingest.log().clone(),
-                )
-            });
         self.save_in_flight = true;
         let background = !self.pending.is_empty();
         self.pending.push_back(Box::pin(async move {
-            let session = async {
-                match ticket {
-                    None => Ok(()), // saved already: nothing changed since the last save
-                    Some(Err(e)) => Err(e),
-                    Some(Ok(mut ticket)) => {
-                        if background {
-                            ticket.commit_in_background();
-                        }
-                        let durable = ticket.durable().await;
-                        (durable).map_err(|source| SessionError::Log {
-                            client_id: client_id.clone(),
-                            source,
-                        })
+            let result = match ticket {
+                None => Ok(()), // saved already: nothing changed since the last save
+                Some(Err(e)) => Err(e),
+                Some(Ok(mut ticket)) => {
+                    if background {
+                        ticket.commit_in_background();
                     }
+                    let durable = ticket.durable().await;
+                    durable.map_err(|source| SessionError::Log { client_id, source })
                 }
             };
-            let groups = async {
-                match &groups {
-                    Some((groups, log)) => groups.save(log, now_ms()).await,
-                    None => Ok(()),
-                }
-            };
-            let (session, groups) = tokio::join!(session, groups);
-            let result = session.and(groups.map_err(|source| SessionError::Log {
-                client_id: client_id.clone(),
-                source,
-            }));
             if result.as_ref().is_err_and(SessionError::is_full) {
                 // Paces the next attempt (see `finish_save`).
                 tokio::select! {

@@ -139,9 +139,8 @@ impl<S: Link> Connection<S> {
                 .filter(|&pkid| o.outgoing.reopen_released(pkid))
                 .collect();
             release.extend(&released);
-            o.delivery
-                .shared
-                .resume(std::mem::take(&mut away.held), released);
+            let held = std::mem::take(&mut away.held);
+            o.delivery.shared.resume(held, released, &mut o.outgoing);
         } else {
             away.drop_deliveries();
         }
