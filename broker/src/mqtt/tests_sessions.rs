@@ -247,14 +247,20 @@ async fn raw_persistent(addr: SocketAddr, id: &str) -> (Raw, bool) {
     }
 }
 
-#[tokio::test]
-async fn qos2_deliveries_resume_with_pubrel_or_dup_publish_under_their_ids_across_a_restart() {
-    let b = start(MqttSection::default()).await;
-    let (mut raw, _) = raw_persistent(b.addr, "q2").await;
-    let mut sub = Subscribe::new("q2/#", QoS::ExactlyOnce);
+/// A raw persistent session subscribed to `filter` at QoS 2.
+async fn qos2_subscriber(addr: SocketAddr, id: &str, filter: &str) -> Raw {
+    let (mut raw, _) = raw_persistent(addr, id).await;
+    let mut sub = Subscribe::new(filter, QoS::ExactlyOnce);
     sub.pkid = 1;
     raw.send(Packet::Subscribe(sub)).await;
     assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
+    raw
+}
+
+#[tokio::test]
+async fn qos2_deliveries_resume_with_pubrel_or_dup_publish_under_their_ids_across_a_restart() {
+    let b = start(MqttSection::default()).await;
+    let mut raw = qos2_subscriber(b.addr, "q2", "q2/#").await;
     let mut p = client(b.addr, "q2-pub", false).await;
     p.publish_acked("q2/a", QoS::ExactlyOnce, "released").await;
     p.publish_acked("q2/a", QoS::ExactlyOnce, "unanswered")
@@ -387,11 +393,7 @@ async fn next_qos2(raw: &mut Raw) -> (String, u16, bool) {
 #[tokio::test]
 async fn a_qos2_delivery_completed_behind_an_open_one_is_not_sent_again_on_resume() {
     let b = start(MqttSection::default()).await;
-    let (mut raw, _) = raw_persistent(b.addr, "q2-order-out").await;
-    let mut sub = Subscribe::new("oo/#", QoS::ExactlyOnce);
-    sub.pkid = 1;
-    raw.send(Packet::Subscribe(sub)).await;
-    assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
+    let mut raw = qos2_subscriber(b.addr, "q2-order-out", "oo/#").await;
     let mut p = client(b.addr, "oo-pub", false).await;
     for m in ["open", "done"] {
         p.publish_acked("oo/a", QoS::ExactlyOnce, m).await;
