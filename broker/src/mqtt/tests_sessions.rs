@@ -426,20 +426,7 @@ async fn a_qos2_delivery_completed_behind_an_open_one_is_not_sent_again_on_resum
 
 /// A raw MQTT 5 persistent session with a Receive Maximum (our window towards it).
 async fn raw5_window(addr: SocketAddr, id: &str, receive_maximum: u16) -> v5::Raw5 {
-    use rumqttc::v5::mqttbytes::v5::{Connect as Connect5, ConnectProperties};
-    let mut raw = v5::Raw5::open(addr).await;
-    let mut props = ConnectProperties::new();
-    props.session_expiry_interval = Some(3600);
-    props.receive_maximum = Some(receive_maximum);
-    let connect = Connect5 {
-        keep_alive: 0,
-        client_id: id.into(),
-        clean_start: false,
-        properties: Some(props),
-    };
-    raw.send(P5::Connect(connect, None, None)).await;
-    assert!(matches!(raw.recv().await, Some(P5::ConnAck(a)) if a.code == Code5::Success));
-    raw
+    raw5_with(addr, id, 3600, Some(receive_maximum)).await.0
 }
 
 /// The next PUBLISH of a raw MQTT 5 client: payload, packet id, DUP.
@@ -578,10 +565,21 @@ async fn a_resent_qos2_publish_is_acknowledged_as_stored_even_when_its_batch_fai
 
 /// A raw MQTT 5 connection with clean start off and `expiry`; returns it and session present.
 async fn raw5(addr: SocketAddr, id: &str, expiry: u32) -> (v5::Raw5, bool) {
+    raw5_with(addr, id, expiry, None).await
+}
+
+/// [`raw5`] with a Receive Maximum, if given.
+async fn raw5_with(
+    addr: SocketAddr,
+    id: &str,
+    expiry: u32,
+    receive_maximum: Option<u16>,
+) -> (v5::Raw5, bool) {
     use rumqttc::v5::mqttbytes::v5::{Connect as Connect5, ConnectProperties};
     let mut raw = v5::Raw5::open(addr).await;
     let mut props = ConnectProperties::new();
     props.session_expiry_interval = Some(expiry);
+    props.receive_maximum = receive_maximum;
     let connect = Connect5 {
         keep_alive: 0,
         client_id: id.into(),

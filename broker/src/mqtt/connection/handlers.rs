@@ -614,8 +614,8 @@ impl<S: Link> Connection<S> {
         }
         self.bytes_in_flight -= done.bytes;
         let mut code = reason::SUCCESS;
-        let chained = self.ctx.inner.ingest.has_plugins(&done.log_topic);
-        if done.result.is_err() && !done.receipts.is_empty() && chained {
+        let failed_with_receipts = done.result.is_err() && !done.receipts.is_empty();
+        if failed_with_receipts && self.ctx.inner.ingest.has_plugins(&done.log_topic) {
             // Not stored, so not received: through ingest plugins the receipts may have
             // committed while the records of another append failed (without plugins they
             // share the records' transaction). They go before any ack does (a resend must be
