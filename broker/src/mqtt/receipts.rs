@@ -30,7 +30,7 @@ fn prefix(client_id: &str) -> String {
 }
 
 /// The key of receipt `pkid` of `client_id`.
-pub fn key(client_id: &str, pkid: u16) -> String {
+fn key(client_id: &str, pkid: u16) -> String {
     format!("{}{pkid}", prefix(client_id))
 }
 
